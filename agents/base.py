@@ -1,0 +1,117 @@
+"""The agent interface every search strategy implements.
+
+A search runs in rounds. In each round the search loop
+
+1. asks the agent where the round's children start (:meth:`Agent.start_network`;
+   ``None`` means the environment's configured start network),
+2. resets a batch of ``NetTransformEnv`` copies (one per child) from that start,
+3. calls :meth:`Agent.propose` with the batched observation until every
+   episode ends (the environment trains and evaluates each child on its last
+   step),
+4. hands the finished children to :meth:`Agent.learn`.
+
+``state_dict``/``load_state_dict`` let the search checkpoint and resume the
+agent together with everything else.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+__all__ = ["Agent", "AgentContext", "ChildResult", "NoConfig"]
+
+
+@dataclass(frozen=True)
+class AgentContext:
+    """What an agent knows about the environment it will drive."""
+
+    max_layers: int
+    """Length of the padded token sequence and of per-layer masks/actions."""
+    vocab_size: int
+    """Number of distinct architecture token ids (padding included)."""
+    kernel_sizes: tuple[int, ...]
+    """Kernel sizes a Net2Deeper action may choose (index into this tuple)."""
+    kinds: tuple[str, ...]
+    """Names of the action kinds, in the order of the ``kind`` action (e.g. wider, deeper, skip)."""
+    schedule: tuple[str, ...] | None
+    """The fixed order of kinds per episode, or None in free mode (the agent picks)."""
+    steps_per_episode: int
+    """Transformations per child."""
+    children_per_round: int
+    """Children sampled per round (per controller step)."""
+    seed: int = 0
+    """Seed the agent should derive all its randomness from."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Anything else the environment wants to tell agents (input shape, densenet, ...)."""
+
+
+@dataclass
+class ChildResult:
+    """One finished child, as the search loop hands it to :meth:`Agent.learn`."""
+
+    arch: str
+    """Architecture string of the child."""
+    accuracy: float
+    """Validation accuracy (0 if it failed)."""
+    reward: float
+    """tan(acc * pi / 2), or the lowest reward if the child failed."""
+    failed: bool = False
+    params: int = 0
+    flops: int = 0
+    train_time: float = 0.0
+    cached: bool = False
+    """True when the accuracy came from the evaluation cache."""
+    net: Any = None
+    """The trained child (a ``ChildNet``) when the evaluator kept its weights, else None."""
+    actions: list[dict[str, Any]] = field(default_factory=list)
+    """The actions of the child's episode, in order."""
+
+
+@dataclass
+class NoConfig:
+    """An agent without hyperparameters."""
+
+
+class Agent(ABC):
+    """Base class of search strategies (RL controller, random search, hill climbing, ...).
+
+    Subclasses set ``name`` and ``Config`` (a dataclass of hyperparameters with
+    defaults, one documented field each); they are built as
+    ``cls(ctx, cls.Config(**overrides))``.
+    """
+
+    name: ClassVar[str] = "agent"
+    Config: ClassVar[type] = NoConfig
+
+    def __init__(self, ctx: AgentContext, config: Any = None) -> None:
+        self.ctx = ctx
+        self.config = config if config is not None else self.Config()
+        self.rng = np.random.default_rng(ctx.seed)
+
+    def start_network(self) -> Any:
+        """The network the next round's children start from; None for the env's start."""
+        return None
+
+    def children_this_round(self) -> int:
+        """How many children the next round samples (default: ``ctx.children_per_round``)."""
+        return self.ctx.children_per_round
+
+    @abstractmethod
+    def propose(self, obs: dict[str, Any]) -> dict[str, np.ndarray]:
+        """Actions for a batch of observations (leading dimension = children)."""
+
+    @abstractmethod
+    def learn(self, results: list[ChildResult]) -> dict[str, float]:
+        """Update from a finished round; return scalar metrics to log (name -> value)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume the agent (must include the RNG state)."""
+        return {"rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        self.rng.bit_generator.state = state["rng"]
