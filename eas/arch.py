@@ -115,8 +115,22 @@ class Skip:
 
 Layer = Conv | Pool | FC | Softmax | Dense
 
-_TOKEN_RE = re.compile(r"^\s*([A-Z]+)\s*\(([^()]*)\)\s*$")
-_SPLIT_RE = re.compile(r",(?![^()]*\))")
+_TOKEN_RE = re.compile(r"^\s*([A-Za-z]+)\s*\(([^()]*)\)\s*$")
+
+
+def _split_tokens(text: str) -> list[str]:
+    """Split on commas outside parentheses (an unclosed parenthesis keeps the rest together)."""
+    parts, depth, start = [], 0, 0
+    for k, ch in enumerate(text):
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth = max(depth - 1, 0)
+        elif ch == "," and depth == 0:
+            parts.append(text[start:k])
+            start = k + 1
+    parts.append(text[start:])
+    return parts
 
 
 def _ints(args: list[str], n: int, tok: str, pos: int) -> list[int]:
@@ -141,13 +155,15 @@ def _positive(tok: str, pos: int, **values: int) -> None:
 
 
 def _parse_token(tok: str, pos: int) -> Layer | Skip:
-    m = _TOKEN_RE.match(tok.upper())
+    m = _TOKEN_RE.match(tok)
     if not m:
         raise ValueError(
             f"token {pos} {tok.strip()!r} is malformed: expected NAME(args), e.g. C(16,3,1)"
         )
-    name, body = m.group(1), m.group(2)
+    name, body = m.group(1).upper(), m.group(2)
     args = [a.strip() for a in body.split(",")] if body.strip() else []
+    if name in ("P", "S") and len(args) == 3:
+        args[2] = args[2].upper()
     tok = tok.strip()
     if name == "C":
         f, k, s = _ints(args, 3, tok, pos)
@@ -214,7 +230,7 @@ class Architecture:
             raise TypeError(f"expected an architecture string, got {type(text).__name__}")
         if not text.strip():
             raise ValueError("empty architecture string")
-        raw = _SPLIT_RE.split(text.strip())
+        raw = _split_tokens(text.strip())
         layers: list[Layer] = []
         skips: list[Skip] = []
         for pos, tok in enumerate(raw):
