@@ -1,0 +1,137 @@
+"""The evaluation cache shared by the environments of one search.
+
+EAS trains hundreds of children; the same architecture is often proposed more
+than once (by several children of one round, or again in a later round). The
+cache remembers what an evaluation gave so an architecture is trained once.
+
+The key is ``(start fingerprint, child architecture string)``. The original EAS
+code cached by the architecture string alone, even though a child built by
+transformations inherits its weights from the episode's start network: the same
+string reached from a *different* start network (e.g. in stage 2, after the
+best stage-1 network was retrained, or from a hill-climbing parent) starts from
+different weights and can end at a different accuracy. Keying on a fingerprint
+of the start network keeps stage-2 children from reusing stage-1 results, while
+duplicate children of one round (same start, same string) are still trained once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+import torch
+from torch import nn
+
+from envs.evaluators import EvalResult
+
+__all__ = ["EvalCache", "fingerprint"]
+
+_SAMPLES_PER_TENSOR = 4096
+
+
+def fingerprint(net: nn.Module) -> str:
+    """A short, cheap digest identifying a network's architecture and weights.
+
+    It hashes the architecture string (``net.arch`` when present), every
+    parameter/buffer name, shape and dtype, each tensor's sum, and up to 4096
+    evenly strided values of each tensor. Two networks with equal weights get
+    the same fingerprint; any training step changes it with overwhelming
+    probability. Cost: a few small reductions per tensor, no full copy to host.
+    """
+    h = hashlib.blake2b(digest_size=16)
+    h.update(str(getattr(net, "arch", type(net).__name__)).encode())
+    with torch.no_grad():
+        for name, t in net.state_dict().items():
+            h.update(f"|{name}:{tuple(t.shape)}:{t.dtype}".encode())
+            if t.numel() == 0:
+                continue
+            flat = t.detach().reshape(-1)
+            stride = max(1, flat.numel() // _SAMPLES_PER_TENSOR)
+            sample = flat[::stride]
+            if flat.is_floating_point():
+                total = flat.double().sum().reshape(1)
+                sample = sample.double()
+            else:
+                total = flat.long().sum().reshape(1)
+                sample = sample.long()
+            h.update(torch.cat([total.to(sample.dtype), sample]).cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+class EvalCache:
+    """Evaluation results keyed by ``(start fingerprint, child architecture string)``.
+
+    One object can be shared by several environments (the vector environment
+    shares one across its copies), so a round's duplicate children are
+    trained once. Successful results are stored; failed ones are not (a failure
+    may be transient, e.g. out of memory, and is retried next time).
+
+    Trained weights (``EvalResult.state_dict``) are kept for at most
+    ``max_weights`` entries (the most recently stored ones; ``None`` = all,
+    0 = none) so a long search does not hold every child's weights in memory;
+    older entries keep their accuracy only.
+    """
+
+    def __init__(self, max_weights: int | None = 64) -> None:
+        if max_weights is not None and max_weights < 0:
+            raise ValueError(f"max_weights must be >= 0 or None, got {max_weights}")
+        self.max_weights = max_weights
+        self._results: dict[tuple[str, str], EvalResult] = {}
+        self._with_weights: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self.hits = 0
+        """Number of successful look-ups."""
+        self.misses = 0
+        """Number of look-ups that found nothing."""
+
+    @staticmethod
+    def key(start_fingerprint: str, arch: Any) -> tuple[str, str]:
+        """The cache key of a child: ``(start fingerprint, canonical arch string)``."""
+        return (str(start_fingerprint), str(arch))
+
+    def get(self, key: tuple[str, str]) -> EvalResult | None:
+        """The stored result for ``key`` (a copy) or None; counts hits and misses."""
+        res = self._results.get(key)
+        if res is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        return replace(res, extra=dict(res.extra))
+
+    def put(self, key: tuple[str, str], result: EvalResult) -> None:
+        """Store a result (ignored when it failed)."""
+        if result.failed:
+            return
+        stored = replace(result, extra=dict(result.extra))
+        if stored.state_dict is not None and self.max_weights != 0:
+            self._with_weights[key] = None
+            self._with_weights.move_to_end(key)
+            while self.max_weights is not None and len(self._with_weights) > self.max_weights:
+                old, _ = self._with_weights.popitem(last=False)
+                if old in self._results:
+                    self._results[old] = replace(self._results[old], state_dict=None)
+        else:
+            stored = replace(stored, state_dict=None)
+            self._with_weights.pop(key, None)
+        self._results[key] = stored
+
+    def clear(self) -> None:
+        """Forget everything (the next evaluation of any architecture trains it again)."""
+        self._results.clear()
+        self._with_weights.clear()
+        self.hits = 0
+        self.misses = 0
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._results
+
+    def __len__(self) -> int:
+        return len(self._results)
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(list(self._results))
+
+    def __repr__(self) -> str:
+        return f"EvalCache(entries={len(self)}, hits={self.hits}, misses={self.misses})"
