@@ -1,0 +1,371 @@
+"""NASH hill climbing (Elsken, Metzen & Hutter 2017, Algorithm 1) through the env.
+
+One search round is one hill-climbing step of NASH::
+
+    for i in 1..n_steps:                                   # one round each
+        for j in 1..n_neigh:                               # the round's children
+            model_j = ApplyNetMorphs(model_best, n_NM)     # n_NM env steps (free mode)
+            model_j = SGDRtrain(model_j, e_neigh, lr_start, lr_end)   # the evaluator
+        model_best = argmax over {model_best, model_1..model_n_neigh} of val accuracy
+
+The environment runs in free mode with ``free_steps = n_NM``; each step applies
+one network morphism drawn as in the paper's Appendix B, restricted to what the
+environment allows right now:
+
+* the kind is uniform over {deeper, wider, skip} (those with a legal option);
+* **deeper** inserts a conv-BN-ReLU layer at a uniformly drawn legal
+  ``(block, position)`` (conv positions only; the new conv has as many channels
+  as the closest preceding conv, which is what ``net2deeper`` does), kernel
+  uniform over {3, 5} (``Config.deeper_kernels``);
+* **wider** widens one conv layer drawn uniformly. The paper draws a widening
+  factor from {2, 4}; the environment widens a marked layer to the *next level*
+  of the search space's width list (16->32->64->96->128->192->...), so one
+  wider morphism here means "one level up" -- a factor of 2 for narrow layers
+  and 1.33-1.5 for wide ones. A factor of 4 is reached when the same layer is
+  drawn twice among the n_NM morphisms. This is the honest mapping of the
+  paper's factor onto the environment's discrete widths;
+* **skip** adds a skip connection: the mode (ADD / CAT) uniform among modes with
+  a legal connection, then a legal ``(src, dst)`` pair uniformly.
+
+**The parent competes.** After a round the best child replaces the current best
+only if its validation accuracy is strictly higher. The current best's accuracy
+is the accuracy it had when it was selected (children and their parent are
+therefore compared by one evaluation each). For the stage's start network the
+accuracy comes from, in this order: :meth:`HillClimbingAgent.set_start_accuracy`,
+``ctx.extra["start_accuracy"]``, or, when neither is known, a *parent slot*:
+in that round child 0 is the parent itself (every step an all-zero Net2Wider,
+i.e. no change), trained and evaluated like its siblings, so parent and children
+are measured by the same evaluator. With ``Config.reevaluate_parent`` the parent
+slot is used every round (its freshly trained weights and accuracy then replace
+the recorded ones, the paper's "the current best model is also considered as a
+child").
+
+**SGDR.** Children are trained by cosine annealing from ``lr_start`` to
+``lr_end`` over ``e_neigh`` epochs, restarted for every child;
+:meth:`HillClimbingAgent.child_train_overrides` gives the ``TrainConfig``
+overrides the search loop applies to its evaluator for this agent, and
+:meth:`HillClimbingAgent.final_train_overrides` those of the final training.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from agents.base import Agent, AgentContext, ChildResult
+from agents.random_search import (
+    DEEPER,
+    SKIP,
+    WIDER,
+    allowed_kinds,
+    empty_action,
+    split_obs,
+    stack_actions,
+    uniform_index,
+)
+from eas.arch import FC, Architecture
+
+__all__ = ["HillClimbingAgent"]
+
+
+class HillClimbingAgent(Agent):
+    """Neural Architecture Search by Hill-climbing (NASH) as an :class:`Agent`.
+
+    Class attributes the search loop reads before building the environment:
+    ``required_mode = "free"`` and ``steps`` (= ``Config.n_nm``, episode length
+    in free mode); :meth:`env_requirements` returns both plus the children per
+    round for a given config.
+    """
+
+    name: ClassVar[str] = "hill_climbing"
+    required_mode: ClassVar[str | None] = "free"
+    """NASH picks the kind of every morphism itself: the env must run in free mode."""
+    steps: int = 5
+    """Transformations per child (free_steps); the instance value is ``config.n_nm``."""
+
+    @dataclass
+    class Config:
+        """Hyperparameters of NASH hill climbing (defaults: the paper's)."""
+
+        n_steps: int = 5
+        """Hill-climbing steps (search rounds)."""
+        n_neigh: int = 8
+        """Children (neighbours) trained per step."""
+        n_nm: int = 5
+        """Network morphisms applied per child (the env's free_steps)."""
+        e_neigh: int = 17
+        """Training epochs per child (SGDR, restarted for every child)."""
+        e_final: int = 20
+        """Epochs of the final training of the best network."""
+        lr_start: float = 0.05
+        """SGDR initial learning rate (lambda_start)."""
+        lr_end: float = 0.0
+        """SGDR final learning rate (lambda_end)."""
+        deeper_kernels: tuple[int, ...] = (3, 5)
+        """Kernel sizes a deeper morphism draws from (those the env allows)."""
+        reevaluate_parent: bool = False
+        """Re-train and re-evaluate the parent as child 0 every round (else only when unknown)."""
+
+        def __post_init__(self) -> None:
+            for field_name in ("n_steps", "n_neigh", "n_nm"):
+                if int(getattr(self, field_name)) < 1:
+                    raise ValueError(f"{field_name} must be >= 1, got {getattr(self, field_name)}")
+            if self.e_neigh < 0 or self.e_final < 0:
+                raise ValueError("e_neigh and e_final must be >= 0")
+            if self.lr_start < 0 or self.lr_end < 0:
+                raise ValueError("lr_start and lr_end must be >= 0")
+            self.deeper_kernels = tuple(int(k) for k in self.deeper_kernels)
+
+    @classmethod
+    def env_requirements(cls, config: Any = None) -> dict[str, Any]:
+        """Environment settings this agent needs: free mode, ``free_steps``, children per round."""
+        config = config if config is not None else cls.Config()
+        return {"schedule": None, "free_steps": int(config.n_nm),
+                "children_per_round": int(config.n_neigh)}
+
+    def __init__(self, ctx: AgentContext, config: Any = None) -> None:
+        super().__init__(ctx, config)
+        self.steps = int(self.config.n_nm)
+        if ctx.schedule is not None:
+            warnings.warn(
+                "hill_climbing expects free mode (schedule=None); with a fixed schedule it "
+                "only picks positions, not kinds, which is not NASH", stacklevel=2)
+        elif ctx.steps_per_episode != self.steps:
+            warnings.warn(
+                f"hill_climbing has n_nm={self.steps} but the env runs "
+                f"{ctx.steps_per_episode} steps per child", stacklevel=2)
+        self.round = 0
+        self.best_net: Any = None
+        """The current best network (a trained ChildNet), None = the stage's start network."""
+        self.best_arch: str | None = None
+        self.best_accuracy: float | None = None
+        start_acc = ctx.extra.get("start_accuracy") if ctx.extra else None
+        if start_acc is not None:
+            self.best_accuracy = float(start_acc)
+        self.history: list[dict[str, Any]] = []
+        self._parent_slot = False  # child 0 of the running round is the unchanged parent
+
+    # ------------------------------------------------------------ the search loop
+    def start_network(self) -> Any:
+        """The current best network (None in round 0: the env's trained start)."""
+        return self.best_net
+
+    def children_this_round(self) -> int:
+        """``n_neigh`` children per round."""
+        return int(self.config.n_neigh)
+
+    @property
+    def finished(self) -> bool:
+        """True after ``n_steps`` rounds (NASH's hill-climbing steps are done)."""
+        return self.round >= int(self.config.n_steps)
+
+    def set_start_accuracy(self, accuracy: float) -> None:
+        """Tell the agent the validation accuracy of the stage's start network."""
+        if self.best_net is None:
+            self.best_accuracy = float(accuracy)
+
+    def child_train_overrides(self) -> dict[str, Any]:
+        """``TrainConfig`` overrides for child training: SGDR over ``e_neigh`` epochs."""
+        return {"epochs": int(self.config.e_neigh), "lr": float(self.config.lr_start),
+                "lr_min": float(self.config.lr_end), "schedule": "cosine"}
+
+    def final_train_overrides(self) -> dict[str, Any]:
+        """``TrainConfig`` overrides for the final training: cosine over ``e_final`` epochs."""
+        return {"epochs": int(self.config.e_final), "lr": float(self.config.lr_start),
+                "lr_min": float(self.config.lr_end), "schedule": "cosine"}
+
+    def best_network(self) -> Any:
+        """The best network found (a ChildNet, or None if no child beat the start)."""
+        return self.best_net
+
+    # ------------------------------------------------------------------ acting
+    def _wants_parent_slot(self) -> bool:
+        return bool(self.config.reevaluate_parent) or self.best_accuracy is None
+
+    def propose(self, obs: dict[str, Any]) -> dict[str, np.ndarray]:
+        """One network morphism per child (ApplyNetMorphs, one step of n_NM)."""
+        ones, batched = split_obs(obs)
+        actions = []
+        for i, one in enumerate(ones):
+            step = int(np.asarray(one.get("step", 0)))
+            if i == 0 and step == 0:
+                self._parent_slot = self._wants_parent_slot() and len(ones) > 1
+            if i == 0 and self._parent_slot:
+                if WIDER in allowed_kinds(one):
+                    actions.append(empty_action(self.ctx.max_layers))  # no change
+                    continue
+                self._parent_slot = False  # cannot keep the parent unchanged: a normal child
+            actions.append(self._morph(one))
+        return stack_actions(actions, batched)
+
+    def _options(self, one: dict[str, Any]) -> dict[int, Any]:
+        """The NASH morphisms legal for one observation, by kind."""
+        allowed = set(allowed_kinds(one))
+        opts: dict[int, Any] = {}
+        if WIDER in allowed:
+            mask = np.asarray(one["wider_mask"]) != 0
+            try:
+                arch = Architecture.parse(str(one["arch"]))
+                not_fc = np.zeros_like(mask)
+                for i, layer in enumerate(arch.layers[:-1]):
+                    if i < len(not_fc):
+                        not_fc[i] = not isinstance(layer, FC)
+                conv = mask & not_fc
+            except (ValueError, TypeError):
+                conv = mask
+            if conv.any():
+                opts[WIDER] = np.flatnonzero(conv)
+        if DEEPER in allowed:
+            legal = np.asarray(one["deeper_mask"]) != 0
+            conv_pos = legal & (np.asarray(one["deeper_is_fc"]) == 0)
+            if conv_pos.any():
+                opts[DEEPER] = conv_pos
+        if SKIP in allowed:
+            skip = np.asarray(one["skip_mask"]) != 0
+            if skip.any():
+                opts[SKIP] = skip
+        return opts
+
+    def _morph(self, one: dict[str, Any]) -> dict[str, Any]:
+        act = empty_action(self.ctx.max_layers)
+        opts = self._options(one)
+        if not opts:
+            # Nothing NASH would do is legal: fall back to any legal kind (e.g. FC-only growth).
+            kinds = allowed_kinds(one)
+            if not kinds:
+                return act
+            kind = kinds[int(self.rng.integers(len(kinds)))]
+            act["kind"] = np.int64(kind)
+            if kind == WIDER:
+                act["wider"] = (np.asarray(one["wider_mask"]) != 0).astype(np.int8)
+            elif kind == DEEPER:
+                where = uniform_index(one["deeper_mask"], self.rng)
+                if where is not None:
+                    k = uniform_index(one["kernel_mask"], self.rng)
+                    act["deeper"] = np.asarray([*where, 0 if k is None else k[0]], dtype=np.int64)
+            else:
+                where = uniform_index(one["skip_mask"], self.rng)
+                if where is not None:
+                    act["skip"] = np.asarray(where, dtype=np.int64)
+            return act
+        kinds = sorted(opts)
+        kind = kinds[int(self.rng.integers(len(kinds)))]
+        act["kind"] = np.int64(kind)
+        if kind == WIDER:
+            layers = opts[WIDER]
+            wider = np.zeros(self.ctx.max_layers, dtype=np.int8)
+            wider[int(layers[self.rng.integers(len(layers))])] = 1
+            act["wider"] = wider
+        elif kind == DEEPER:
+            block, position = uniform_index(opts[DEEPER], self.rng)  # type: ignore[misc]
+            act["deeper"] = np.asarray([block, position, self._kernel(one)], dtype=np.int64)
+        else:
+            skip = opts[SKIP]
+            modes = [m for m in range(skip.shape[-1]) if skip[..., m].any()]
+            mode = modes[int(self.rng.integers(len(modes)))]
+            src, dst = uniform_index(skip[..., mode], self.rng)  # type: ignore[misc]
+            act["skip"] = np.asarray([src, dst, mode], dtype=np.int64)
+        return act
+
+    def _kernel(self, one: dict[str, Any]) -> int:
+        """Index of a kernel size drawn uniformly from ``deeper_kernels`` (those allowed)."""
+        legal = np.flatnonzero(np.asarray(one["kernel_mask"]))
+        preferred = [int(i) for i in legal
+                     if i < len(self.ctx.kernel_sizes)
+                     and self.ctx.kernel_sizes[i] in self.config.deeper_kernels]
+        pool = preferred or [int(i) for i in legal]
+        if not pool:
+            return 0
+        return pool[int(self.rng.integers(len(pool)))]
+
+    # ---------------------------------------------------------------- learning
+    def learn(self, results: list[ChildResult]) -> dict[str, float]:
+        """Move to the best child if it beats the current best (the parent competes)."""
+        if not results:
+            return {}
+        parent_slot, self._parent_slot = self._parent_slot, False
+        children = list(results)
+        if parent_slot:
+            parent = children.pop(0)
+            if parent.failed:
+                if self.best_accuracy is None:
+                    self.best_accuracy = -math.inf
+            else:
+                self.best_accuracy = float(parent.accuracy)
+                if parent.net is not None:
+                    self.best_net = parent.net
+                    self.best_arch = parent.arch
+        previous = self.best_accuracy if self.best_accuracy is not None else -math.inf
+        ok = [r for r in children if not r.failed]
+        improved = False
+        if ok:
+            top = max(ok, key=lambda r: r.accuracy)
+            if top.accuracy > previous:
+                improved = True
+                self.best_accuracy = float(top.accuracy)
+                self.best_arch = top.arch
+                if top.net is None:
+                    warnings.warn(
+                        "hill_climbing: the evaluator kept no weights; the next round starts "
+                        "from a freshly initialised network of the best architecture",
+                        stacklevel=2)
+                self.best_net = top.net if top.net is not None else top.arch
+        self.round += 1
+        rewards = np.asarray([r.reward for r in results], dtype=float)
+        self.history.append({"round": self.round, "best_accuracy": self.best_accuracy,
+                             "best_arch": self.best_arch, "improved": improved,
+                             "children": [(r.arch, float(r.accuracy)) for r in children]})
+        best = self.best_accuracy if self.best_accuracy is not None else 0.0
+        return {
+            "charts/mean_reward": float(rewards.mean()),
+            "charts/best_reward": float(rewards.max()),
+            "hill_climbing/best_accuracy": float(best if math.isfinite(best) else 0.0),
+            "hill_climbing/improved": float(improved),
+            "hill_climbing/round": float(self.round),
+        }
+
+    # -------------------------------------------------------------- checkpoint
+    def state_dict(self) -> dict[str, Any]:
+        """RNG, round, the current best (architecture, accuracy and weights) and history."""
+        net = self.best_net
+        if net is None or isinstance(net, str):
+            net_state: Any = net
+        else:
+            net_state = {
+                "arch": str(net.arch),
+                "input_shape": tuple(net.input_shape),
+                "dropout": float(getattr(net, "dropout", 0.0)),
+                "weights": {k: v.detach().cpu().clone() for k, v in net.state_dict().items()},
+            }
+        return {
+            **super().state_dict(),
+            "round": self.round,
+            "best_accuracy": self.best_accuracy,
+            "best_arch": self.best_arch,
+            "best_net": net_state,
+            "history": list(self.history),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (rebuilding the best network)."""
+        super().load_state_dict(state)
+        self.round = int(state.get("round", 0))
+        self.best_accuracy = state.get("best_accuracy")
+        self.best_arch = state.get("best_arch")
+        self.history = list(state.get("history", []))
+        net_state = state.get("best_net")
+        if isinstance(net_state, dict):
+            from eas.network import build_network
+
+            net = build_network(net_state["arch"], tuple(net_state["input_shape"]),
+                                dropout=net_state.get("dropout", 0.0))
+            net.load_state_dict(net_state["weights"])
+            self.best_net = net
+        else:
+            self.best_net = net_state
+        self._parent_slot = False
+

@@ -1,0 +1,201 @@
+"""Random search: uniformly random legal transformations, the simplest baseline.
+
+Each child is built exactly like an EAS child (same start network, same number
+of transformation steps, same child training by the environment's evaluator),
+but every decision is drawn uniformly from the environment's action masks
+instead of by a learned controller:
+
+* **kind** (free mode only): uniform over the kinds allowed now (``kind_mask``);
+  in schedule mode the scheduled kind (the only one set in ``kind_mask``).
+* **wider**: every widenable layer (``wider_mask``) is marked independently with
+  probability ``Config.wider_prob`` (0.5: the EAS Net2Wider actor's untrained
+  sigmoid output). All-zero is a legal "no change".
+* **deeper**: a legal ``(block, position)`` uniformly from ``deeper_mask``, the
+  kernel uniformly from ``kernel_mask`` (ignored where the new layer is FC).
+* **skip**: a legal ``(src, dst, mode)`` uniformly from ``skip_mask``.
+
+:meth:`RandomSearchAgent.learn` only records results. The observation helpers
+here (:func:`split_obs`, :func:`stack_actions`, :func:`uniform_index`) are shared
+with the hill-climbing agent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from agents.base import Agent, AgentContext, ChildResult
+
+__all__ = [
+    "RandomSearchAgent",
+    "empty_action",
+    "split_obs",
+    "stack_actions",
+    "uniform_index",
+]
+
+#: Index of each kind in the ``kind`` action / ``kind_mask`` (see ``envs.KINDS``).
+WIDER, DEEPER, SKIP = 0, 1, 2
+
+
+def split_obs(obs: dict[str, Any]) -> tuple[list[dict[str, Any]], bool]:
+    """Split a (possibly batched) observation into one dict per environment.
+
+    Returns the per-environment observations and whether ``obs`` was batched
+    (a vector-env observation has a leading batch dimension on ``kind_mask``).
+    """
+    batched = np.asarray(obs["kind_mask"]).ndim == 2
+    if not batched:
+        return [dict(obs)], False
+    n = np.asarray(obs["kind_mask"]).shape[0]
+    out: list[dict[str, Any]] = []
+    for i in range(n):
+        one: dict[str, Any] = {}
+        for key, value in obs.items():
+            if key == "arch":
+                one[key] = value[i] if not isinstance(value, str) else value
+            else:
+                one[key] = np.asarray(value)[i]
+        out.append(one)
+    return out, True
+
+
+def empty_action(max_layers: int) -> dict[str, Any]:
+    """An all-zero action for one environment (kind 0 = wider with nothing marked)."""
+    return {
+        "kind": np.int64(WIDER),
+        "wider": np.zeros(max_layers, dtype=np.int8),
+        "deeper": np.zeros(3, dtype=np.int64),
+        "skip": np.zeros(3, dtype=np.int64),
+    }
+
+
+def stack_actions(actions: list[dict[str, Any]], batched: bool) -> dict[str, np.ndarray]:
+    """Stack per-environment actions into the batched action dict (or return the single one)."""
+    if not batched:
+        return actions[0]
+    return {
+        "kind": np.asarray([a["kind"] for a in actions], dtype=np.int64),
+        "wider": np.stack([a["wider"] for a in actions]).astype(np.int8),
+        "deeper": np.stack([a["deeper"] for a in actions]).astype(np.int64),
+        "skip": np.stack([a["skip"] for a in actions]).astype(np.int64),
+    }
+
+
+def uniform_index(mask: np.ndarray, rng: np.random.Generator) -> tuple[int, ...] | None:
+    """A uniformly drawn index among the nonzero entries of ``mask``; None if there is none."""
+    legal = np.argwhere(np.asarray(mask) != 0)
+    if len(legal) == 0:
+        return None
+    return tuple(int(v) for v in legal[rng.integers(len(legal))])
+
+
+def allowed_kinds(one: dict[str, Any]) -> list[int]:
+    """Indices of the kinds allowed now for one environment's observation."""
+    return [int(k) for k in np.flatnonzero(np.asarray(one["kind_mask"]))]
+
+
+class RandomSearchAgent(Agent):
+    """Uniformly random legal transformations under the same budget as EAS.
+
+    Works in schedule mode (the EAS budget: 4 Net2Wider + 5 Net2Deeper steps per
+    child) and in free mode (kind drawn uniformly too).
+    """
+
+    name: ClassVar[str] = "random"
+    required_mode: ClassVar[str | None] = None
+    """Any mode: the search loop's configured schedule (or free mode) applies."""
+
+    @dataclass
+    class Config:
+        """Hyperparameters of random search."""
+
+        wider_prob: float = 0.5
+        """Probability that each widenable layer is marked in a Net2Wider step."""
+
+        def __post_init__(self) -> None:
+            if not 0.0 <= self.wider_prob <= 1.0:
+                raise ValueError(f"wider_prob must be in [0, 1], got {self.wider_prob}")
+
+    def __init__(self, ctx: AgentContext, config: Any = None) -> None:
+        super().__init__(ctx, config)
+        self.children_seen = 0
+        self.best_accuracy: float | None = None
+        self.best_arch: str | None = None
+        self.best_reward: float | None = None
+        self.history: list[dict[str, Any]] = []
+
+    # ----------------------------------------------------------------- acting
+    def propose(self, obs: dict[str, Any]) -> dict[str, np.ndarray]:
+        """One uniformly random legal action per environment in the batch."""
+        ones, batched = split_obs(obs)
+        return stack_actions([self._propose_one(one) for one in ones], batched)
+
+    def _propose_one(self, one: dict[str, Any]) -> dict[str, Any]:
+        act = empty_action(self.ctx.max_layers)
+        kinds = allowed_kinds(one)
+        if not kinds:
+            return act
+        kind = kinds[int(self.rng.integers(len(kinds)))] if len(kinds) > 1 else kinds[0]
+        act["kind"] = np.int64(kind)
+        if kind == WIDER:
+            mask = np.asarray(one["wider_mask"]) != 0
+            draws = self.rng.random(mask.shape[0]) < self.config.wider_prob
+            act["wider"] = (mask & draws).astype(np.int8)
+        elif kind == DEEPER:
+            where = uniform_index(one["deeper_mask"], self.rng)
+            if where is not None:
+                block, position = where
+                kernel = 0
+                if not np.asarray(one["deeper_is_fc"])[block, position]:
+                    k = uniform_index(one["kernel_mask"], self.rng)
+                    kernel = 0 if k is None else k[0]
+                act["deeper"] = np.asarray([block, position, kernel], dtype=np.int64)
+        else:
+            where = uniform_index(one["skip_mask"], self.rng)
+            if where is not None:
+                act["skip"] = np.asarray(where, dtype=np.int64)
+        return act
+
+    # --------------------------------------------------------------- learning
+    def learn(self, results: list[ChildResult]) -> dict[str, float]:
+        """Record the round's children (random search does not adapt)."""
+        if not results:
+            return {}
+        rewards = np.asarray([r.reward for r in results], dtype=float)
+        for r in results:
+            self.children_seen += 1
+            self.history.append({"arch": r.arch, "accuracy": float(r.accuracy),
+                                 "reward": float(r.reward), "failed": bool(r.failed)})
+            if not r.failed and (self.best_accuracy is None or r.accuracy > self.best_accuracy):
+                self.best_accuracy = float(r.accuracy)
+                self.best_arch = r.arch
+                self.best_reward = float(r.reward)
+        return {
+            "charts/mean_reward": float(rewards.mean()),
+            "charts/best_reward": float(rewards.max()),
+            "charts/best_accuracy_so_far": float(self.best_accuracy or 0.0),
+        }
+
+    # -------------------------------------------------------------- checkpoint
+    def state_dict(self) -> dict[str, Any]:
+        """RNG state plus the record of children seen so far."""
+        return {
+            **super().state_dict(),
+            "children_seen": self.children_seen,
+            "best_accuracy": self.best_accuracy,
+            "best_arch": self.best_arch,
+            "best_reward": self.best_reward,
+            "history": list(self.history),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        super().load_state_dict(state)
+        self.children_seen = int(state.get("children_seen", 0))
+        self.best_accuracy = state.get("best_accuracy")
+        self.best_arch = state.get("best_arch")
+        self.best_reward = state.get("best_reward")
+        self.history = list(state.get("history", []))

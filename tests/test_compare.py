@@ -1,0 +1,73 @@
+"""The agent comparison (eas.compare) with the cheap synthetic evaluator."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from eas.arch import Architecture
+from eas.compare import RunRecord, compare, main, synthetic_accuracy, write_outputs
+from eas.network import build_network
+
+SMALL = "C(16,3,1), P(2,2,MAX), C(16,3,1), P(2,2,MAX), C(32,3,1), P(7,7,AVG), FC(64), SM(10)"
+
+
+def test_synthetic_accuracy_is_deterministic_and_rewards_capacity():
+    a = synthetic_accuracy(SMALL)
+    assert a == synthetic_accuracy(Architecture.parse(SMALL))
+    assert a == pytest.approx(synthetic_accuracy(build_network(SMALL, seed=3)))
+    wider = SMALL.replace("C(32,3,1)", "C(128,3,1)")
+    deeper = SMALL.replace("C(32,3,1),", "C(32,3,1), C(32,3,1), C(32,3,1),")
+    assert synthetic_accuracy(wider) > a and synthetic_accuracy(deeper) > a
+    assert 0.0 <= a <= 0.999
+
+
+@pytest.mark.slow
+def test_compare_writes_table_and_plot(tmp_path):
+    out = tmp_path / "cmp"
+    records = compare(["random", "hill_climbing"], [0, 1], 4, evaluator="cheap", out=out,
+                      per_round=2, start=SMALL, progress=False)
+    assert [(r.agent, r.seed) for r in records] == [
+        ("random", 0), ("random", 1), ("hill_climbing", 0), ("hill_climbing", 1)]
+    rows = list(csv.DictReader(open(out / "comparison.csv")))
+    assert [r["agent"] for r in rows] == ["random", "hill_climbing"]
+    for row, runs in zip(rows, (records[:2], records[2:])):
+        assert int(row["children"]) == 4 and int(row["seeds"]) == 2
+        best = [r.best_accuracy for r in runs]
+        assert float(row["best_acc_mean"]) == pytest.approx(sum(best) / 2, abs=1e-9)
+        assert float(row["best_acc_max"]) == pytest.approx(max(best))
+        assert float(row["best_acc_mean"]) >= float(row["start_acc"])
+    md = (out / "comparison.md").read_text()
+    assert "| random |" in md and "| hill_climbing |" in md and "±" in md
+    curves = list(csv.DictReader(open(out / "curves.csv")))
+    assert len(curves) == 4 * (4 + 1)  # start + 4 children per run
+    png = (out / "comparison.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+
+def test_best_so_far_and_summary(tmp_path):
+    recs = [RunRecord("a", 0, 0.5, accuracies=[0.4, 0.7, 0.6], archs=["x", "y", "z"]),
+            RunRecord("a", 1, 0.5, accuracies=[0.3, 0.2, 0.1], archs=["x", "y", "z"])]
+    assert recs[0].best_so_far == [0.5, 0.5, 0.7, 0.7]
+    assert recs[1].best_accuracy == 0.5
+    rows = write_outputs(recs, tmp_path)
+    assert rows[0]["best_acc_mean"] == pytest.approx(0.6)
+    assert rows[0]["best_acc_min"] == 0.5 and rows[0]["best_acc_max"] == 0.7
+
+
+def test_cli_cheap(tmp_path, capsys):
+    out = tmp_path / "cli"
+    assert main(["--agents", "random,hill_climbing", "--seeds", "0,1", "--children", "1",
+                 "--start", SMALL, "--out", str(out)]) == 0
+    rows = list(csv.DictReader(open(out / "comparison.csv")))
+    assert [(r["agent"], r["seeds"], r["children"]) for r in rows] == [
+        ("random", "2", "1"), ("hill_climbing", "2", "1")]
+    assert (out / "comparison.png").stat().st_size > 5000
+    assert "hill_climbing seed 1" in capsys.readouterr().out
+
+
+def test_cli_rejects_unknown_agent(capsys):
+    with pytest.raises(SystemExit):
+        main(["--agents", "random,nope", "--children", "2"])
+    assert "unknown agent 'nope'" in capsys.readouterr().err
