@@ -1,35 +1,51 @@
 """Gymnasium environments for architecture search by network transformation.
 
-``import envs`` registers ``"eas/NetTransform-v0"`` (:class:`NetTransformEnv`).
+``import envs`` registers ``"eas/NetTransform-v0"`` (:class:`NetTransformEnv`; its
+vector entry point is :class:`VectorNetTransformEnv`, so
+``gymnasium.make_vec("eas/NetTransform-v0", num_envs=n, vectorization_mode="vector_entry_point")``
+works too).
 """
 
 import gymnasium
 
 from envs.cache import EvalCache, fingerprint
-from envs.evaluators import EvalResult, Evaluator, as_result, evaluate_batch
+from envs.evaluators import EvalResult, Evaluator, TrainerEvaluator, as_result, evaluate_batch
 from envs.net_transform import (
     DEFAULT_SCHEDULE,
     FASHION_START,
     KINDS,
+    MAX_ACCURACY,
     InvalidActionError,
     NetTransformEnv,
+    evaluate_children,
     reward_of,
+    sample_legal_action,
 )
+from envs.vector import VectorNetTransformEnv
 
 __all__ = [
     "DEFAULT_SCHEDULE",
     "FASHION_START",
     "KINDS",
+    "MAX_ACCURACY",
     "EvalCache",
     "EvalResult",
     "Evaluator",
     "InvalidActionError",
     "NetTransformEnv",
+    "TrainerEvaluator",
+    "VectorNetTransformEnv",
     "as_result",
     "evaluate_batch",
+    "evaluate_children",
     "fingerprint",
     "reward_of",
+    "sample_legal_action",
 ]
 
 if "eas/NetTransform-v0" not in gymnasium.registry:
-    gymnasium.register("eas/NetTransform-v0", entry_point="envs.net_transform:NetTransformEnv")
+    gymnasium.register(
+        "eas/NetTransform-v0",
+        entry_point="envs.net_transform:NetTransformEnv",
+        vector_entry_point="envs.vector:VectorNetTransformEnv",
+    )

@@ -70,12 +70,12 @@ class EvalCache:
     may be transient, e.g. out of memory, and is retried next time).
 
     Trained weights (``EvalResult.state_dict``) are kept for at most
-    ``max_weights`` entries (the most recently stored ones; ``None`` = all,
+    ``max_weights`` entries (the most recently stored ones; default 32, ``None`` = all,
     0 = none) so a long search does not hold every child's weights in memory;
     older entries keep their accuracy only.
     """
 
-    def __init__(self, max_weights: int | None = 64) -> None:
+    def __init__(self, max_weights: int | None = 32) -> None:
         if max_weights is not None and max_weights < 0:
             raise ValueError(f"max_weights must be >= 0 or None, got {max_weights}")
         self.max_weights = max_weights

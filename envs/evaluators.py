@@ -16,7 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from torch import nn
 
-__all__ = ["EvalResult", "Evaluator", "as_result", "evaluate_batch"]
+__all__ = ["EvalResult", "Evaluator", "TrainerEvaluator", "as_result", "evaluate_batch"]
 
 
 @dataclass
@@ -77,3 +77,66 @@ def evaluate_batch(evaluator: Callable[[nn.Module], float | EvalResult],
         except Exception as exc:  # noqa: BLE001 - a broken child must not stop a search
             results.append(EvalResult(0.0, failed=True, reason=f"{type(exc).__name__}: {exc}"))
     return results
+
+
+class TrainerEvaluator:
+    """The default evaluator: train a copy of the child with :func:`eas.training.train_child`.
+
+    Each call deep-copies the child (the environment's network is never
+    trained in place), trains the copy on ``data`` with ``config`` and returns
+    an :class:`EvalResult` with the validation accuracy, the training time and,
+    with ``keep_weights``, the trained weights as CPU tensors. Every child is
+    trained with the same ``seed`` (batch order, augmentation), so equal
+    children get equal results on CPU. A diverging or out-of-memory run comes
+    back as a failed result; other exceptions propagate (the environment turns
+    them into failed children).
+    """
+
+    def __init__(self, data: Any, config: Any = None, *, device: Any = None, seed: int = 0,
+                 keep_weights: bool = True) -> None:
+        from eas.training import TrainConfig
+
+        self.data = data
+        self.config = config if config is not None else TrainConfig()
+        self.device = device
+        self.seed = int(seed)
+        self.keep_weights = bool(keep_weights)
+
+    @classmethod
+    def fashion_mnist(cls, **kwargs: Any) -> TrainerEvaluator:
+        """A trainer on Fashion-MNIST (``eas.data.load_dataset()``) with the default ``TrainConfig``."""
+        from eas.data import load_dataset
+
+        return cls(load_dataset("fashion-mnist"), **kwargs)
+
+    def __call__(self, net: nn.Module) -> EvalResult:
+        """Train a copy of ``net`` and report its validation accuracy."""
+        import copy
+        import math
+
+        from eas.training import train_child
+
+        child = copy.deepcopy(net)
+        res = train_child(child, self.data, self.config, device=self.device, seed=self.seed)
+        failed = bool(res.failed)
+        reason = res.reason
+        acc = float(res.val_accuracy)
+        if not failed and not math.isfinite(acc):
+            failed, reason = True, "no validation accuracy (the data has no validation split?)"
+        state = None
+        if self.keep_weights and not failed:
+            state = {k: v.detach().to("cpu", copy=True) for k, v in child.state_dict().items()}
+        return EvalResult(
+            accuracy=0.0 if failed else acc,
+            failed=failed,
+            reason=reason,
+            train_time=float(res.train_time),
+            state_dict=state,
+            extra={"epochs": res.epochs, "steps": res.steps,
+                   "images_per_second": res.images_per_second,
+                   "train_loss": res.train_loss, "train_accuracy": res.train_accuracy},
+        )
+
+    def __repr__(self) -> str:
+        return (f"TrainerEvaluator(config={self.config!r}, device={self.device!r}, "
+                f"seed={self.seed}, keep_weights={self.keep_weights})")

@@ -1,21 +1,39 @@
-"""The network-transformation environment (skeleton; full behaviour follows)."""
+"""The network-transformation environment (EAS as a gymnasium environment).
+
+One episode builds one child network: starting from a trained start network,
+the agent applies a fixed number of function-preserving transformations
+(Net2Wider, Net2Deeper, skip connections; DenseNet widening/insertion on
+DenseNet start networks), and on the last step the child is trained and
+evaluated; its validation accuracy ``acc`` gives the reward ``tan(acc * pi/2)``.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+import weakref
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from eas.arch import Architecture, SearchSpace, Tokenizer
+from eas.arch import FC, Architecture, Dense, SearchSpace, Tokenizer, width_of
 from eas.network import ChildNet, build_network
 from envs.cache import EvalCache, fingerprint
-from envs.evaluators import EvalResult
+from envs.evaluators import EvalResult, evaluate_batch
 
-__all__ = ["FASHION_START", "KINDS", "InvalidActionError", "NetTransformEnv", "reward_of"]
+__all__ = [
+    "DEFAULT_SCHEDULE",
+    "FASHION_START",
+    "KINDS",
+    "MAX_ACCURACY",
+    "InvalidActionError",
+    "NetTransformEnv",
+    "evaluate_children",
+    "reward_of",
+    "sample_legal_action",
+]
 
 KINDS: tuple[str, ...] = ("wider", "deeper", "skip")
 """Transformation kinds, in the index order of the ``kind`` action and ``kind_mask``."""
@@ -30,8 +48,10 @@ DEFAULT_SCHEDULE: tuple[str, ...] = ("wider",) * 4 + ("deeper",) * 5
 """The EAS schedule: 4 Net2Wider steps, then 5 Net2Deeper steps."""
 
 MAX_ACCURACY = 0.999
-"""Accuracies are clamped to this before tan(acc*pi/2), so the reward stays finite."""
+"""Accuracies are clamped to this before ``tan(acc * pi/2)`` so the reward stays
+finite: the largest reward is ``tan(0.999 * pi/2) ~= 636.6``."""
 
+_SKIP_MODES = ("ADD", "CAT")
 _CHARSET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789(), ")
 
 
@@ -40,15 +60,334 @@ class InvalidActionError(ValueError):
 
 
 def reward_of(accuracy: float, failed: bool = False) -> float:
-    """The EAS reward tan(min(acc, 0.999) * pi/2); 0.0 for a failed child."""
+    """The EAS reward ``tan(min(acc, 0.999) * pi/2)``; 0.0 (the lowest) for a failed child.
+
+    The clamp keeps the reward finite (at most ~636.6) when a child reaches 100 %.
+    """
     if failed or not math.isfinite(accuracy):
         return 0.0
     acc = min(max(float(accuracy), 0.0), MAX_ACCURACY)
     return float(math.tan(acc * math.pi / 2))
 
 
-class NetTransformEnv(gym.Env):
-    """Placeholder docstring; see the full implementation."""
+def _legal():
+    """The ``morphisms.legal`` module (imported lazily: morphisms imports are heavy)."""
+    from morphisms import legal
+
+    return legal
+
+
+def _morphisms():
+    import morphisms
+
+    return morphisms
+
+
+# ----------------------------------------------------------------------------- masks
+class _Masks:
+    """Legal actions of one state: the mask arrays plus the legal sets behind them."""
+
+    def __init__(self, arch: Architecture, input_shape: tuple[int, int, int],
+                 space: SearchSpace, max_layers: int, step_kind: str | None,
+                 done: bool) -> None:
+        L, K = max_layers, len(space.kernel_sizes)
+        legal = _legal()
+        n_tokens = len(arch.layers) - 1
+        self.densenet = arch.is_densenet
+        self.wider = sorted(i for i in legal.widenable_layers(arch, space) if 0 <= i < L)
+        if n_tokens >= L:
+            positions: list[tuple[int, int]] = []
+        elif self.densenet:
+            positions = list(legal.dense_insert_positions(arch))
+        else:
+            positions = list(legal.deeper_positions(arch))
+        self.deeper = {(int(b), int(p)) for b, p in positions if 0 <= b < L and 0 <= p <= L}
+        self.deeper_fc = {bp for bp in self.deeper if self._inserts_fc(arch, *bp)}
+        self.kernels = [k for k, ks in enumerate(space.kernel_sizes) if ks % 2 == 1]
+        if self.densenet:
+            skips: list[tuple[int, int, int]] = []
+        else:
+            skips = [
+                (int(s), int(d), _SKIP_MODES.index(m))
+                for s, d, m in legal.skip_candidates(arch, input_shape)
+            ]
+        self.skip = {t for t in skips if t[0] < L and t[1] < L}
+        if not self.kernels:
+            self.deeper = set(self.deeper_fc)
+        has = {"wider": bool(self.wider), "deeper": bool(self.deeper), "skip": bool(self.skip)}
+        self.has = has
+        kind_mask = np.zeros(len(KINDS), np.int8)
+        if not done:
+            if step_kind is not None:
+                kind_mask[KINDS.index(step_kind)] = 1
+            else:
+                kind_mask[:] = [has[k] for k in KINDS]
+                if not kind_mask.any():  # nothing legal: an all-zero "wider" is a no-op
+                    kind_mask[0] = 1
+        self.kind_mask = kind_mask
+        self.shape = (L, K)
+
+    def _inserts_fc(self, arch: Architecture, block: int, position: int) -> bool:
+        if self.densenet:
+            return False
+        blocks = arch.blocks()
+        if block >= len(blocks):
+            return False
+        layers = blocks[block]
+        if position < len(layers):
+            return isinstance(arch.layers[layers[position]], FC)
+        # past the end of a block: FC only if the block is the (empty or FC) last block
+        return block == len(blocks) - 1 and all(isinstance(arch.layers[i], FC) for i in layers)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Fresh mask arrays (new objects on every call)."""
+        L, K = self.shape
+        wider = np.zeros(L, np.int8)
+        wider[self.wider] = 1
+        deeper = np.zeros((L, L + 1), np.int8)
+        is_fc = np.zeros((L, L + 1), np.int8)
+        for b, p in self.deeper:
+            deeper[b, p] = 1
+        for b, p in self.deeper_fc:
+            is_fc[b, p] = 1
+        kernel = np.zeros(K, np.int8)
+        kernel[self.kernels] = 1
+        skip = np.zeros((L, L, 2), np.int8)
+        for s, d, m in self.skip:
+            skip[s, d, m] = 1
+        return {
+            "kind_mask": self.kind_mask.copy(),
+            "wider_mask": wider,
+            "deeper_mask": deeper,
+            "deeper_is_fc": is_fc,
+            "kernel_mask": kernel,
+            "skip_mask": skip,
+        }
+
+
+def sample_legal_action(obs: Mapping[str, Any], rng: np.random.Generator,
+                        wider_prob: float = 0.5) -> dict[str, Any]:
+    """Draw an action that the masks of ``obs`` allow (uniform over legal choices).
+
+    The kind is uniform over ``kind_mask``; for "wider" each widenable layer is
+    marked with probability ``wider_prob`` (possibly none: a legal no-op); for
+    "deeper" a legal ``(block, position)`` and a legal kernel are uniform; for
+    "skip" a legal ``(src, dst, mode)`` is uniform. Fields of the other kinds
+    are zeros. Works for a single (unbatched) observation.
+    """
+    kind_mask = np.asarray(obs["kind_mask"])
+    L = int(np.asarray(obs["wider_mask"]).shape[0])
+    K = int(np.asarray(obs["kernel_mask"]).shape[0])
+    allowed = np.flatnonzero(kind_mask)
+    kind = int(rng.choice(allowed)) if allowed.size else 0
+    action: dict[str, Any] = {
+        "kind": np.int64(kind),
+        "wider": np.zeros(L, np.int8),
+        "deeper": np.zeros(3, np.int64),
+        "skip": np.zeros(3, np.int64),
+    }
+    name = KINDS[kind]
+    if name == "wider":
+        wm = np.asarray(obs["wider_mask"]).astype(bool)
+        action["wider"] = (wm & (rng.random(L) < wider_prob)).astype(np.int8)
+    elif name == "deeper":
+        legal = np.argwhere(np.asarray(obs["deeper_mask"]))
+        if len(legal):
+            b, p = legal[int(rng.integers(len(legal)))]
+            kernels = np.flatnonzero(np.asarray(obs["kernel_mask"]))
+            k = int(rng.choice(kernels)) if kernels.size else 0
+            action["deeper"] = np.array([b, p, min(k, K - 1)], np.int64)
+    else:
+        legal = np.argwhere(np.asarray(obs["skip_mask"]))
+        if len(legal):
+            action["skip"] = np.asarray(legal[int(rng.integers(len(legal)))], np.int64)
+    return action
+
+
+class _LegalActionDict(spaces.Dict):
+    """The action space; ``sample()`` without a mask draws an action legal *now*.
+
+    An ordinary :class:`gymnasium.spaces.Dict` in every other respect
+    (``contains``, batching, ``sample(mask=...)`` with gymnasium's semantics).
+    Because most of the space is illegal in any given state, an unmasked
+    ``sample()`` asks the environment it belongs to for the current masks and
+    draws with :func:`sample_legal_action` from the space's own RNG
+    (``action_space.seed(...)``), so ``env.step(env.action_space.sample())``
+    always works. Detached (copied into a batch, pickled, or before the first
+    ``reset``) it samples like a plain ``Dict``.
+    """
+
+    _owner: Callable[[], NetTransformEnv | None] | None = None
+
+    def sample(self, mask: dict[str, Any] | None = None,
+               probability: dict[str, Any] | None = None) -> dict[str, Any]:
+        env = self._owner() if self._owner is not None else None
+        if mask is None and probability is None and env is not None:
+            obs = env._current_masks_obs()
+            if obs is not None:
+                return sample_legal_action(obs, self.np_random)
+        return super().sample(mask=mask, probability=probability)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_owner", None)
+        return state
+
+
+# ------------------------------------------------------------------------ evaluation
+def evaluate_children(
+    evaluator: Callable[[ChildNet], Any],
+    children: Sequence[ChildNet],
+    keys: Sequence[tuple[str, str]],
+    cache: EvalCache | None,
+) -> list[tuple[EvalResult, bool]]:
+    """Evaluate children with one :func:`evaluate_batch` call; returns ``(result, cached)``.
+
+    Children whose key is in ``cache`` are not trained (``cached=True``); of
+    several children with the same key in this batch only the first is trained
+    and the others reuse its result (``cached=True``), even when ``cache`` is
+    None. New successful results are stored in ``cache``. An evaluator that
+    raises (also a failing ``evaluate_many``) makes its children failed results.
+    """
+    out: list[tuple[EvalResult, bool] | None] = [None] * len(children)
+    first: dict[tuple[str, str], int] = {}
+    todo: list[int] = []
+    for i, key in enumerate(keys):
+        if key in first:
+            continue
+        hit = cache.get(key) if cache is not None else None
+        if hit is not None:
+            out[i] = (hit, True)
+            first[key] = i
+            continue
+        first[key] = i
+        todo.append(i)
+    if todo:
+        try:
+            results = evaluate_batch(evaluator, [children[i] for i in todo])
+            if len(results) != len(todo):
+                raise RuntimeError(
+                    f"the evaluator returned {len(results)} results for {len(todo)} children"
+                )
+        except Exception as exc:  # noqa: BLE001 - a broken evaluator fails its children
+            reason = f"{type(exc).__name__}: {exc}"
+            results = [EvalResult(0.0, failed=True, reason=reason) for _ in todo]
+        for i, res in zip(todo, results):
+            if not res.failed and not (math.isfinite(res.accuracy) and 0 <= res.accuracy <= 1):
+                res = EvalResult(0.0, failed=True, train_time=res.train_time,
+                                 reason=f"the evaluator returned accuracy {res.accuracy}")
+            out[i] = (res, False)
+            if cache is not None:
+                cache.put(keys[i], res)
+    for i, key in enumerate(keys):
+        if out[i] is None:
+            res, _ = out[first[key]]  # type: ignore[misc]
+            out[i] = (res, True)
+    return out  # type: ignore[return-value]
+
+
+# ----------------------------------------------------------------------- environment
+class NetTransformEnv(gym.Env[dict[str, Any], dict[str, Any]]):
+    """Architecture search by function-preserving network transformation (EAS).
+
+    ## Description
+
+    An episode turns a trained *start network* into one *child network* by a
+    sequence of transformations that preserve the function the network
+    computes, so the child inherits the start network's knowledge and needs
+    only a short training. This follows Cai et al., "Efficient Architecture
+    Search by Network Transformation" (AAAI 2018): Net2Wider widens layers,
+    Net2Deeper inserts identity-initialised layers; in addition, skip
+    connections can be added (zero-gated ``ADD`` or ``CAT``), and on DenseNet
+    start networks "wider" raises growth rates (``dense_widen``) and "deeper"
+    inserts dense layers (``dense_insert``). The transformations are the pure
+    functions of ``morphisms``: the start network is never modified.
+
+    In *schedule mode* (the default, EAS's 4 wider steps then 5 deeper steps)
+    the kind of every step is fixed; in *free mode* (``schedule=None``) the
+    agent picks the kind each step (hill climbing, NASH-style).
+
+    ## Action Space
+
+    ``Dict`` (``L = max_layers``, ``K = len(space.kernel_sizes)``):
+
+    - ``"kind"``: ``Discrete(3)``, index into ``KINDS = ("wider", "deeper", "skip")``;
+      read only in free mode.
+    - ``"wider"``: ``MultiBinary(L)``: widen every marked layer to its next width in
+      ``space`` (Net2Wider for C/FC, ``dense_widen`` for DL), all in one step;
+      all zeros = no change.
+    - ``"deeper"``: ``MultiDiscrete([L, L+1, K])``: (block, position, kernel index).
+      Plain nets: insert after the ``position``-th layer of ``arch.blocks()[block]``;
+      DenseNets: a new dense layer becomes the ``position``-th layer of
+      ``arch.dense_blocks()[block]``. The kernel is ignored for FC insertions.
+    - ``"skip"``: ``MultiDiscrete([L, L, 2])``: (src, dst, mode) with mode 0 = ADD, 1 = CAT.
+
+    Only the fields of the applied kind are read. An action the masks rule out
+    raises :class:`InvalidActionError` (a ``ValueError``) saying what and why,
+    and leaves the environment unchanged. If the scheduled kind has no legal
+    action at all (e.g. "deeper" with ``max_layers`` reached), the step is a
+    no-op (``info["noop"] = True``). ``env.action_space.sample()`` draws a legal
+    action for the current state (see :func:`sample_legal_action`).
+
+    ## Observation Space
+
+    ``Dict``: ``"arch"`` (``Text``, the architecture string), ``"tokens"``
+    (``Box(0, vocab_size-1, (L,), int64)``, one token per layer except SM, 0 =
+    padding), ``"length"`` (``Discrete(L+1)``, real tokens), ``"step"``
+    (``Discrete(steps+1)``), and the masks of the legal actions: ``"kind_mask"``
+    (``MultiBinary(3)``; schedule mode: one-hot of the scheduled kind, all zeros
+    once the episode ended), ``"wider_mask"`` (``MultiBinary(L)``), ``"deeper_mask"``
+    and ``"deeper_is_fc"`` (``MultiBinary((L, L+1))``), ``"kernel_mask"``
+    (``MultiBinary(K)``), ``"skip_mask"`` (``MultiBinary((L, L, 2))``, all zero on
+    DenseNets). Masks come from ``morphisms.legal``; "deeper" is masked out once
+    the network has ``max_layers`` tokens.
+
+    ## Rewards
+
+    0 on every step but the last. On the last step the child is evaluated by
+    the evaluator and the reward is ``tan(min(acc, 0.999) * pi/2)``: the clamp
+    keeps it finite (max ~= 636.6). A failed child (diverged, crashed, the
+    evaluator raised) gets 0.0, the lowest reward, and the episode still ends
+    normally.
+
+    ## Starting State
+
+    The start network: ``options["start"]`` given to :meth:`reset` (a trained
+    ``ChildNet``, or an architecture string/``Architecture``), else the
+    constructor's ``start``. A string is built into a fresh, *untrained*
+    network (``build_network(..., seed=0)``); the search loop therefore trains
+    the start network first and passes the trained ``ChildNet``.
+
+    ## Episode End
+
+    ``terminated=True`` after ``steps`` transformations (``len(schedule)``, or
+    ``free_steps`` in free mode); there is no truncation. The last step's
+    ``info`` holds ``accuracy``, ``arch``, ``params``, ``flops``, ``train_time``,
+    ``failed``, ``reason``, ``cached``, ``net`` (the trained child when the
+    evaluator returned weights, else the untrained transformed child),
+    ``actions`` (the episode's actions) and ``extra`` (the evaluator's extras).
+
+    ## Arguments
+
+    - ``start``: start network (``ChildNet``, string or ``Architecture``); default
+      :data:`FASHION_START`.
+    - ``input_shape``: ``(C, H, W)`` of the inputs.
+    - ``evaluator``: any callable ``net -> float | EvalResult`` (optionally with
+      ``evaluate_many``); ``None`` -> :class:`~envs.evaluators.TrainerEvaluator`
+      on Fashion-MNIST with the default ``TrainConfig`` (created on first use).
+      An evaluator that raises makes the child failed, not the episode crash.
+    - ``space``: the :class:`~eas.arch.SearchSpace` of widths and kernels.
+    - ``schedule``: kinds per step, or ``None`` for free mode.
+    - ``free_steps``: episode length in free mode.
+    - ``max_layers``: ``L``, the padded length of tokens and masks.
+    - ``noise``: add symmetry-breaking noise when widening.
+    - ``cache``: ``True`` (own :class:`~envs.cache.EvalCache`), ``False``/``None``
+      (no cache) or an ``EvalCache`` to share; keyed by (start-network
+      fingerprint, child arch string), see ``envs.cache``.
+    - ``defer_evaluation``: keyword-only, used by the vector environment: the
+      last step returns reward 0 and ``info["pending"] = True`` and the caller
+      finishes with :meth:`complete_evaluation`.
+    """
 
     metadata: dict[str, Any] = {"render_modes": []}
 
@@ -62,27 +401,40 @@ class NetTransformEnv(gym.Env):
         free_steps: int = 5,
         max_layers: int = 50,
         noise: bool = True,
-        cache: EvalCache | bool = True,
+        cache: EvalCache | bool | None = True,
         *,
         defer_evaluation: bool = False,
     ) -> None:
-        self.space = space or SearchSpace()
+        self.space = space if space is not None else SearchSpace()
+        if len(tuple(input_shape)) != 3:
+            raise ValueError(f"input_shape must be (C, H, W), got {input_shape}")
         self.input_shape = tuple(int(v) for v in input_shape)
         self.max_layers = int(max_layers)
-        self.schedule = None if schedule is None else tuple(schedule)
+        if self.max_layers < 1:
+            raise ValueError(f"max_layers must be >= 1, got {max_layers}")
+        if isinstance(schedule, str):
+            raise ValueError("schedule must be a sequence of kinds, e.g. ('wider', 'deeper')")
+        self.schedule = None if schedule is None else tuple(str(k) for k in schedule)
+        if self.schedule is not None:
+            bad = [k for k in self.schedule if k not in KINDS]
+            if bad or not self.schedule:
+                raise ValueError(
+                    f"schedule must be a non-empty sequence of kinds from {KINDS}, got "
+                    f"{list(self.schedule)}"
+                )
         self.free_steps = int(free_steps)
+        if self.schedule is None and self.free_steps < 1:
+            raise ValueError(f"free_steps must be >= 1, got {free_steps}")
         self.steps = len(self.schedule) if self.schedule is not None else self.free_steps
         self.noise = bool(noise)
         self.evaluator = evaluator
-        self.defer_evaluation = defer_evaluation
+        self.defer_evaluation = bool(defer_evaluation)
         if cache is True:
             cache = EvalCache()
-        self.cache: EvalCache | None = cache or None
-        if isinstance(start, ChildNet):
-            self.start = start
-        else:
-            self.start = build_network(start, self.input_shape, seed=0)
+        self.cache: EvalCache | None = cache if isinstance(cache, EvalCache) else None
         self.tokenizer = Tokenizer(self.space)
+        self.start = self._as_start(start)
+
         L, K = self.max_layers, len(self.space.kernel_sizes)
         self.observation_space = spaces.Dict({
             "arch": spaces.Text(32 * (L + 1) + 20 * L * (L - 1) // 2, charset=_CHARSET),
@@ -96,10 +448,350 @@ class NetTransformEnv(gym.Env):
             "kernel_mask": spaces.MultiBinary(K),
             "skip_mask": spaces.MultiBinary((L, L, 2)),
         })
-        self.action_space = spaces.Dict({
+        self.action_space = _LegalActionDict({
             "kind": spaces.Discrete(len(KINDS)),
             "wider": spaces.MultiBinary(L),
             "deeper": spaces.MultiDiscrete([L, L + 1, K]),
             "skip": spaces.MultiDiscrete([L, L, 2]),
         })
-        self._fingerprint = fingerprint
+        self.action_space._owner = weakref.ref(self)
+
+        self._start_net: ChildNet | None = None
+        self._net: ChildNet | None = None
+        self._fingerprint: str | None = None
+        self._step = 0
+        self._masks: _Masks | None = None
+        self._actions: list[dict[str, Any]] = []
+        self._pending: ChildNet | None = None
+
+    # ------------------------------------------------------------------ helpers
+    def _as_start(self, start: Any) -> ChildNet:
+        if isinstance(start, ChildNet):
+            net = start
+            if tuple(net.input_shape) != self.input_shape:
+                raise ValueError(
+                    f"the start network takes inputs {tuple(net.input_shape)}, but the "
+                    f"environment's input_shape is {self.input_shape}"
+                )
+        elif isinstance(start, (str, Architecture)):
+            net = build_network(start, self.input_shape, seed=0)
+        else:
+            raise TypeError(
+                f"start must be a ChildNet, an architecture string or an Architecture, got "
+                f"{type(start).__name__}"
+            )
+        tokens = len(net.arch.layers) - 1
+        if tokens > self.max_layers:
+            raise ValueError(
+                f"the start network has {tokens} layers (SM excluded), more than "
+                f"max_layers={self.max_layers}"
+            )
+        return net
+
+    def _kind_now(self) -> str | None:
+        if self.schedule is None or self._step >= self.steps:
+            return None
+        return self.schedule[self._step]
+
+    def _compute_masks(self) -> _Masks:
+        assert self._net is not None
+        if self._masks is None:
+            self._masks = _Masks(self._net.arch, self.input_shape, self.space, self.max_layers,
+                                 self._kind_now(), self._step >= self.steps)
+        return self._masks
+
+    def _current_masks_obs(self) -> dict[str, np.ndarray] | None:
+        """The current mask arrays, or None before reset / after the episode ended."""
+        if self._net is None or self._step >= self.steps:
+            return None
+        return self._compute_masks().arrays()
+
+    def _get_obs(self) -> dict[str, Any]:
+        assert self._net is not None
+        arch = self._net.arch
+        obs: dict[str, Any] = {
+            "arch": str(arch),
+            "tokens": np.asarray(self.tokenizer.encode(arch, max_len=self.max_layers), np.int64),
+            "length": np.int64(len(arch.layers) - 1),
+            "step": np.int64(self._step),
+        }
+        obs.update(self._compute_masks().arrays())
+        return obs
+
+    def _get_evaluator(self) -> Callable[[ChildNet], Any]:
+        if self.evaluator is None:
+            from envs.evaluators import TrainerEvaluator
+
+            self.evaluator = TrainerEvaluator.fashion_mnist()
+        return self.evaluator
+
+    @property
+    def net(self) -> ChildNet | None:
+        """The current (transformed, untrained) network of the episode."""
+        return self._net
+
+    @property
+    def start_fingerprint(self) -> str | None:
+        """Fingerprint of this episode's start network (the first half of cache keys)."""
+        return self._fingerprint
+
+    @property
+    def pending_child(self) -> ChildNet | None:
+        """With ``defer_evaluation``: the finished child awaiting evaluation, else None."""
+        return self._pending
+
+    @property
+    def pending_key(self) -> tuple[str, str] | None:
+        """The cache key of :attr:`pending_child`."""
+        if self._pending is None or self._fingerprint is None:
+            return None
+        return EvalCache.key(self._fingerprint, self._pending.arch)
+
+    # -------------------------------------------------------------------- reset
+    def reset(self, *, seed: int | None = None,
+              options: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Start an episode from ``options["start"]`` or the configured start network.
+
+        ``seed`` seeds ``self.np_random``, the RNG handed to every transformation
+        (noise), so equal seeds and actions give equal children.
+        ``options["fingerprint"]`` may carry a precomputed fingerprint of the
+        start network (the vector environment computes it once for all copies).
+        """
+        super().reset(seed=seed)
+        options = dict(options or {})
+        start = options.get("start")
+        net = self.start if start is None else self._as_start(start)
+        self._start_net = net
+        self._net = net
+        fp = options.get("fingerprint")
+        self._fingerprint = str(fp) if fp is not None else fingerprint(net)
+        self._step = 0
+        self._masks = None
+        self._actions = []
+        self._pending = None
+        return self._get_obs(), {"arch": str(net.arch), "fingerprint": self._fingerprint}
+
+    # --------------------------------------------------------------------- step
+    def _parse(self, action: Any) -> tuple[str, Callable[[ChildNet], ChildNet] | None,
+                                            dict[str, Any]]:
+        """Check an action against the masks; return (kind, transformation or None, record)."""
+        if not isinstance(action, Mapping):
+            raise InvalidActionError(
+                f"an action must be a dict with keys {list(self.action_space.spaces)}, got "
+                f"{type(action).__name__}"
+            )
+        masks = self._compute_masks()
+        L = self.max_layers
+
+        def field(name: str, shape: tuple[int, ...]) -> np.ndarray:
+            if name not in action:
+                raise InvalidActionError(f"the action has no {name!r} field")
+            try:
+                arr = np.asarray(action[name])
+                if arr.dtype.kind not in "biu":
+                    if arr.dtype.kind == "f" and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
+                        arr = arr.astype(np.int64)
+                    else:
+                        raise TypeError
+                arr = arr.astype(np.int64)
+            except (TypeError, ValueError):
+                raise InvalidActionError(
+                    f"action[{name!r}] must hold integers, got {action[name]!r}"
+                ) from None
+            if arr.shape != shape:
+                raise InvalidActionError(
+                    f"action[{name!r}] must have shape {shape}, got {arr.shape}"
+                )
+            return arr
+
+        if self.schedule is not None:
+            kind = self.schedule[self._step]
+        else:
+            k = int(field("kind", ()))
+            if not 0 <= k < len(KINDS):
+                raise InvalidActionError(f"action['kind']={k} is not in 0..{len(KINDS) - 1}")
+            kind = KINDS[k]
+            if not masks.kind_mask[k]:
+                raise InvalidActionError(
+                    f"kind {kind!r} is not allowed now: it has no legal action "
+                    f"(kind_mask={masks.kind_mask.tolist()})"
+                )
+        record: dict[str, Any] = {"kind": np.int64(KINDS.index(kind))}
+        arch = self._net.arch  # type: ignore[union-attr]
+        if kind == "wider":
+            w = field("wider", (L,))
+            if np.any((w != 0) & (w != 1)):
+                raise InvalidActionError("action['wider'] must be 0/1 per layer")
+            marked = [int(i) for i in np.flatnonzero(w)]
+            bad = [i for i in marked if i not in set(masks.wider)]
+            if bad:
+                why = []
+                for i in bad:
+                    if i >= len(arch.layers) - 1:
+                        why.append(f"{i} (padding: the network has {len(arch.layers) - 1} layers)")
+                    elif width_of(arch.layers[i]) is None:
+                        why.append(f"{i} {arch.layers[i]} (pooling has no width)")
+                    elif self.space.next_width(arch.layers[i]) is None:
+                        why.append(f"{i} {arch.layers[i]} (already at the search space's top width)")
+                    else:
+                        why.append(f"{i} {arch.layers[i]} (tied to an ADD skip)")
+                raise InvalidActionError(
+                    f"wider: layer(s) {', '.join(why)} cannot be widened; widenable: {masks.wider}"
+                )
+            record["wider"] = w.astype(np.int8)
+            if not marked:
+                return kind, None, record
+            return kind, self._widen_op(marked), record
+        if kind == "deeper":
+            d = field("deeper", (3,))
+            if not masks.deeper:
+                return kind, None, record  # schedule mode, nothing insertable: no-op
+            b, p, k = (int(v) for v in d)
+            if (b, p) not in masks.deeper:
+                where = "dense block" if masks.densenet else "block"
+                raise InvalidActionError(
+                    f"deeper: cannot insert at {where} {b}, position {p} "
+                    f"(legal (block, position): {sorted(masks.deeper)[:20]}"
+                    f"{' ...' if len(masks.deeper) > 20 else ''}"
+                    + (f"; max_layers={L} reached" if len(arch.layers) - 1 >= L else "") + ")"
+                )
+            is_fc = (b, p) in masks.deeper_fc
+            if not is_fc and k not in masks.kernels:
+                raise InvalidActionError(
+                    f"deeper: kernel index {k} is not allowed (kernel sizes "
+                    f"{self.space.kernel_sizes}, legal indices {masks.kernels})"
+                )
+            record["deeper"] = d
+            return kind, self._deeper_op(masks.densenet, b, p, None if is_fc else k), record
+        s = field("skip", (3,))
+        if not masks.skip:
+            return kind, None, record  # schedule mode, no skip possible: no-op
+        src, dst, m = (int(v) for v in s)
+        if (src, dst, m) not in masks.skip:
+            mode = _SKIP_MODES[m] if 0 <= m < 2 else str(m)
+            raise InvalidActionError(
+                f"skip: S({src},{dst},{mode}) is not a legal skip connection "
+                f"(legal: {sorted(masks.skip)[:20]}{' ...' if len(masks.skip) > 20 else ''})"
+            )
+        record["skip"] = s
+        return kind, self._skip_op(src, dst, _SKIP_MODES[m]), record
+
+    def _widen_op(self, layers: list[int]) -> Callable[[ChildNet], ChildNet]:
+        mm = _morphisms()
+
+        def op(net: ChildNet) -> ChildNet:
+            for i in layers:
+                if isinstance(net.arch.layers[i], Dense):
+                    net = mm.dense_widen(net, i, space=self.space, rng=self.np_random,
+                                         noise=self.noise)
+                else:
+                    net = mm.net2wider(net, i, space=self.space, rng=self.np_random,
+                                       noise=self.noise)
+            return net
+
+        return op
+
+    def _deeper_op(self, densenet: bool, block: int, position: int,
+                   kernel_index: int | None) -> Callable[[ChildNet], ChildNet]:
+        mm = _morphisms()
+        kw: dict[str, Any] = {"rng": self.np_random}
+        if kernel_index is not None:
+            kw["kernel"] = self.space.kernel_sizes[kernel_index]
+
+        def op(net: ChildNet) -> ChildNet:
+            if densenet:
+                return mm.dense_insert(net, block, position, **kw)
+            return mm.net2deeper(net, block, position, **kw)
+
+        return op
+
+    def _skip_op(self, src: int, dst: int, mode: str) -> Callable[[ChildNet], ChildNet]:
+        mm = _morphisms()
+        return lambda net: mm.add_skip(net, src, dst, mode=mode)
+
+    def step(self, action: dict[str, Any]) -> tuple[dict[str, Any], float, bool, bool,
+                                                    dict[str, Any]]:
+        """Apply one transformation; on the last step evaluate the child.
+
+        Raises :class:`InvalidActionError` (state unchanged) for an action the
+        masks rule out, and ``RuntimeError`` when called before :meth:`reset` or
+        after the episode ended.
+        """
+        self._check_ready()
+        kind, op, record = self._parse(action)
+        return self._apply(kind, op, record)
+
+    def _check_ready(self) -> None:
+        if self._net is None:
+            raise RuntimeError("call reset() before step()")
+        if self._step >= self.steps:
+            raise RuntimeError("the episode has ended; call reset() to start a new one")
+
+    def _apply(self, kind: str, op: Callable[[ChildNet], ChildNet] | None,
+               record: dict[str, Any]) -> tuple[dict[str, Any], float, bool, bool,
+                                                dict[str, Any]]:
+        """Apply a checked action (from :meth:`_parse`); evaluate on the last step."""
+        assert self._net is not None
+        new_net = self._net
+        if op is not None:
+            try:
+                new_net = op(self._net)
+            except ValueError as exc:  # masks and morphisms disagree: reject, stay unchanged
+                raise InvalidActionError(f"{kind}: the transformation rejected it: {exc}") from exc
+        self._net = new_net
+        self._step += 1
+        self._masks = None
+        self._actions.append(record)
+        info: dict[str, Any] = {"kind": kind, "arch": str(new_net.arch), "noop": op is None}
+        if self._step < self.steps:
+            return self._get_obs(), 0.0, False, False, info
+        child = new_net
+        if child is self._start_net:  # nothing changed: never hand out the start network
+            child = child.clone()
+            self._net = child
+        if self.defer_evaluation:
+            self._pending = child
+            info["pending"] = True
+            return self._get_obs(), 0.0, True, False, info
+        key = EvalCache.key(self._fingerprint or "", child.arch)
+        ((result, cached),) = evaluate_children(self._get_evaluator(), [child], [key],
+                                                self.cache)
+        reward, final = self._finish(child, result, cached)
+        info.update(final)
+        return self._get_obs(), reward, True, False, info
+
+    def complete_evaluation(self, result: EvalResult, cached: bool = False
+                            ) -> tuple[float, dict[str, Any]]:
+        """Finish a deferred episode with the pending child's evaluation result.
+
+        Returns ``(reward, info)`` where ``info`` has the last-step keys.
+        """
+        if self._pending is None:
+            raise RuntimeError("no child awaits evaluation (defer_evaluation off or not done)")
+        child, self._pending = self._pending, None
+        return self._finish(child, result, cached)
+
+    def _finish(self, child: ChildNet, result: EvalResult, cached: bool
+                ) -> tuple[float, dict[str, Any]]:
+        failed, reason = bool(result.failed), result.reason
+        net = child
+        if result.state_dict is not None and not failed:
+            try:
+                net.load_state_dict(result.state_dict)
+            except Exception as exc:  # noqa: BLE001 - weights of another architecture
+                failed, reason = True, f"could not load the trained weights: {exc}"
+        acc = 0.0 if failed else float(result.accuracy)
+        info = {
+            "accuracy": acc,
+            "arch": str(child.arch),
+            "params": int(child.num_parameters()),
+            "flops": int(child.flops()),
+            "train_time": 0.0 if cached else float(result.train_time),
+            "failed": failed,
+            "reason": reason,
+            "cached": bool(cached),
+            "net": net,
+            "actions": list(self._actions),
+            "extra": dict(result.extra),
+        }
+        return reward_of(acc, failed), info
