@@ -117,6 +117,22 @@ class EvalCache:
             self._with_weights.pop(key, None)
         self._results[key] = stored
 
+    def state_dict(self) -> dict[str, Any]:
+        """The cache's entries *without* weights, plus hit/miss counts (for checkpoints)."""
+        entries = [
+            (list(key), {f: getattr(res, f) for f in ("accuracy", "failed", "reason",
+                                                      "train_time", "extra")})
+            for key, res in self._results.items()
+        ]
+        return {"entries": entries, "hits": self.hits, "misses": self.misses}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Add the entries of :meth:`state_dict` output (weights are not restored)."""
+        for key, fields in state.get("entries", []):
+            self.put(self.key(*key), EvalResult(**fields))
+        self.hits = int(state.get("hits", 0))
+        self.misses = int(state.get("misses", 0))
+
     def clear(self) -> None:
         """Forget everything (the next evaluation of any architecture trains it again)."""
         self._results.clear()

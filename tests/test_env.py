@@ -509,3 +509,18 @@ def test_widening_a_layer_at_the_top_width_is_rejected_with_the_reason() -> None
     action["wider"][0] = 1
     with pytest.raises(InvalidActionError, match="top width"):
         env.step(action)
+
+
+def test_cache_state_dict_round_trip() -> None:
+    cache = EvalCache(max_weights=1)
+    cache.put(("fp", "a"), EvalResult(0.5, train_time=2.0, state_dict={"w": torch.ones(2)}))
+    cache.put(("fp", "b"), EvalResult(0.6, state_dict={"w": torch.zeros(2)}))
+    cache.put(("fp", "c"), EvalResult(0.0, failed=True, reason="NaN"))
+    assert len(cache) == 2 and ("fp", "c") not in cache  # failures are not stored
+    assert cache.get(("fp", "a")).state_dict is None  # only the newest keeps weights
+    assert cache.get(("fp", "b")).state_dict is not None
+    restored = EvalCache()
+    restored.load_state_dict(cache.state_dict())
+    assert (restored.hits, restored.misses) == (cache.hits, cache.misses) == (2, 0)
+    assert restored.get(("fp", "a")).accuracy == 0.5
+    assert restored.get(("fp", "b")).state_dict is None and restored.get(("fp", "x")) is None
