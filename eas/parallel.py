@@ -75,7 +75,7 @@ import time
 import traceback
 import weakref
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing import connection as mp_connection
 from multiprocessing import get_context
@@ -329,6 +329,19 @@ class _Task:
     exclusive: bool = False  # retry alone on its GPU (after running out of memory)
 
 
+class _Results(dict):
+    """Final results by child index; tells ``callback`` about each one as it is settled."""
+
+    def __init__(self, callback: Callable[[int, EvalResult], None] | None) -> None:
+        super().__init__()
+        self._callback = callback
+
+    def __setitem__(self, index: int, result: EvalResult) -> None:
+        super().__setitem__(index, result)
+        if self._callback is not None:
+            self._callback(index, result)
+
+
 def _settle(task: _Task, kind: Outcome, result: EvalResult, max_retries: int,
             worker: str) -> EvalResult | None:
     """Final result of ``task`` after an attempt, or None when it is to be retried."""
@@ -502,11 +515,11 @@ class _ProcessPool:
 
     # -- the batch ----------------------------------------------------------
 
-    def run(self, specs: Sequence[bytes], max_retries: int,
-            child_timeout: float | None) -> list[EvalResult]:
+    def run(self, specs: Sequence[bytes], max_retries: int, child_timeout: float | None,
+            on_result: Callable[[int, EvalResult], None] | None = None) -> list[EvalResult]:
         tasks = [_Task(i, spec) for i, spec in enumerate(specs)]
         pending: deque[_Task] = deque(tasks)
-        done: dict[int, EvalResult] = {}
+        done = _Results(on_result)
         try:
             while len(done) < len(tasks):
                 busy = sum(1 for w in self._live() if w.task is not None)
@@ -719,14 +732,14 @@ class _RayPool:
             self._token, [self._payload_ref], task.payload
         )
 
-    def run(self, specs: Sequence[bytes], max_retries: int,
-            child_timeout: float | None) -> list[EvalResult]:
+    def run(self, specs: Sequence[bytes], max_retries: int, child_timeout: float | None,
+            on_result: Callable[[int, EvalResult], None] | None = None) -> list[EvalResult]:
         ray = self._ray
         tasks = [_Task(i, spec) for i, spec in enumerate(specs)]
         running: dict[Any, tuple[_Task, float]] = {}
         for task in tasks:
             running[self._submit(task)] = (task, time.monotonic())
-        done: dict[int, EvalResult] = {}
+        done = _Results(on_result)
         try:
             while running:
                 finished, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
@@ -887,13 +900,21 @@ class ParallelEvaluator:
         """Evaluate one child (same path as :meth:`evaluate_many`)."""
         return self.evaluate_many([net])[0]
 
-    def evaluate_many(self, nets: Sequence[nn.Module]) -> list[EvalResult]:
+    def evaluate_many(
+        self,
+        nets: Sequence[nn.Module],
+        *,
+        on_result: Callable[[int, EvalResult], None] | None = None,
+    ) -> list[EvalResult]:
         """Train and evaluate ``nets`` concurrently; results in input order.
 
         Never raises for a child: a child whose evaluation raised, or that still
         failed for an infrastructure reason after ``max_retries`` retries, gets
         ``failed=True``, ``accuracy=0.0`` and a ``reason``. Raises only when the
         workers cannot be set up at all (e.g. the base evaluator is not picklable).
+        ``on_result(index, result)``, if given, is called in this process as soon
+        as each child's final result is known (in completion order), e.g. to
+        journal it before the rest of the batch is done.
         """
         nets = list(nets)
         if not nets:
@@ -901,29 +922,29 @@ class ParallelEvaluator:
         specs = [pack_network(net) for net in nets]
         backend = self.backend
         if backend == "serial":
-            return self._run_serial(specs)
+            return self._run_serial(specs, on_result)
         payloads = [_dumps(spec) for spec in specs]
         if backend == "ray":
-            return self._ray_pool().run(payloads, self.max_retries, self.child_timeout)
+            return self._ray_pool().run(payloads, self.max_retries, self.child_timeout, on_result)
         pool = self._process_pool()
         try:
-            return pool.run(payloads, self.max_retries, self.child_timeout)
+            return pool.run(payloads, self.max_retries, self.child_timeout, on_result)
         except _WorkerInitError:
             self.close()
             raise
 
-    def _run_serial(self, specs: list[ChildSpec]) -> list[EvalResult]:
-        results = []
+    def _run_serial(self, specs: list[ChildSpec],
+                    on_result: Callable[[int, EvalResult], None] | None) -> list[EvalResult]:
+        done = _Results(on_result)
         for i, spec in enumerate(specs):
             task = _Task(i, b"")
-            while True:
+            while i not in done:
                 task.attempts += 1
                 kind, result = _run_child(self.base, spec, self.seed)
                 final = _settle(task, kind, result, self.max_retries, "serial")
                 if final is not None:
-                    results.append(final)
-                    break
-        return results
+                    done[i] = final
+        return [done[i] for i in range(len(specs))]
 
     # -- pools --------------------------------------------------------------
 

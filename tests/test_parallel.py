@@ -36,6 +36,7 @@ ARCHS = [
     "C(8,3,1), P(2,2,MAX), FC(16), SM(2)",
     "C(4,3,1), C(4,3,1), P(2,2,MAX), FC(8), SM(2)",
     "C(6,5,1), P(2,2,AVG), FC(8), SM(2)",
+    "C(4,3,1), P(2,2,MAX), FC(8), SM(2)",
 ]
 TIMEOUT = 60.0  # seconds any one child may take in these tests
 
@@ -220,7 +221,9 @@ def test_serial_seeds_each_child_and_keeps_order():
     torch.manual_seed(99)
     before = torch.rand(1)
     torch.manual_seed(99)
-    a = ev.evaluate_many(nets)
+    seen: list[int] = []
+    a = ev.evaluate_many(nets, on_result=lambda i, r: seen.append(i))
+    assert seen == list(range(len(nets)))
     assert torch.equal(torch.rand(1), before)  # the caller's RNG is left alone
     b = ev.evaluate_many([nets[1], nets[0]])[::-1]  # order does not change a child's result
     _assert_same(a[:2], b)
@@ -256,13 +259,15 @@ def test_serial_exception_and_oom(tmp_path):
 
 @pytest.mark.slow
 def test_process_matches_serial_and_reuses_workers():
-    nets = _nets()
+    nets = _nets()[:4]
     serial = ParallelEvaluator(TinyEvaluator(), backend="serial").evaluate_many(nets)
+    seen: list[int] = []
     with ParallelEvaluator(TinyEvaluator(), workers=2, backend="process",
                            child_timeout=TIMEOUT) as ev:
         assert ev.start() is ev  # both workers up before the first batch
-        first = ev.evaluate_many(nets)
+        first = ev.evaluate_many(nets, on_result=lambda i, r: seen.append(i))
         second = ev.evaluate_many(nets[:2])
+    assert sorted(seen) == [0, 1, 2, 3]
     _assert_same(first, serial)
     _assert_same(second, serial[:2])
     assert all(not r.failed and r.extra["attempts"] == 1 for r in first)
@@ -275,16 +280,21 @@ def test_process_matches_serial_and_reuses_workers():
 def test_process_fault_handling(tmp_path):
     """One pool, a batch with every kind of fault: a worker killed once (retried),
     a child that always kills its worker (failed after max_retries), a child whose
-    training raises (failed, not retried); the healthy child is unaffected."""
+    training raises (failed, not retried), a child running out of memory once
+    (retried alone); the healthy child is unaffected."""
     nets = _nets()
     base = TinyEvaluator(kill_once_arch=ARCHS[0], always_kill_arch=ARCHS[1],
-                         raise_arch=ARCHS[2], marker_dir=str(tmp_path))
-    clean = ParallelEvaluator(TinyEvaluator(), backend="serial").evaluate_many([nets[0], nets[3]])
+                         raise_arch=ARCHS[2], oom_once_arch=ARCHS[3], marker_dir=str(tmp_path))
+    clean = ParallelEvaluator(TinyEvaluator(), backend="serial").evaluate_many(
+        [nets[0], nets[4], nets[3]])
     with ParallelEvaluator(base, workers=2, backend="process", max_retries=1,
                            child_timeout=TIMEOUT) as ev:
         res = ev.evaluate_many(nets)
-        again = ev.evaluate_many([nets[3]])  # the pool still works afterwards
-    killed, crashing, raising, healthy = res
+        again = ev.evaluate_many([nets[4]])  # the pool still works afterwards
+    killed, crashing, raising, oom, healthy = res
+    assert not oom.failed and oom.extra["attempts"] == 2
+    assert "out of memory" in oom.extra["retried"][0]
+    _assert_same([oom], clean[2:])
     assert not killed.failed and killed.extra["attempts"] == 2
     assert "exit code 3" in killed.extra["retried"][0]
     assert crashing.failed and crashing.accuracy == 0.0 and crashing.extra["attempts"] == 2
@@ -292,8 +302,8 @@ def test_process_fault_handling(tmp_path):
     assert raising.failed and raising.reason == f"ValueError: bad child {ARCHS[2]}"
     assert raising.extra["attempts"] == 1
     assert not healthy.failed and healthy.extra["attempts"] == 1
-    _assert_same([killed, healthy], clean)
-    _assert_same(again, clean[1:])
+    _assert_same([killed, healthy], clean[:2])
+    _assert_same(again, clean[1:2])
 
 
 class SlowEvaluator(TinyEvaluator):
@@ -309,11 +319,15 @@ class SlowEvaluator(TinyEvaluator):
 
 @pytest.mark.slow
 def test_process_child_timeout():
-    nets = _nets()[:2]
+    nets = _nets()
     with ParallelEvaluator(SlowEvaluator(), workers=2, backend="process", max_retries=0,
-                           child_timeout=8.0) as ev:
-        res = ev.evaluate_many(nets)
-    assert res[0].failed and "timed out after 8 s" in res[0].reason
+                           child_timeout=TIMEOUT) as ev:
+        ev.start()
+        ev.evaluate_many(nets[1:3])  # warm both workers up (first-step imports take seconds)
+        ev.child_timeout = 4.0
+        res = ev.evaluate_many(nets[:2])
+    assert res[0].failed and "timed out after 4 s" in res[0].reason
+    assert res[0].extra["attempts"] == 1
     assert not res[1].failed
 
 
