@@ -1,0 +1,32 @@
+"""Function-preserving network transformations (EAS Net2Wider/Net2Deeper, DenseNet
+extensions, NASH skip morphisms) and the action masks saying where they apply.
+
+Every transformation is a pure function ``f(net, ...) -> ChildNet``: it returns a
+new network whose ``.arch`` is the transformed architecture and which, in eval
+mode and without noise, computes the same function as ``net``; ``net`` itself is
+never modified.
+"""
+
+from morphisms.dense_insert import dense_insert
+from morphisms.dense_widen import dense_widen
+from morphisms.legal import (
+    deeper_positions,
+    dense_insert_positions,
+    skip_candidates,
+    widenable_layers,
+)
+from morphisms.net2deeper import net2deeper
+from morphisms.net2wider import net2wider
+from morphisms.skip import add_skip
+
+__all__ = [
+    "add_skip",
+    "deeper_positions",
+    "dense_insert",
+    "dense_insert_positions",
+    "dense_widen",
+    "net2deeper",
+    "net2wider",
+    "skip_candidates",
+    "widenable_layers",
+]
