@@ -22,8 +22,8 @@ Where the data comes from:
   (default: the cache folder), downloaded if missing and ``download=True``.
 * ``imagefolder``: torchvision ``ImageFolder`` layout. If ``root/train`` exists it
   is the training set and ``root/test`` (required then) the test set. Otherwise
-  ``root`` itself holds all images and a seeded, class-stratified-by-chance
-  fraction ``IMAGEFOLDER_TEST_FRACTION`` (20 %) is carved out as the test set
+  ``root`` itself holds all images and a seeded random fraction
+  ``IMAGEFOLDER_TEST_FRACTION`` (20 %) is carved out as the test set
   before the validation split is taken from the rest.
 """
 
@@ -138,6 +138,10 @@ class Data:
     mean: Tensor
     std: Tensor
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    train_index: Tensor | None = None
+    """Positions of the training images in the official training set (CPU, int64)."""
+    val_index: Tensor | None = None
+    """Positions of the validation images in the official training set (CPU, int64)."""
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -167,12 +171,17 @@ class Data:
         Used for final training before reporting test accuracy. ``mean``/``std``
         are kept unchanged so that normalisation matches the search phase.
         """
+        index = None
+        if self.train_index is not None and self.val_index is not None:
+            index = torch.cat([self.train_index, self.val_index])
         return replace(
             self,
             train_x=torch.cat([self.train_x, self.val_x]),
             train_y=torch.cat([self.train_y, self.val_y]),
             val_x=self.val_x[:0],
             val_y=self.val_y[:0],
+            train_index=index,
+            val_index=None if self.val_index is None else self.val_index[:0],
         )
 
     def __repr__(self) -> str:
@@ -190,13 +199,8 @@ class Data:
 # ---------------------------------------------------------------------------
 
 
-def _scale_shift(
-    mean: Tensor, std: Tensor, normalize: bool, device: torch.device
-) -> tuple[Tensor, Tensor]:
+def _scale_shift(mean: Tensor, std: Tensor, device: torch.device) -> tuple[Tensor, Tensor]:
     """Per-channel ``scale, shift`` so that ``x_uint8 * scale - shift`` normalises."""
-    if not normalize:
-        one = torch.full((1, 1, 1), 1.0 / 255.0, device=device)
-        return one, torch.zeros((1, 1, 1), device=device)
     mean = mean.to(device=device, dtype=torch.float32).view(-1, 1, 1)
     std = std.to(device=device, dtype=torch.float32).view(-1, 1, 1)
     return 1.0 / (255.0 * std), mean / std
@@ -206,8 +210,11 @@ def normalize_batch(
     x_uint8: Tensor, mean: Tensor, std: Tensor, *, normalize: bool = True
 ) -> Tensor:
     """Convert a ``uint8`` NCHW batch to float32: ``(x/255 - mean)/std`` (or ``x/255``)."""
-    scale, shift = _scale_shift(mean, std, normalize, x_uint8.device)
-    return x_uint8.to(torch.float32).mul_(scale).sub_(shift)
+    x = x_uint8.to(torch.float32)
+    if not normalize:
+        return x.div_(255.0)
+    scale, shift = _scale_shift(mean, std, x_uint8.device)
+    return x.mul_(scale).sub_(shift)
 
 
 def augment_batch(
@@ -269,7 +276,7 @@ def read_idx(path: str | Path) -> np.ndarray:
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rb") as f:
-        raw = f.read()
+        raw = bytearray(f.read())  # writable, so torch.from_numpy does not warn
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
         raise ValueError(f"{path} is not an IDX file")
     ndim = raw[3]
@@ -312,7 +319,9 @@ def _how_to_get(name: str) -> str:
     return "; ".join(hints)
 
 
-def _not_found(name: str, looked: Sequence[Path], cause: BaseException | None) -> DatasetNotFoundError:
+def _not_found(
+    name: str, looked: Sequence[Path], cause: BaseException | None
+) -> DatasetNotFoundError:
     where = ", ".join(str(p) for p in looked)
     msg = f"dataset {name!r} not found; looked in: {where}. To get it: {_how_to_get(name)}."
     if cause is not None:
@@ -340,7 +349,7 @@ def _load_idx_dataset(
             cls = tvd.FashionMNIST if name == "fashion-mnist" else tvd.MNIST
             cls(str(dl_root), train=True, download=True)
             cls(str(dl_root), train=False, download=True)
-        except Exception as exc:  # noqa: BLE001 - any download failure means "not found"
+        except Exception as exc:
             cause = exc
         found = _find_idx_dir(candidates)
     if found is None:
@@ -354,7 +363,7 @@ def _load_idx_dataset(
     )
 
 
-def _torchvision_dataset(name: str, root: Path, download: bool, split: str):  # noqa: ANN202
+def _torchvision_dataset(name: str, root: Path, download: bool, split: str):
     import torchvision.datasets as tvd
 
     if name == "svhn":
@@ -378,7 +387,7 @@ def _load_torchvision(
             if download:
                 try:
                     ds = _torchvision_dataset(name, root, True, split)
-                except Exception as exc:  # noqa: BLE001 - any download failure means "not found"
+                except Exception as exc:
                     cause = exc
         if ds is None:
             raise _not_found(name, [root], cause)
@@ -541,5 +550,7 @@ def load_dataset(
         mean=mean,
         std=std,
         augment=augment if augment is not None else default_augment(key, tr_x.shape[1:]),
+        train_index=rest.clone(),
+        val_index=val_idx.clone(),
     )
     return data.to(device)

@@ -1,0 +1,324 @@
+"""Child-network trainer: device-resident data, batched augmentation, no DataLoader.
+
+``train_child`` trains a network with SGD + Nesterov momentum and a cosine
+learning-rate schedule (the EAS paper's child recipe by default) on a
+:class:`~eas.data.Data` whose tensors already live on the training device. Each
+epoch draws a seeded permutation, slices batches straight from the tensors and
+augments them with :func:`~eas.data.augment_batch`. On CUDA it turns on cuDNN
+autotuning, channels-last memory format and bf16 autocast; on CPU the same code
+runs in fp32. A diverging run (NaN/inf loss) is reported as ``failed`` rather
+than raised, so an architecture search can simply score it as 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from eas.data import Data, augment_batch, normalize_batch
+
+__all__ = ["TrainConfig", "TrainResult", "evaluate", "final_train", "lr_at", "train_child"]
+
+_CHECK_EVERY = 50  # steps between host syncs that check the running loss for NaN/inf
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of child training (defaults: the EAS paper's child recipe)."""
+
+    epochs: int = 20
+    """Passes over the training set."""
+    batch_size: int = 64
+    """Images per SGD step (the last incomplete batch of an epoch is dropped)."""
+    lr: float = 0.02
+    """Initial (peak) learning rate."""
+    lr_min: float = 0.0
+    """Final learning rate of the cosine schedule (NASH hill climbing: lr_start -> lr_end)."""
+    momentum: float = 0.9
+    """SGD momentum."""
+    nesterov: bool = True
+    """Use Nesterov momentum."""
+    weight_decay: float = 1e-4
+    """L2 weight decay applied to all parameters."""
+    schedule: Literal["cosine", "constant"] = "cosine"
+    """"cosine": anneal from lr to lr_min over all steps (per step); "constant": keep lr."""
+    label_smoothing: float = 0.0
+    """Label smoothing of the cross-entropy loss."""
+    max_batches_per_epoch: int | None = None
+    """Cap on steps per epoch for low-fidelity evaluation (None = full epochs)."""
+    amp: bool = True
+    """bf16 autocast for forward passes (CUDA only; CPU always runs fp32)."""
+    channels_last: bool = True
+    """Channels-last memory format for network and batches (CUDA only)."""
+    eval_batch_size: int = 1024
+    """Batch size for validation/test evaluation."""
+
+    def __post_init__(self) -> None:
+        if self.epochs < 0 or self.batch_size < 1 or self.eval_batch_size < 1:
+            raise ValueError("epochs must be >= 0 and batch sizes >= 1")
+        if self.schedule not in ("cosine", "constant"):
+            raise ValueError(f"unknown schedule {self.schedule!r}; allowed: 'cosine', 'constant'")
+        if self.max_batches_per_epoch is not None and self.max_batches_per_epoch < 1:
+            raise ValueError("max_batches_per_epoch must be >= 1 or None")
+
+
+@dataclass
+class TrainResult:
+    """Outcome of one training run."""
+
+    val_accuracy: float
+    """Accuracy on the validation split (NaN if the data has no validation images)."""
+    train_loss: float
+    """Mean training loss over the last epoch."""
+    train_accuracy: float
+    """Accuracy on the (augmented) training batches of the last epoch."""
+    epochs: int
+    """Epochs completed (possibly partial when failed)."""
+    steps: int
+    """SGD steps taken."""
+    train_time: float
+    """Wall-clock seconds spent in the training loop (evaluation excluded)."""
+    images_per_second: float
+    """Training throughput: images processed / train_time."""
+    failed: bool = False
+    """True when training diverged (NaN/inf loss) or ran out of GPU memory."""
+    reason: str | None = None
+    """Why it failed, else None."""
+    test_accuracy: float | None = None
+    """Accuracy on the test split when requested (final_train / eval_on="test")."""
+
+
+def lr_at(config: TrainConfig, step: int, total_steps: int) -> float:
+    """Learning rate at ``step`` (0-based) of ``total_steps`` under ``config.schedule``."""
+    if config.schedule == "constant" or total_steps <= 0:
+        return config.lr
+    progress = min(step / total_steps, 1.0)
+    return config.lr_min + 0.5 * (config.lr - config.lr_min) * (1.0 + math.cos(math.pi * progress))
+
+
+def _autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def evaluate(
+    network: nn.Module,
+    x_uint8: Tensor,
+    y: Tensor,
+    stats: Data | tuple[Tensor, Tensor],
+    *,
+    batch_size: int = 1024,
+    normalize: bool | None = None,
+    amp: bool = True,
+    channels_last: bool = True,
+) -> float:
+    """Top-1 accuracy of ``network`` on ``uint8`` images ``x_uint8`` with labels ``y``.
+
+    ``stats`` is a :class:`Data` (its mean/std/augment.normalize are used) or a
+    ``(mean, std)`` pair. Runs in eval mode under ``no_grad`` (bf16 autocast and
+    channels-last on CUDA when enabled) and restores the previous train/eval mode.
+    Batches are moved to the network's device. Returns NaN for an empty set.
+    """
+    if isinstance(stats, Data):
+        mean, std = stats.mean, stats.std
+        normalize = stats.augment.normalize if normalize is None else normalize
+    else:
+        mean, std = stats
+        normalize = True if normalize is None else normalize
+    n = len(y)
+    if n == 0:
+        return float("nan")
+    param = next(network.parameters(), None)
+    device = param.device if param is not None else x_uint8.device
+    was_training = network.training
+    network.eval()
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    try:
+        with torch.no_grad(), _autocast(device, amp):
+            for i in range(0, n, batch_size):
+                xb = normalize_batch(
+                    x_uint8[i : i + batch_size].to(device, non_blocking=True),
+                    mean,
+                    std,
+                    normalize=normalize,
+                )
+                if channels_last and device.type == "cuda":
+                    xb = xb.contiguous(memory_format=torch.channels_last)
+                logits = network(xb)
+                correct += (logits.argmax(1) == y[i : i + batch_size].to(device)).sum()
+    finally:
+        network.train(was_training)
+    return correct.item() / n
+
+
+def train_child(
+    network: nn.Module,
+    data: Data,
+    config: TrainConfig | None = None,
+    *,
+    device: str | torch.device | None = None,
+    seed: int = 0,
+    progress: bool = False,
+    eval_on: Literal["val", "test"] = "val",
+) -> TrainResult:
+    """Train ``network`` IN PLACE on ``data.train_*`` and evaluate it.
+
+    The module itself is moved to ``device`` and its weights are updated; pass a
+    copy (``copy.deepcopy``) if the original must be kept. ``device=None`` uses
+    the data's device (data on another device is copied there once). ``seed``
+    drives the batch order and augmentation (a ``torch.Generator`` on the device),
+    so CPU runs are reproducible. Validation accuracy is always measured when the
+    data has a validation split; ``eval_on="test"`` also measures test accuracy.
+    A NaN/inf loss (checked every 50 steps and at each epoch end) or a CUDA
+    out-of-memory error stops training and returns ``failed=True`` with
+    ``val_accuracy=0.0`` instead of raising. The network ends in eval mode.
+    """
+    config = config if config is not None else TrainConfig()
+    if eval_on not in ("val", "test"):
+        raise ValueError(f"eval_on must be 'val' or 'test', got {eval_on!r}")
+    dev = torch.device(device) if device is not None else data.device
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", torch.cuda.current_device())
+    data = data.to(dev)
+    cuda = dev.type == "cuda"
+    use_cl = cuda and config.channels_last
+    if cuda:
+        torch.backends.cudnn.benchmark = True
+    network.to(dev)
+    if use_cl:
+        network.to(memory_format=torch.channels_last)
+
+    optimizer = torch.optim.SGD(
+        network.parameters(),
+        lr=config.lr,
+        momentum=config.momentum,
+        nesterov=config.nesterov and config.momentum > 0,
+        weight_decay=config.weight_decay,
+    )
+    n = len(data.train_y)
+    bs = min(config.batch_size, n)
+    steps_per_epoch = n // bs if n > 0 else 0
+    if config.max_batches_per_epoch is not None:
+        steps_per_epoch = min(steps_per_epoch, config.max_batches_per_epoch)
+    total_steps = steps_per_epoch * config.epochs
+    gen = torch.Generator(device=dev).manual_seed(seed)
+    aug, mean, std = data.augment, data.mean, data.std
+
+    def result(
+        val_acc: float, loss: float, acc: float, epochs: int, failed: bool, reason: str | None
+    ) -> TrainResult:
+        _sync(dev)
+        elapsed = time.perf_counter() - start
+        network.eval()
+        return TrainResult(
+            val_accuracy=val_acc,
+            train_loss=loss,
+            train_accuracy=acc,
+            epochs=epochs,
+            steps=step,
+            train_time=elapsed,
+            images_per_second=step * bs / elapsed if elapsed > 0 else 0.0,
+            failed=failed,
+            reason=reason,
+        )
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=config.epochs, desc="train", unit="epoch", leave=False)
+    network.train()
+    step = 0
+    epoch = 0
+    last_loss, last_acc = float("nan"), float("nan")
+    start = time.perf_counter()
+    try:
+        for epoch in range(config.epochs):
+            perm = torch.randperm(n, generator=gen, device=dev)
+            loss_sum = torch.zeros((), device=dev)
+            correct = torch.zeros((), dtype=torch.int64, device=dev)
+            for i in range(steps_per_epoch):
+                idx = perm[i * bs : (i + 1) * bs]
+                xb = augment_batch(data.train_x[idx], aug, mean, std, gen)
+                yb = data.train_y[idx]
+                if use_cl:
+                    xb = xb.contiguous(memory_format=torch.channels_last)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_at(config, step, total_steps)
+                with _autocast(dev, config.amp):
+                    logits = network(xb)
+                loss = F.cross_entropy(logits.float(), yb, label_smoothing=config.label_smoothing)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                step += 1
+                loss_sum += loss.detach()
+                correct += (logits.detach().argmax(1) == yb).sum()
+                if (i + 1) % _CHECK_EVERY == 0 and not math.isfinite(loss_sum.item()):
+                    return result(0.0, float("nan"), 0.0, epoch, True, _nan_reason(step))
+            if steps_per_epoch > 0:
+                last_loss = loss_sum.item() / steps_per_epoch
+                last_acc = correct.item() / (steps_per_epoch * bs)
+                if not math.isfinite(last_loss):
+                    return result(0.0, float("nan"), 0.0, epoch, True, _nan_reason(step))
+            if bar is not None:
+                bar.set_postfix(loss=f"{last_loss:.3f}", acc=f"{last_acc:.3f}")
+                bar.update()
+    except torch.cuda.OutOfMemoryError as exc:
+        optimizer.zero_grad(set_to_none=True)
+        torch.cuda.empty_cache()
+        return result(0.0, float("nan"), 0.0, epoch, True, f"CUDA out of memory: {exc}")
+    finally:
+        if bar is not None:
+            bar.close()
+
+    res = result(float("nan"), last_loss, last_acc, config.epochs, False, None)
+    kwargs = {"batch_size": config.eval_batch_size, "amp": config.amp}
+    kwargs["channels_last"] = config.channels_last
+    res.val_accuracy = evaluate(network, data.val_x, data.val_y, data, **kwargs)
+    if eval_on == "test":
+        res.test_accuracy = evaluate(network, data.test_x, data.test_y, data, **kwargs)
+    network.eval()
+    return res
+
+
+def _nan_reason(step: int) -> str:
+    return f"non-finite training loss (NaN/inf) detected by step {step}"
+
+
+def final_train(
+    network: nn.Module,
+    data: Data,
+    config: TrainConfig | None = None,
+    *,
+    device: str | torch.device | None = None,
+    seed: int = 0,
+    progress: bool = False,
+) -> TrainResult:
+    """Train ``network`` IN PLACE on train + validation and report test accuracy.
+
+    Uses :meth:`Data.full_train`; ``val_accuracy`` of the result is NaN (no
+    validation images remain) and ``test_accuracy`` holds the final score.
+    """
+    return train_child(
+        network,
+        data.full_train(),
+        config,
+        device=device,
+        seed=seed,
+        progress=progress,
+        eval_on="test",
+    )
