@@ -6,13 +6,14 @@ P(3,3,AVG), FC(256), SM(10)``, input 1x28x28, one per init seed) on a slice of t
 training set, side by side in one run, with ``eas.parallel.ParallelEvaluator``:
 
 * ``--device cpu`` (default): the serial back-end (one child at a time, torch using
-  every core) against the process back-end with 1 and N workers (each worker gets
-  ``cores // N`` intra-op threads).
+  every core, and using one thread) against the process back-end with 1 and N
+  workers (each worker gets ``cores // N`` intra-op threads).
 * ``--device cuda``: 1 child at a time on one GPU against 2, 4, 8 children at
   once on that GPU (``children_per_gpu``), data resident on the GPU.
 
-Worker start-up (a spawned interpreter importing torch, once per search) is timed
-separately and excluded from the children-per-hour figures. Accuracies are
+Worker start-up and warm-up (a spawned interpreter importing torch, then one
+child per worker to pay first-use costs; once per search) is timed separately and
+excluded from the children-per-hour figures. Accuracies are
 printed per setting: they must agree (same seed per child whatever the back-end).
 
     python bench/bench_parallel.py                      # CPU: serial vs 1 and 2 processes
@@ -71,12 +72,18 @@ def make_evaluator(args: argparse.Namespace):
 
 def run_setting(base, nets, *, label: str, backend: str, workers: int,
                 children_per_gpu: int = 1, device: str | None = None) -> dict:
-    """Start the pool (timed apart), train ``nets`` once, report throughput."""
+    """Start and warm up the pool (timed apart), train ``nets`` once, report throughput.
+
+    The warm-up trains one child per worker: a fresh process pays one-time costs on
+    its first child (lazy imports on the first optimizer step, allocator and
+    kernel selection), which a search pays once, not per child.
+    """
     ev = ParallelEvaluator(base, backend=backend, workers=workers,
                            children_per_gpu=children_per_gpu, device=device)
     try:
         t0 = time.perf_counter()
         ev.start()
+        ev.evaluate_many(nets[: max(1, workers)])
         startup = time.perf_counter() - t0
         t0 = time.perf_counter()
         results = ev.evaluate_many(nets)
@@ -89,14 +96,14 @@ def run_setting(base, nets, *, label: str, backend: str, workers: int,
         "backend": backend,
         "workers": workers,
         "children": len(nets),
-        "startup_s": round(startup, 2),
+        "startup_and_warmup_s": round(startup, 2),
         "wall_s": round(wall, 2),
         "children_per_hour": round(len(nets) / wall * 3600, 1),
         "mean_child_train_s": round(sum(r.train_time for r in results) / len(results), 2),
         "accuracies": [round(r.accuracy, 4) for r in results],
         "failed": failed,
     }
-    print(f"{label:>28}: start-up {startup:6.1f} s | batch {wall:7.1f} s | "
+    print(f"{label:>28}: start-up+warm-up {startup:6.1f} s | batch {wall:7.1f} s | "
           f"{row['children_per_hour']:8.1f} children/h | mean child {row['mean_child_train_s']:.1f} s"
           f" | acc {row['accuracies']}", flush=True)
     return row
@@ -146,6 +153,16 @@ def main(argv: list[str] | None = None) -> None:
     if args.device == "cpu":
         rows.append(run_setting(base, nets, label=f"serial (1 child, {cores} threads)",
                                 backend="serial", workers=1, device="cpu"))
+        if cores > 1:
+            # One child at a time on one thread: separates the gain of running children
+            # side by side from the gain (or loss) of intra-op threading.
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                rows.append(run_setting(base, nets, label="serial (1 child, 1 thread)",
+                                        backend="serial", workers=1, device="cpu"))
+            finally:
+                torch.set_num_threads(threads)
         for n in counts:
             threads = max(1, cores // n)
             rows.append(run_setting(base, nets, label=f"process x{n} ({threads} thr each)",

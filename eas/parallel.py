@@ -396,7 +396,16 @@ def _worker_main(conn: mp_connection.Connection, gpu: str | None, threads: int,
             return
         index, spec_bytes = message
         kind, result = _run_child(evaluator, _loads(spec_bytes), seed)
-        conn.send_bytes(_dumps(("done", index, kind, result)))
+        conn.send_bytes(_dump_outcome(("done", index), kind, result))
+
+
+def _dump_outcome(head: tuple[Any, ...], kind: Outcome, result: EvalResult) -> bytes:
+    """Serialise ``(*head, kind, result)``; an unpicklable result becomes a failed one."""
+    try:
+        return _dumps((*head, kind, result))
+    except Exception as exc:  # noqa: BLE001 - e.g. something unpicklable in result.extra
+        reason = f"the result could not be sent back ({type(exc).__name__}: {exc})"
+        return _dumps((*head, "error", EvalResult(0.0, failed=True, reason=reason)))
 
 
 @dataclass(eq=False)
@@ -690,7 +699,7 @@ def _ray_task(token: str, payload_box: list[Any], spec_bytes: bytes) -> bytes:
         _RAY_EVALUATORS[key] = (move_evaluator(base, device), seed)
     evaluator, seed = _RAY_EVALUATORS[key]
     kind, result = _run_child(evaluator, _loads(spec_bytes), seed)
-    return _dumps((kind, result))
+    return _dump_outcome((), kind, result)
 
 
 class _RayPool:
