@@ -31,9 +31,18 @@ Evaluators:
   (hill climbing's SGDR learning-rate overrides are applied, its epoch count is
   capped to the common ``--epochs`` so budgets stay equal).
 
-The runs use the round loop of :func:`run_search` (the SPEC's protocol: per
-round ``start_network`` -> ``reset`` -> ``propose``/``step`` until the episodes end
--> ``learn``) over a :class:`envs.VectorNetTransformEnv` when available.
+By default every run goes through the project's search loop
+(:func:`eas.search.run_search`: one stage of ``--children`` children, no final
+training; each run's folder with TensorBoard events and checkpoint lands in
+``<out>/runs/<agent>__seed<k>``). ``--loop minimal`` uses :func:`run_agent`
+instead, a small self-contained round loop over the SPEC's protocol (per round
+``start_network`` -> ``reset`` -> ``propose``/``step`` until the episodes end ->
+``learn``), handy in tests. Budgets are equalised by children: hill climbing gets
+enough rounds (``n_steps``) for the budget and, with ``train``, ``e_neigh`` = the
+common ``--epochs``. With the cheap evaluator under the search loop the start
+network's accuracy is unknown to the agents (nothing is trained), so hill
+climbing spends child 0 of its first round re-evaluating the start (its parent
+slot); the best-so-far curves start at the start network's score.
 """
 
 from __future__ import annotations
@@ -45,7 +54,7 @@ import inspect
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -62,7 +71,7 @@ __all__ = [
     "SyntheticEvaluator",
     "compare",
     "main",
-    "run_search",
+    "run_agent",
     "synthetic_accuracy",
     "write_outputs",
 ]
@@ -193,7 +202,7 @@ def _slice_action(action: dict[str, Any], i: int) -> dict[str, Any]:
 class _SerialVectorEnv:
     """Fallback when ``envs.VectorNetTransformEnv`` is unavailable: n envs stepped in turn.
 
-    Offers the part of the vector-env protocol :func:`run_search` uses: stacked
+    Offers the part of the vector-env protocol :func:`run_agent` uses: stacked
     observations (``"arch"`` a tuple of strings), ``infos["final"]`` on the last
     step, no autoreset.
     """
@@ -227,7 +236,7 @@ class _SerialVectorEnv:
             e.close()
 
 
-def run_search(agent_name: str, *,
+def run_agent(agent_name: str, *,
                evaluator: Callable[[ChildNet], Any] | Callable[[Agent], Callable[[ChildNet], Any]],
                children: int,
                seed: int = 0, start: str | ChildNet | None = None,
@@ -326,12 +335,17 @@ def run_search(agent_name: str, *,
         for venv in venvs.values():
             venv.close()
     record.wall_time = time.perf_counter() - t0
+    _set_best_arch(record, str(start_net.arch))
+    return record, agent
+
+
+def _set_best_arch(record: RunRecord, start_arch: str) -> None:
+    """The best child's architecture, or the start's when no child beat it."""
     best = int(np.argmax(record.accuracies)) if record.accuracies else -1
     if best >= 0 and record.accuracies[best] > record.start_accuracy:
         record.best_arch = record.archs[best]
     else:
-        record.best_arch = str(start_net.arch)
-    return record, agent
+        record.best_arch = start_arch
 
 
 # ------------------------------------------------------------------- the compare
@@ -347,54 +361,96 @@ def _train_setup(train_subset: int, epochs: int, max_batches: int | None) -> tup
     return data, config
 
 
+def _agent_overrides(name: str, children: int, epochs: int | None) -> dict[str, Any]:
+    """Per-agent settings that equalise budgets (hill climbing: enough rounds, same epochs)."""
+    cls = get_agent_class(name)
+    fields = getattr(cls.Config, "__dataclass_fields__", {})
+    over: dict[str, Any] = {}
+    if "n_steps" in fields and "n_neigh" in fields:
+        # the budget is the number of children, not NASH's n_steps rounds
+        over["n_steps"] = -(-children // int(cls.Config().n_neigh)) + 1
+    if epochs is not None and "e_neigh" in fields:
+        over["e_neigh"] = epochs  # same training epochs per child for every agent
+    return over
+
+
+def _record_from_search(name: str, seed: int, outcome: Any, start_accuracy: float) -> RunRecord:
+    """A :class:`RunRecord` from an ``eas.search.run_search`` outcome."""
+    hist = outcome.state.history
+    record = RunRecord(
+        agent=name, seed=seed, start_accuracy=start_accuracy,
+        accuracies=[0.0 if h.get("failed") else float(h["accuracy"]) for h in hist],
+        archs=[str(h["arch"]) for h in hist],
+        cached=sum(bool(h.get("cached")) for h in hist),
+        failed=sum(bool(h.get("failed")) for h in hist),
+        wall_time=float(outcome.summary.get("elapsed_seconds", 0.0)),
+    )
+    _set_best_arch(record, str(outcome.state.starts[0]["arch"]))
+    return record
+
+
 def compare(agents: Sequence[str], seeds: Sequence[int], children: int, *,
             evaluator: str = "cheap", out: str | Path | None = None, per_round: int = 5,
-            start: str | None = None,
+            start: str | None = None, loop: str = "search",
             train_subset: int = 2000, epochs: int = 1, max_batches: int | None = 20,
             start_epochs: int = 2, progress: bool = True) -> list[RunRecord]:
     """Run every agent under every seed with the same start, evaluator and budget; write outputs.
 
     ``start`` is the start architecture (default ``envs.FASHION_START``, 28x28
-    grey-scale inputs); returns one :class:`RunRecord` per (agent, seed).
+    grey-scale inputs). ``loop="search"`` drives each run through
+    :func:`eas.search.run_search` (its run folder, TensorBoard events and
+    checkpoint go to ``out/runs/<agent>__seed<k>``; stage 2 and final training
+    off); ``loop="minimal"`` uses this module's :func:`run_agent`. With the
+    ``train`` evaluator the start network is trained once (``start_epochs``)
+    and shared by every run. Returns one :class:`RunRecord` per (agent, seed).
     """
-    from dataclasses import replace
-
     import envs
 
+    if evaluator not in ("cheap", "train"):
+        raise ValueError(f"unknown evaluator {evaluator!r}; allowed: cheap, train")
+    if loop not in ("search", "minimal"):
+        raise ValueError(f"unknown loop {loop!r}; allowed: search, minimal")
     out_dir = Path(out) if out else Path("runs") / f"compare_{datetime.now():%Y%m%d-%H%M%S}"
     out_dir.mkdir(parents=True, exist_ok=True)
-    start_net = build_network(start or envs.FASHION_START, (1, 28, 28), seed=0)
+    start_arch = str(Architecture.parse(start or envs.FASHION_START))
+    start_net = build_network(start_arch, (1, 28, 28), seed=0)
     data = base_config = None
-    start_accuracy: float
+    weights_path: Path | None = None
     if evaluator == "cheap":
         start_accuracy = synthetic_accuracy(start_net)
-    elif evaluator == "train":
+    else:
+        import torch
+
         from eas.training import train_child
 
         data, base_config = _train_setup(train_subset, epochs, max_batches)
-        start_cfg = replace(base_config, epochs=start_epochs)
-        res = train_child(start_net, data, start_cfg, device="cpu", seed=0)
+        res = train_child(start_net, data, replace(base_config, epochs=start_epochs,
+                                                   max_batches_per_epoch=None),
+                          device="cpu", seed=0)
         start_accuracy = float(res.val_accuracy)
-    else:
-        raise ValueError(f"unknown evaluator {evaluator!r}; allowed: cheap, train")
+        weights_path = out_dir / "start_weights.pt"
+        torch.save(start_net.state_dict(), weights_path)
     if progress:
-        print(f"start network: {start_net.arch}  val acc {start_accuracy:.4f}")
+        print(f"start network: {start_arch}  val acc {start_accuracy:.4f}  "
+              f"({evaluator} evaluator, {loop} loop)")
     records: list[RunRecord] = []
     for name in agents:
+        over = _agent_overrides(name, children, epochs if evaluator == "train" else None)
         for seed in seeds:
-            factory: Any = SyntheticEvaluator()
-            if evaluator == "train":
-                def factory(agent: Agent, seed: int = seed) -> Callable[[ChildNet], Any]:
-                    over = getattr(agent, "child_train_overrides", None)
-                    cfg = base_config
-                    if callable(over):
-                        changes = dict(over())
-                        changes.pop("epochs", None)  # the same epochs per child for every agent
-                        cfg = replace(base_config, **changes)
-                    return envs.TrainerEvaluator(data, cfg, device="cpu", seed=seed)
-            rec, _ = run_search(name, evaluator=factory, children=children, seed=seed,
-                                start=start_net, start_accuracy=start_accuracy,
-                                per_round=per_round)
+            if loop == "search":
+                rec = _run_search_loop(name, seed, children, evaluator=evaluator,
+                                       start_arch=start_arch, start_accuracy=start_accuracy,
+                                       weights_path=weights_path, data=data,
+                                       base_config=base_config, per_round=per_round,
+                                       agent_overrides=over, train_subset=train_subset,
+                                       run_dir=out_dir / "runs" / f"{_safe(name)}__seed{seed}")
+            else:
+                ev: Any = SyntheticEvaluator()
+                if evaluator == "train":
+                    ev = _trainer_factory(data, base_config, seed)
+                rec, _ = run_agent(name, evaluator=ev, children=children, seed=seed,
+                                   start=start_net, start_accuracy=start_accuracy,
+                                   per_round=per_round, agent_overrides=over)
             rec.agent = name
             records.append(rec)
             if progress:
@@ -404,8 +460,56 @@ def compare(agents: Sequence[str], seeds: Sequence[int], children: int, *,
     write_outputs(records, out_dir)
     if progress:
         print((out_dir / "comparison.md").read_text())
-        print(f"wrote {out_dir}/comparison.csv, comparison.md, comparison.png, runs.csv, curves.csv")
+        print(f"wrote {out_dir}/comparison.csv, comparison.md, comparison.png, runs.csv, "
+              "curves.csv")
     return records
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "_-" else "-" for c in name)
+
+
+def _trainer_factory(data: Any, base_config: Any, seed: int) -> Callable[[Agent], Any]:
+    """``agent -> TrainerEvaluator`` applying the agent's child-training overrides."""
+    import envs
+
+    def factory(agent: Agent) -> Any:
+        over = getattr(agent, "child_train_overrides", None)
+        cfg = replace(base_config, **over()) if callable(over) else base_config
+        return envs.TrainerEvaluator(data, cfg, device="cpu", seed=seed)
+
+    return factory
+
+
+def _run_search_loop(name: str, seed: int, children: int, *, evaluator: str, start_arch: str,
+                     start_accuracy: float, weights_path: Path | None, data: Any,
+                     base_config: Any, per_round: int, agent_overrides: dict[str, Any],
+                     run_dir: Path, train_subset: int | None = None) -> RunRecord:
+    """One run through ``eas.search.run_search`` (one stage, no final training)."""
+    from eas.config import agent_section, load_config
+    from eas.search import run_search as search_loop
+
+    overrides: dict[str, Any] = {
+        "search.agent": name, "search.seed": seed, "search.children_per_step": per_round,
+        "search.stage1_networks": children, "search.stage2_networks": 0,
+        "search.final_top_k": 0, "search.final_epochs": 0, "search.progress": False,
+        "search.keep_best": 1, "data.name": "fashion-mnist", "data.device": "cpu",
+        "start.arch": start_arch, "start.epochs": 0,
+    }
+    section = agent_section(name)
+    for key, value in agent_overrides.items():
+        overrides[f"{section}.{key}"] = value
+    if evaluator == "train":
+        overrides["start.weights"] = str(weights_path)
+        overrides["data.val_size"] = 1000
+        overrides["data.train_subset"] = train_subset
+        for f in ("epochs", "batch_size", "lr", "max_batches_per_epoch", "amp",
+                  "channels_last"):
+            overrides[f"child.{f}"] = getattr(base_config, f)
+    cfg = load_config(overrides=overrides)
+    outcome = search_loop(cfg, run_dir=run_dir, data=data, log=lambda _msg: None,
+                          evaluator=SyntheticEvaluator() if evaluator == "cheap" else None)
+    return _record_from_search(name, seed, outcome, start_accuracy)
 
 
 def _summary(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
@@ -510,6 +614,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--out", default=None, help="output folder (default runs/compare_<timestamp>)")
     p.add_argument("--start", default=None,
                    help="start architecture (default: the Fashion-MNIST Table-1 network)")
+    p.add_argument("--loop", choices=("search", "minimal"), default="search",
+                   help="search: eas.search.run_search per run; minimal: this module's loop")
     p.add_argument("--per-round", type=int, default=5,
                    help="children per round for agents that do not fix it (hill climbing: n_neigh)")
     p.add_argument("--train-subset", type=int, default=2000,
@@ -539,7 +645,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point."""
     args = _parse_args(argv)
     compare(args.agent_list, args.seed_list, args.children, evaluator=args.evaluator,
-            out=args.out, per_round=args.per_round, start=args.start, train_subset=args.train_subset,
+            out=args.out, per_round=args.per_round, start=args.start, loop=args.loop, train_subset=args.train_subset,
             epochs=args.epochs, max_batches=args.max_batches, start_epochs=args.start_epochs)
     return 0
 

@@ -24,7 +24,7 @@ from agents import (
 )
 from agents.registry import BUILTINS, ENTRY_POINT_GROUP
 from eas.arch import Architecture, Tokenizer
-from eas.compare import SyntheticEvaluator, run_search, synthetic_accuracy
+from eas.compare import SyntheticEvaluator, run_agent, synthetic_accuracy
 from eas.network import build_network
 
 SMALL = "C(16,3,1), P(2,2,MAX), C(16,3,1), P(2,2,MAX), C(32,3,1), P(7,7,AVG), FC(64), SM(10)"
@@ -114,7 +114,7 @@ def test_random_proposals_respect_masks_free_mode():
 
 def test_random_search_end_to_end_schedule_mode():
     seen: list[ChildResult] = []
-    record, agent = run_search(
+    record, agent = run_agent(
         "random", evaluator=SyntheticEvaluator(), children=5, per_round=2, start=SMALL,
         schedule=SHORT_SCHEDULE, seed=3,
         on_round=lambda _a, results, metrics: (seen.extend(results), metrics))
@@ -184,7 +184,7 @@ def test_hill_climbing_morphisms_one_at_a_time():
 
 def test_hill_climbing_end_to_end_free_mode():
     seen: list[ChildResult] = []
-    record, agent = run_search(
+    record, agent = run_agent(
         "hill_climbing", evaluator=SyntheticEvaluator(), children=6, start=SMALL, seed=1,
         agent_overrides={"n_neigh": 3, "n_nm": 2},
         on_round=lambda _a, results, _m: seen.extend(results))
@@ -211,7 +211,7 @@ def _constant_evaluator(start_arch: str, start_acc: float):
 
 def test_hill_climbing_never_worse_than_start_parent_competes():
     start = str(Architecture.parse(SMALL))
-    record, agent = run_search(
+    record, agent = run_agent(
         "hill_climbing", evaluator=_constant_evaluator(start, 0.9), children=8, start=SMALL,
         start_accuracy=0.9, tell_start_accuracy=False,  # unknown to the agent: parent slot
         agent_overrides={"n_neigh": 4, "n_nm": 2}, seed=0)
@@ -221,11 +221,28 @@ def test_hill_climbing_never_worse_than_start_parent_competes():
     assert record.archs[0] == start  # child 0 of round 0 was the unchanged parent
 
 
+def test_hill_climbing_reevaluate_parent_every_round():
+    parents: list[str] = []
+    seen: list[ChildResult] = []
+
+    def on_round(agent, results, _metrics):
+        seen.extend(results)
+        parents.append(agent.best_arch)
+
+    record, agent = run_agent(
+        "hill_climbing", evaluator=SyntheticEvaluator(), children=9, start=SMALL, seed=2,
+        agent_overrides={"n_neigh": 3, "n_nm": 1, "reevaluate_parent": True}, on_round=on_round)
+    assert agent.round == 3
+    # child 0 of rounds 2 and 3 is the best network chosen in the round before
+    assert seen[3].arch == parents[0] and seen[6].arch == parents[1]
+    assert all(int(a["kind"]) == 0 and not np.any(a["wider"]) for a in seen[3].actions)
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_hill_climbing_monotone_under_deterministic_evaluator(seed):
     history: list[float] = []
     start_acc = synthetic_accuracy(build_network(SMALL))
-    _, agent = run_search(
+    _, agent = run_agent(
         "hill_climbing", evaluator=SyntheticEvaluator(), children=6, start=SMALL, seed=seed,
         agent_overrides={"n_neigh": 2, "n_nm": 1},
         on_round=lambda a, _r, _m: history.append(a.best_accuracy))
@@ -297,7 +314,7 @@ def test_module_class_path_resolves_and_runs(tmp_path, monkeypatch):
     _write_example_module(tmp_path, monkeypatch, "eas_test_custom_agent")
     cls = get_agent_class("eas_test_custom_agent:DeepenOnlyAgent")
     assert cls.name == "deepen_only" and issubclass(cls, Agent)
-    record, agent = run_search("eas_test_custom_agent:DeepenOnlyAgent",
+    record, agent = run_agent("eas_test_custom_agent:DeepenOnlyAgent",
                                evaluator=SyntheticEvaluator(), children=3, per_round=3,
                                start=SMALL, schedule=SHORT_SCHEDULE)
     assert len(record.accuracies) == 3 and isinstance(agent, cls)
@@ -318,7 +335,7 @@ def test_entry_point_plugin_resolves_and_runs(tmp_path, monkeypatch):
     assert cls.__name__ == "DeepenOnlyAgent" and cls.__module__ == "eas_test_plugin"
     agent = make_agent("my_plugin", _ctx(schedule=SHORT_SCHEDULE))
     assert isinstance(agent, cls)
-    record, _ = run_search("my_plugin", evaluator=SyntheticEvaluator(), children=2,
+    record, _ = run_agent("my_plugin", evaluator=SyntheticEvaluator(), children=2,
                            per_round=2, start=SMALL, schedule=SHORT_SCHEDULE)
     assert len(record.accuracies) == 2
     with pytest.raises(ValueError, match="my_plugin"):  # listed among installed plug-ins
@@ -337,3 +354,33 @@ def test_readme_custom_agent_example():
         _assert_legal(obs, action, i, free=False)
     assert agent.learn([ChildResult("x", 0.3, 0.1), ChildResult("y", 0.8, 1.0)]) == {
         "charts/best_accuracy": 0.8}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["hill_climbing", "random"])
+def test_resume_through_search_loop_matches_uninterrupted(tmp_path, name):
+    """Checkpoint/resume via eas.search restores the agent (RNG, current best) exactly."""
+    search = pytest.importorskip("eas.search")
+    from eas.config import load_config
+
+    overrides = {
+        "search.agent": name, "search.seed": 0, "search.children_per_step": 2,
+        "search.stage1_networks": 6, "search.stage2_networks": 0, "search.final_top_k": 0,
+        "search.final_epochs": 0, "search.progress": False, "search.schedule": "wider,deeper",
+        "data.name": "fashion-mnist", "data.device": "cpu", "start.arch": SMALL,
+        "start.epochs": 0, "hill_climbing.n_neigh": 2, "hill_climbing.n_nm": 2,
+        "hill_climbing.n_steps": 3,
+    }
+
+    def run(folder, resume=False, **extra):
+        cfg = load_config(overrides={**overrides, **extra})
+        return search.run_search(cfg, run_dir=tmp_path / folder, resume=resume,
+                                 evaluator=SyntheticEvaluator(), log=lambda _m: None)
+
+    full = run("full")
+    part = run("part", **{"search.max_rounds": 1})
+    assert not part.finished and part.state.global_step == 2
+    resumed = run("part", resume=True)
+    key = [(h["arch"], h["accuracy"]) for h in full.state.history]
+    assert len(key) == 6
+    assert [(h["arch"], h["accuracy"]) for h in resumed.state.history] == key

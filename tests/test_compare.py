@@ -27,7 +27,7 @@ def test_synthetic_accuracy_is_deterministic_and_rewards_capacity():
 def test_compare_writes_table_and_plot(tmp_path):
     out = tmp_path / "cmp"
     records = compare(["random", "hill_climbing"], [0, 1], 4, evaluator="cheap", out=out,
-                      per_round=2, start=SMALL, progress=False)
+                      per_round=2, start=SMALL, progress=False)  # through eas.search
     assert [(r.agent, r.seed) for r in records] == [
         ("random", 0), ("random", 1), ("hill_climbing", 0), ("hill_climbing", 1)]
     rows = list(csv.DictReader(open(out / "comparison.csv")))
@@ -38,12 +38,21 @@ def test_compare_writes_table_and_plot(tmp_path):
         assert float(row["best_acc_mean"]) == pytest.approx(sum(best) / 2, abs=1e-9)
         assert float(row["best_acc_max"]) == pytest.approx(max(best))
         assert float(row["best_acc_mean"]) >= float(row["start_acc"])
+        Architecture.parse(row["best_arch"])  # a real architecture string
     md = (out / "comparison.md").read_text()
     assert "| random |" in md and "| hill_climbing |" in md and "±" in md
     curves = list(csv.DictReader(open(out / "curves.csv")))
     assert len(curves) == 4 * (4 + 1)  # start + 4 children per run
     png = (out / "comparison.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    # every run has its own search-loop folder (TensorBoard events, checkpoint)
+    for name in ("random", "hill_climbing"):
+        run = out / "runs" / f"{name}__seed0"
+        assert (run / "checkpoint.pt").exists() and list(run.glob("events.out.tfevents.*"))
+    # hill climbing does not know the (untrained) start's accuracy: child 0 is the parent
+    start = str(Architecture.parse(SMALL))
+    assert records[2].archs[0] == start and records[3].archs[0] == start
+    assert records[2].accuracies[0] == pytest.approx(synthetic_accuracy(SMALL))
 
 
 def test_best_so_far_and_summary(tmp_path):
@@ -59,7 +68,7 @@ def test_best_so_far_and_summary(tmp_path):
 def test_cli_cheap(tmp_path, capsys):
     out = tmp_path / "cli"
     assert main(["--agents", "random,hill_climbing", "--seeds", "0,1", "--children", "1",
-                 "--start", SMALL, "--out", str(out)]) == 0
+                 "--start", SMALL, "--out", str(out), "--loop", "minimal"]) == 0
     rows = list(csv.DictReader(open(out / "comparison.csv")))
     assert [(r["agent"], r["seeds"], r["children"]) for r in rows] == [
         ("random", "2", "1"), ("hill_climbing", "2", "1")]
