@@ -13,7 +13,9 @@ from eas.arch import (
     Tokenizer,
     densenet_bc,
 )
+from eas.data import Data, load_dataset
 from eas.network import ChildNet, build_network, count_flops, count_parameters, infer_shapes
+from eas.training import TrainConfig, TrainResult, evaluate, final_train, train_child
 
 __version__ = "0.1.0"
 
@@ -22,6 +24,7 @@ __all__ = [
     "TABLE1",
     "Architecture",
     "ChildNet",
+    "Data",
     "Conv",
     "Dense",
     "Pool",
@@ -29,9 +32,15 @@ __all__ = [
     "Skip",
     "Softmax",
     "Tokenizer",
+    "TrainConfig",
+    "TrainResult",
     "build_network",
     "count_flops",
     "count_parameters",
     "densenet_bc",
+    "evaluate",
+    "final_train",
     "infer_shapes",
+    "load_dataset",
+    "train_child",
 ]
