@@ -1,0 +1,160 @@
+"""Configuration: presets, overrides, --help, and one-line errors for invalid values."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from eas.config import (
+    CONFIG_DIR,
+    ConfigError,
+    SearchConfig,
+    dump_toml,
+    field_docs,
+    load_config,
+    parse_command,
+    resolve_start_arch,
+    schedule_tuple,
+)
+from eas.train_controller import main
+
+REPO = Path(__file__).resolve().parent.parent
+PRESETS = ["default.toml", "cifar10.toml", "densenet.toml", "svhn.toml"]
+
+
+def run_main(argv: list[str]) -> int:
+    """``main(argv)``'s exit code, whether it returns it or raises SystemExit."""
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_presets_load_and_validate(name: str) -> None:
+    cfg = load_config(CONFIG_DIR / name)
+    assert isinstance(cfg, SearchConfig)
+
+
+def test_paper_presets_follow_the_paper() -> None:
+    c10 = load_config(CONFIG_DIR / "cifar10.toml")
+    assert c10.data.name == "cifar10" and c10.data.val_size == 5000
+    assert c10.search.children_per_step == 10
+    assert (c10.search.stage1_networks, c10.search.stage2_networks) == (300, 150)
+    assert (c10.child.epochs, c10.search.stage1_best_epochs, c10.search.final_epochs) == (20, 100,
+                                                                                           300)
+    assert schedule_tuple(c10.search.schedule) == ("wider",) * 4 + ("deeper",) * 5
+    assert str(resolve_start_arch(c10.start.arch, (3, 32, 32), 10)).startswith("C(16,3,1)")
+    svhn = load_config(CONFIG_DIR / "svhn.toml")
+    assert svhn.data.name == "svhn" and svhn.start.dropout == pytest.approx(0.2)
+    dense = load_config(CONFIG_DIR / "densenet.toml")
+    arch = resolve_start_arch(dense.start.arch, (3, 32, 32), 10)
+    assert arch.is_densenet
+    assert tuple(dense.space.growth_rates) == (40, 44, 48, 52, 56, 60, 64)
+
+
+def test_dump_round_trip(tmp_path: Path) -> None:
+    cfg = load_config(CONFIG_DIR / "default.toml", {"search.max_rounds": "3",
+                                                    "data.root": "none"})
+    path = tmp_path / "config.toml"
+    path.write_text(dump_toml(cfg))
+    assert load_config(path) == cfg
+
+
+def test_overrides_are_typed() -> None:
+    cfg = load_config(None, {
+        "child.epochs": "3", "child.lr": "0.1", "child.nesterov": "false",
+        "child.max_batches_per_epoch": "none", "space.filters": "16,32,64",
+        "search.schedule": "free", "data.train_subset": "1000", "search.agent": "random",
+        "random.wider_prob": "0.25",
+    })
+    assert cfg.child.epochs == 3 and cfg.child.lr == 0.1 and cfg.child.nesterov is False
+    assert cfg.child.max_batches_per_epoch is None
+    assert cfg.space.filters == (16, 32, 64)
+    assert schedule_tuple(cfg.search.schedule) is None
+    assert cfg.data.train_subset == 1000
+    assert cfg.agent_config().wider_prob == 0.25
+
+
+def test_command_line_precedence(tmp_path: Path) -> None:
+    toml = tmp_path / "x.toml"
+    toml.write_text('[child]\nepochs = 7\nlr = 0.5\n[search]\nagent = "random"\n')
+    cmd = parse_command(["--config", str(toml), "--child.epochs", "2", "--agent", "reinforce"])
+    cfg = load_config(cmd.config, cmd.overrides)
+    assert cfg.child.epochs == 2  # the command line beats the file
+    assert cfg.child.lr == 0.5  # the file beats the defaults
+    assert cfg.search.agent == "reinforce"
+
+
+def test_help_lists_every_field_with_doc_and_default(capsys: pytest.CaptureFixture) -> None:
+    assert run_main(["--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    cfg = SearchConfig()
+    for section_name, section in cfg.sections().items():
+        docs = field_docs(type(section))
+        for f in dataclasses.fields(section):
+            assert f"--{section_name}.{f.name}" in out, f"{section_name}.{f.name} missing"
+            doc = docs.get(f.name)
+            assert doc, f"{section_name}.{f.name} has no doc"
+            assert " ".join(doc.split())[:30] in out
+    assert "(default: 20)" in out  # child.epochs
+
+
+@pytest.mark.parametrize(
+    ("argv", "field", "allowed"),
+    [
+        (["--data.name", "imagenet"], "data.name", "fashion-mnist"),
+        (["--child.epochs", "-1"], "child.epochs", ">= 0"),
+        (["--start.epochs", "-3"], "start.epochs", ">= 0"),
+        (["--agent", "no_such_agent"], "search.agent", "reinforce"),
+        (["--search.schedule", "wider,sideways"], "search.schedule", "deeper"),
+        (["--start.arch", "C(16,3,1), P(2,2"], "start.arch", "densenet_bc(L,k)"),
+        (["--child.lr", "fast"], "child.lr", "a number"),
+        (["--child.epochs", "2.5"], "child.epochs", "an integer"),
+        (["--child.nesterov", "maybe"], "child.nesterov", "true or false"),
+        (["--search.final_init", "magic"], "search.final_init", "scratch"),
+        (["--search.backend", "mpi"], "search.backend", "process"),
+        (["--data.device", "tpu"], "data.device", "cuda"),
+        (["--search.no_such_field", "1"], "search.no_such_field", "children_per_step"),
+        (["--nosection.x", "1"], "nosection", "search"),
+    ],
+)
+def test_invalid_values_fail_with_one_line(argv: list[str], field: str, allowed: str,
+                                           capsys: pytest.CaptureFixture) -> None:
+    assert run_main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert field in err and allowed in err, err
+    assert "Traceback" not in err
+
+
+def test_wrong_type_in_toml(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    toml = tmp_path / "bad.toml"
+    toml.write_text('[child]\nepochs = "many"\n')
+    assert run_main(["--config", str(toml)]) == 2
+    err = capsys.readouterr().err
+    assert "child.epochs" in err and "integer" in err
+    toml.write_text("[childs]\nepochs = 1\n")
+    assert run_main(["--config", str(toml)]) == 2
+    assert "allowed sections" in capsys.readouterr().err
+
+
+def test_config_error_names_the_field() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(None, {"search.stage2_networks": "-5"})
+    assert info.value.field == "search.stage2_networks"
+
+
+def test_cli_subprocess_exit_code_and_no_traceback() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "eas.train_controller", "--data.name", "nope"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "data.name" in lines[0] and "cifar10" in lines[0]
