@@ -3,8 +3,9 @@
 Both sides train the SAME network (identical initial weights) with the same recipe
 (SGD, Nesterov momentum 0.9, weight decay 1e-4, lr 0.02 cosine-annealed per step,
 batch 64, cross-entropy) on the same number of Fashion-MNIST training images, and
-the same compute settings (on CUDA both get cuDNN autotuning, channels-last and
-bf16 autocast; on CPU both run fp32 NCHW). Only the input pipeline differs:
+the same compute settings (channels-last memory format unless --no-channels-last;
+on CUDA also cuDNN autotuning and bf16 autocast; fp32 on CPU). Only the input
+pipeline differs:
 
 * ``train_child``: the dataset lives on the device as uint8 tensors; each batch is
   sliced with a seeded permutation and augmented with vectorised tensor ops.
@@ -114,6 +115,14 @@ def make_loader(data: Data, workers: int, batch_size: int, seed: int, pin: bool)
     )
 
 
+_CLOCK: list[Callable[[], float]] = [time.perf_counter]
+
+
+def _now() -> float:
+    """The selected clock: wall time (default) or this process's CPU time (--timer cpu)."""
+    return _CLOCK[0]()
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -131,7 +140,7 @@ def baseline_train(
     """Plain DataLoader training loop; returns seconds for ``steps`` SGD steps."""
     cuda = device.type == "cuda"
     net.to(device)
-    if cuda:
+    if cfg.channels_last:
         net.to(memory_format=torch.channels_last)
     net.train()
     opt = torch.optim.SGD(
@@ -142,12 +151,12 @@ def baseline_train(
         weight_decay=cfg.weight_decay,
     )
     _sync(device)
-    start = time.perf_counter()
+    start = _now()
     step = 0
     while step < steps:
         for xb, yb in make_loader(data, workers, cfg.batch_size, seed=step, pin=cuda):
             xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
-            if cuda:
+            if cfg.channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
             for group in opt.param_groups:
                 group["lr"] = lr_at(cfg, step, steps)
@@ -161,25 +170,26 @@ def baseline_train(
             if step == steps:
                 break
     _sync(device)
-    return time.perf_counter() - start
+    return _now() - start
 
 
 def fast_train(net: nn.Module, data: Data, cfg: TrainConfig, steps: int, seed: int) -> float:
-    """``train_child`` for ``steps`` steps; returns its measured training time (no eval)."""
+    """Seconds for ``train_child`` to run ``steps`` steps (the data has no validation split)."""
     cfg = dataclasses.replace(cfg, epochs=1, max_batches_per_epoch=steps)
+    start = _now()
     res = train_child(net, data, cfg, seed=seed)
+    elapsed = _now() - start
     if res.failed or res.steps != steps:
         raise RuntimeError(f"fast path did not run as expected: {res}")
-    return res.train_time
+    return elapsed
 
 
 def compute_only(
     net: nn.Module, data: Data, cfg: TrainConfig, steps: int, device: torch.device
 ) -> float:
     """Seconds for ``steps`` SGD steps on one fixed pre-normalised batch (no input pipeline)."""
-    cuda = device.type == "cuda"
     net.to(device).train()
-    if cuda:
+    if cfg.channels_last:
         net.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(
         net.parameters(),
@@ -192,11 +202,11 @@ def compute_only(
         (data.train_x[: cfg.batch_size].float() / 255 - data.mean.view(-1, 1, 1))
         / data.std.view(-1, 1, 1)
     ).to(device)
-    if cuda:
+    if cfg.channels_last:
         xb = xb.contiguous(memory_format=torch.channels_last)
     yb = data.train_y[: cfg.batch_size].to(device)
     _sync(device)
-    start = time.perf_counter()
+    start = _now()
     for _ in range(steps):
         with _autocast(device):
             logits = net(xb)
@@ -205,7 +215,7 @@ def compute_only(
         loss.backward()
         opt.step()
     _sync(device)
-    return time.perf_counter() - start
+    return _now() - start
 
 
 def pipeline_only_fast(data: Data, batch_size: int, steps: int, seed: int) -> float:
@@ -213,23 +223,23 @@ def pipeline_only_fast(data: Data, batch_size: int, steps: int, seed: int) -> fl
     dev = data.device
     gen = torch.Generator(device=dev).manual_seed(seed)
     _sync(dev)
-    start = time.perf_counter()
+    start = _now()
     perm = torch.randperm(len(data.train_y), generator=gen, device=dev)
     for i in range(steps):
         idx = perm[i * batch_size : (i + 1) * batch_size]
         augment_batch(data.train_x[idx], data.augment, data.mean, data.std, gen)
         data.train_y[idx]
     _sync(dev)
-    return time.perf_counter() - start
+    return _now() - start
 
 
 def pipeline_only_loader(data: Data, batch_size: int, steps: int, workers: int, pin: bool) -> float:
     """Seconds to produce ``steps`` batches with the per-sample DataLoader."""
-    start = time.perf_counter()
+    start = _now()
     for i, _ in enumerate(make_loader(data, workers, batch_size, seed=0, pin=pin)):
         if i + 1 == steps:
             break
-    return time.perf_counter() - start
+    return _now() - start
 
 
 def machine_info(device: torch.device) -> str:
@@ -267,11 +277,29 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)"
     )
+    p.add_argument(
+        "--timer",
+        choices=["wall", "cpu"],
+        default="wall",
+        help="wall clock, or this process's CPU time (for a CPU shared with other jobs; "
+        "forces --threads 1 and --workers 0, since worker processes' time is not counted)",
+    )
+    p.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="channels-last memory format on both sides (train_child's default)",
+    )
     p.add_argument("--data-root", default=None)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
 
     device = torch.device(args.device)
+    if args.timer == "cpu":
+        if device.type != "cpu":
+            p.error("--timer cpu only makes sense with --device cpu")
+        _CLOCK[0] = time.process_time
+        args.threads, args.workers = 1, [0]
     if args.threads:
         torch.set_num_threads(args.threads)
     workers = args.workers or ([0, 1, 2] if device.type == "cpu" else [4])
@@ -279,7 +307,7 @@ def main(argv: list[str] | None = None) -> None:
         "fashion-mnist", args.data_root, val_size=5000, seed=args.seed, device=device
     )
     data = dataclasses.replace(data, val_x=data.val_x[:0], val_y=data.val_y[:0])  # no eval cost
-    cfg = TrainConfig(batch_size=args.batch_size)
+    cfg = TrainConfig(batch_size=args.batch_size, channels_last=args.channels_last)
     steps = args.images // args.batch_size
     images = steps * args.batch_size
     if device.type == "cuda":
@@ -288,8 +316,8 @@ def main(argv: list[str] | None = None) -> None:
 
     print(f"# {machine_info(device)}; load average before: {os.getloadavg()[0]:.1f}")
     print(
-        f"# device={device} images={images} batch={args.batch_size} repeats={args.repeats} "
-        f"workers={workers}"
+        f"# timer={args.timer} channels_last={args.channels_last} device={device} "
+        f"images={images} batch={args.batch_size} repeats={args.repeats} workers={workers}"
     )
     # warm-up (allocator, cuDNN autotune, oneDNN primitives) - not timed
     warm = max(5, steps // 20)

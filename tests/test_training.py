@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -64,6 +65,16 @@ def synthetic_data(n_train: int = 256, n_val: int = 64, n_test: int = 64, seed: 
         torch.tensor([0.35]),
         AugmentConfig(crop_padding=1, hflip=False, normalize=True),
     )
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    """Train single-threaded: tiny CNNs gain little from 2 threads, and OpenMP threads
+    slow down by 10x or more when other processes share the cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -183,3 +194,13 @@ def test_evaluate_restores_mode_and_handles_empty() -> None:
     acc = evaluate(net, data.test_x, data.test_y, (data.mean, data.std), batch_size=10)
     assert 0.0 <= acc <= 1.0 and net.training
     assert math.isnan(evaluate(net, data.test_x[:0], data.test_y[:0], data))
+
+
+def test_parameters_come_back_contiguous() -> None:
+    net = small_cnn(size=8)
+    res = train_child(net, synthetic_data(), TrainConfig(epochs=1, batch_size=32))
+    assert not res.failed
+    assert all(p.is_contiguous() for p in net.parameters())
+    plain = small_cnn(size=8)
+    cfg = TrainConfig(epochs=1, batch_size=32, channels_last=False)
+    assert not train_child(plain, synthetic_data(), cfg).failed
