@@ -227,28 +227,34 @@ def augment_batch(
     """Randomly crop/flip and normalise a ``uint8`` NCHW batch, all vectorised.
 
     The random crop zero-pads by ``cfg.crop_padding`` and takes a window at a
-    random offset per image (like torchvision's ``RandomCrop(padding=p)``, fill 0),
-    implemented as one gather. Flips are chosen per image with ``torch.where``.
+    random offset per image (like torchvision's ``RandomCrop(padding=p)``, fill 0);
+    flips mirror a random half of the images. Crop and flip are fused into one
+    ``torch.gather`` over the flattened padded images (no per-sample loop).
     ``generator`` must live on ``x_uint8``'s device; results are reproducible
     for a given generator state. Returns float32 NCHW.
     """
     if x_uint8.dim() != 4:
         raise ValueError(f"expected an NCHW batch, got shape {tuple(x_uint8.shape)}")
-    n, _, h, w = x_uint8.shape
-    dev = x_uint8.device
-    x = x_uint8
+    n, c, h, w = x_uint8.shape
     p = cfg.crop_padding
-    if p > 0 and n > 0:
-        offsets = torch.randint(0, 2 * p + 1, (2, n), generator=generator, device=dev)
-        padded = torch.nn.functional.pad(x, (p, p, p, p))
-        rows = (offsets[0, :, None] + torch.arange(h, device=dev)).view(n, 1, h, 1)
-        cols = (offsets[1, :, None] + torch.arange(w, device=dev)).view(n, 1, 1, w)
-        batch = torch.arange(n, device=dev).view(n, 1, 1, 1)
-        chan = torch.arange(x.shape[1], device=dev).view(1, -1, 1, 1)
-        x = padded[batch, chan, rows, cols]
-    if cfg.hflip and n > 0:
-        flip = torch.rand(n, generator=generator, device=dev) < 0.5
-        x = torch.where(flip.view(n, 1, 1, 1), x.flip(3), x)
+    x = x_uint8
+    if (p > 0 or cfg.hflip) and n > 0:
+        dev = x.device
+        cols = torch.arange(w, device=dev).expand(n, w)
+        if p > 0:
+            offsets = torch.randint(0, 2 * p + 1, (2, n), generator=generator, device=dev)
+            dy, dx = offsets[0, :, None], offsets[1, :, None]
+            x = torch.nn.functional.pad(x, (p, p, p, p))
+        else:
+            dy = dx = torch.zeros((n, 1), dtype=torch.int64, device=dev)
+        if cfg.hflip:
+            flip = torch.rand(n, generator=generator, device=dev) < 0.5
+            cols = torch.where(flip[:, None], (w - 1) - cols, cols)
+        wp = w + 2 * p
+        rows = dy + torch.arange(h, device=dev)  # (n, h) rows of the padded image
+        index = rows[:, :, None] * wp + (dx + cols)[:, None, :]  # (n, h, w) flat positions
+        flat = x.reshape(n, c, -1)
+        x = torch.gather(flat, 2, index.view(n, 1, h * w).expand(n, c, h * w)).view(n, c, h, w)
     return normalize_batch(x, mean, std, normalize=cfg.normalize)
 
 

@@ -267,3 +267,24 @@ def test_augment_is_deterministic_per_generator_seed() -> None:
     c = augment_batch(x, cfg, mean, std, torch.Generator().manual_seed(8))
     assert torch.equal(a, b)
     assert not torch.equal(a, c)
+
+
+def test_crop_and_flip_together_are_mirrored_windows() -> None:
+    x = _batch(n=48, c=2, h=9, w=11, seed=5)
+    p = 3
+    cfg = AugmentConfig(crop_padding=p, hflip=True, normalize=False)
+    out = augment_batch(x, cfg, torch.zeros(2), torch.ones(2), torch.Generator().manual_seed(2))
+    out_u8 = (out * 255).round().to(torch.uint8)
+    padded = torch.nn.functional.pad(x, (p, p, p, p))
+    mirrored = 0
+    for i in range(len(x)):
+        windows = [
+            padded[i, :, dy : dy + 9, dx : dx + 11]
+            for dy in range(2 * p + 1)
+            for dx in range(2 * p + 1)
+        ]
+        plain = any(torch.equal(out_u8[i], win) for win in windows)
+        flipped = any(torch.equal(out_u8[i], win.flip(2)) for win in windows)
+        assert plain or flipped, f"sample {i} is neither a crop nor a mirrored crop"
+        mirrored += flipped and not plain
+    assert 8 < mirrored < 40
