@@ -158,3 +158,29 @@ def test_cli_subprocess_exit_code_and_no_traceback() -> None:
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "data.name" in lines[0] and "cifar10" in lines[0]
+
+
+def test_custom_agent_gets_an_agent_section(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "my_agents.py").write_text(
+        "from dataclasses import dataclass\n"
+        "from agents.random_search import RandomSearchAgent\n\n\n"
+        "class Mine(RandomSearchAgent):\n"
+        '    name = "mine"\n\n'
+        "    @dataclass\n"
+        "    class Config:\n"
+        '        """Knobs of my agent."""\n\n'
+        "        wider_prob: float = 0.5\n"
+        '        """Probability of widening a layer."""\n'
+        "        temperature: float = 1.0\n"
+        '        """A made-up knob."""\n'
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cmd = parse_command(["--agent", "my_agents:Mine", "--agent.temperature", "2"])
+    cfg = load_config(None, cmd.overrides)
+    assert cfg.agent_config().temperature == 2.0
+    saved = tmp_path / "config.toml"
+    saved.write_text(dump_toml(cfg))
+    assert load_config(saved).agent_config().temperature == 2.0  # what --resume reads
+    assert run_main(["--agent", "my_agents:Mine", "--help"]) == 0
+    assert "--agent.temperature" in capsys.readouterr().out

@@ -21,6 +21,16 @@ from envs import EvalResult
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Run single-threaded: tiny networks gain nothing from threads, and on a busy
+    2-core machine two OpenMP threads per process slow down badly."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def quiet(_: str) -> None:
     """A log function that prints nothing."""
 
