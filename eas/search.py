@@ -57,6 +57,7 @@ from eas.checkpoint import (
 )
 from eas.config import (
     DATASET_SHAPES,
+    ConfigError,
     SearchConfig,
     agent_section,
     config_to_dict,
@@ -177,6 +178,34 @@ def _search(
 
     wall_start = time.time()
     s = cfg.search
+    # ------------------------------------------------------------------ data
+    # Loaded on first use (a run with a stand-in evaluator may need none), but
+    # before the run folder exists when children will be trained, so a missing
+    # dataset stops the run before it leaves anything behind.
+    device = resolve_device(cfg.data.device)
+    loaded: dict[str, Any] = {"search": data}
+
+    def get_data(full: bool = False) -> Any:
+        """The dataset (loaded on first use); ``full`` ignores data.train_subset."""
+        key = "full" if full and cfg.data.train_subset is not None else "search"
+        if loaded.get(key) is None:
+            from eas.data import load_dataset
+
+            d = cfg.data
+            try:
+                loaded[key] = load_dataset(
+                    d.name, d.root, val_size=d.val_size, seed=d.seed,
+                    train_subset=None if key == "full" else d.train_subset, device=device,
+                    use_extra=d.use_extra, download=d.download,
+                )
+            except ValueError as exc:  # sizes that do not fit this dataset
+                name = next((f for f in ("train_subset", "val_size") if f in str(exc)), None)
+                raise ConfigError(f"data.{name}" if name else "data", str(exc)) from None
+        return loaded[key]
+
+    if evaluator is None:
+        get_data()
+
     # ------------------------------------------------------------------ run folder
     if run_dir is None:
         run_dir = Path(s.runs_dir) / (s.run_name or default_run_name(cfg))
@@ -203,24 +232,6 @@ def _search(
     if checkpoint is not None:
         rng.bit_generator.state = checkpoint["rng"]
         torch.set_rng_state(checkpoint["torch_rng"])
-    device = resolve_device(cfg.data.device)
-
-    # ------------------------------------------------------------------ data (lazy)
-    loaded: dict[str, Any] = {"search": data}
-
-    def get_data(full: bool = False) -> Any:
-        """The dataset (loaded on first use); ``full`` ignores data.train_subset."""
-        key = "full" if full and cfg.data.train_subset is not None else "search"
-        if loaded.get(key) is None:
-            from eas.data import load_dataset
-
-            d = cfg.data
-            loaded[key] = load_dataset(
-                d.name, d.root, val_size=d.val_size, seed=d.seed,
-                train_subset=None if key == "full" else d.train_subset, device=device,
-                use_extra=d.use_extra, download=d.download,
-            )
-        return loaded[key]
 
     dataset_key = cfg.data.name.lower().replace("_", "-")
     if dataset_key in DATASET_SHAPES:

@@ -82,6 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         DatasetNotFoundError = FileNotFoundError  # noqa: N806
     try:
         outcome = run_search(cfg, run_dir=run_dir, resume=cmd.resume is not None)
+    except ConfigError as exc:  # a value that only proves wrong once the data is there
+        return _fail(str(exc))
     except DatasetNotFoundError as exc:
         return _fail(str(exc), 1)
     except KeyboardInterrupt:

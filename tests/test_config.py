@@ -184,3 +184,21 @@ def test_custom_agent_gets_an_agent_section(tmp_path: Path, monkeypatch: pytest.
     assert load_config(saved).agent_config().temperature == 2.0  # what --resume reads
     assert run_main(["--agent", "my_agents:Mine", "--help"]) == 0
     assert "--agent.temperature" in capsys.readouterr().out
+
+
+def test_missing_dataset_stops_before_a_run_folder(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    code = run_main(["--data.name", "cifar10", "--data.root", str(tmp_path / "nothing"),
+                     "--data.download", "false", "--search.runs_dir", str(tmp_path / "runs")])
+    assert code == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "cifar10" in err and "Traceback" not in err
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(),
+                    reason="needs the Debian Fashion-MNIST package")
+def test_sizes_that_do_not_fit_the_dataset(capsys: pytest.CaptureFixture) -> None:
+    assert run_main(["--data.train_subset", "10000000"]) == 2
+    err = capsys.readouterr().err
+    assert "data.train_subset" in err and "Traceback" not in err
