@@ -374,9 +374,6 @@ def _type_name(tp: Any) -> str:
     return f"{name} or none" if optional else name
 
 
-_TYPE_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
-
-
 def _coerce(name: str, tp: Any, value: Any, *, from_cli: bool) -> Any:
     """Convert ``value`` (a CLI string or a TOML value) to ``tp``; ConfigError if impossible."""
     base, optional = _split_optional(tp)

@@ -71,6 +71,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             path = cmd.config
             if path is None and DEFAULT_CONFIG.is_file():
                 path = str(DEFAULT_CONFIG)
+            elif path is None:
+                print(f"note: {DEFAULT_CONFIG} not found (installed without the configs/ "
+                      "folder?); using the built-in defaults, the paper's CIFAR-10 search",
+                      file=sys.stderr)
             cfg = load_config(path, cmd.overrides)
             run_dir = None
     except ConfigError as exc:
