@@ -32,6 +32,7 @@ __all__ = [
     "build_network",
     "infer_shapes",
     "channel_layouts",
+    "own_channels",
     "count_parameters",
     "count_flops",
 ]
@@ -126,21 +127,26 @@ def infer_shapes(arch: Architecture | str, input_shape: tuple[int, int, int]) ->
 
 
 def channel_layouts(
-    arch: Architecture | str, input_shape: tuple[int, int, int]
+    arch: Architecture | str, input_channels: int | tuple[int, int, int]
 ) -> tuple[list[list[tuple[int, int]]], list[list[tuple[int, int]]]]:
     """Which producer owns each input and output channel of every layer.
 
     Returns ``(inputs, outputs)``: for layer ``i``, ``inputs[i]`` is a list of
     ``(owner, channel)`` pairs, one per input channel in order, where ``owner``
-    is the index of the layer whose convolution/FC made that channel (``-1`` for
-    the network input) and ``channel`` its index among that owner's own units.
-    Pooling passes channels through; CAT skips and dense blocks concatenate.
-    This is what a transformation needs to find every weight that reads a
-    widened layer's units.
+    is the index of the layer that made that channel (``-1`` for the network
+    input, whose channel count is ``input_channels`` or ``input_shape[0]``) and
+    ``channel`` its index among that owner's channels. Pooling passes channels
+    through; CAT skips and dense blocks concatenate. A layer receiving an ``ADD``
+    skip owns every channel present when the sum is taken (those channels are
+    sums now, no longer the values of their producers); channels concatenated
+    after it keep their owners. This is what a transformation needs to find
+    every weight that reads a widened layer's units. Purely structural: no
+    spatial sizes are checked.
     """
     arch = Architecture.parse(arch)
-    shapes = infer_shapes(arch, input_shape)
-    current = [(-1, ch) for ch in range(int(input_shape[0]))]
+    if not isinstance(input_channels, int):
+        input_channels = int(input_channels[0])
+    current = [(-1, ch) for ch in range(input_channels)]
     ins: list[list[tuple[int, int]]] = []
     outs: list[list[tuple[int, int]]] = []
     block: list[tuple[int, int]] | None = None
@@ -156,16 +162,28 @@ def channel_layouts(
             continue
         block = None
         ins.append(list(current))
-        if isinstance(layer, Pool):
-            out = list(current)
-        else:
-            out = [(i, ch) for ch in range(shapes[i].out_channels - _cat_channels(arch, shapes, i))]
+        out = list(current) if isinstance(layer, Pool) else [(i, ch) for ch in range(own_channels(layer))]
         for s in arch.skips_into(i):
-            if s.mode == "CAT":
+            if s.mode == "ADD":
+                out = [(i, ch) for ch in range(len(out))]
+            else:
                 out = out + outs[s.src]
         outs.append(out)
         current = out
     return ins, outs
+
+
+def own_channels(layer: Layer) -> int:
+    """Number of channels (units) a layer computes itself; 0 for pooling."""
+    if isinstance(layer, Conv):
+        return layer.filters
+    if isinstance(layer, FC):
+        return layer.units
+    if isinstance(layer, Dense):
+        return layer.growth
+    if isinstance(layer, Softmax):
+        return layer.classes
+    return 0
 
 
 def _cat_channels(arch: Architecture, shapes: list[LayerShape], i: int) -> int:

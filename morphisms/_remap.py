@@ -16,9 +16,9 @@ how: the random mapping ``G`` of EAS Eq. 1) and which layers are brand new
 * widened layers get their output rows (and BatchNorm entries) copied by ``G``;
   new layers get identity/replication kernels with BatchNorm set to undo itself.
 
-Channel keys differ from :func:`eas.network.channel_layouts` in one respect: an
-``ADD`` skip re-owns every channel present when it is merged (those channels
-are now sums, no longer the values of their original producers).
+Channel keys come from :func:`eas.network.channel_layouts`: an ``ADD`` skip
+re-owns every channel present when it is merged (those channels are sums, no
+longer the values of their original producers).
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from eas.arch import FC, Architecture, Conv, Dense, Layer, Pool, Softmax
-from eas.network import ChildNet, build_network, infer_shapes
+from eas.arch import FC, Architecture, Conv, Dense, Layer, Softmax
+from eas.network import ChildNet, build_network, channel_layouts, infer_shapes
 
 Key = tuple[int, int]
 
@@ -42,54 +42,13 @@ def as_rng(rng: np.random.Generator | None) -> np.random.Generator:
     return np.random.default_rng() if rng is None else rng
 
 
-def own_channels(layer: Layer) -> int:
-    """Number of channels a layer computes itself (its CAT inputs not counted)."""
-    if isinstance(layer, Conv):
-        return layer.filters
-    if isinstance(layer, FC):
-        return layer.units
-    if isinstance(layer, Dense):
-        return layer.growth
-    if isinstance(layer, Softmax):
-        return layer.classes
-    return 0
-
-
 def layouts(arch: Architecture, in_channels: int) -> tuple[list[list[Key]], list[list[Key]]]:
     """Channel keys ``(owner, channel)`` of every layer's input and output.
 
-    Purely structural (no spatial sizes needed). ``owner`` -1 is the image.
-    A layer that receives an ``ADD`` skip owns all channels present at the
-    moment of the addition; channels concatenated later keep their owners.
+    See :func:`eas.network.channel_layouts` (an ``ADD`` skip re-owns the
+    channels present when it is merged).
     """
-    current: list[Key] = [(-1, c) for c in range(in_channels)]
-    ins: list[list[Key]] = []
-    outs: list[list[Key]] = []
-    block: list[Key] | None = None
-    for i, layer in enumerate(arch.layers):
-        if isinstance(layer, Dense):
-            if block is None:
-                block = list(current)
-            ins.append(list(block))
-            own = [(i, c) for c in range(layer.growth)]
-            outs.append(own)
-            block = block + own
-            current = block
-            continue
-        block = None
-        ins.append(list(current))
-        if isinstance(layer, Pool):
-            out = list(current)
-        else:
-            out = [(i, c) for c in range(own_channels(layer))]
-        for s in arch.skips_into(i):
-            if s.mode == "ADD":
-                out = [(i, c) for c in range(len(out))]
-            else:
-                out = out + outs[s.src]
-        outs.append(out)
-        current = out
-    return ins, outs
+    return channel_layouts(arch, in_channels)
 
 
 def maybe_negative_owners(arch: Architecture) -> set[int]:

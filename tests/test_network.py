@@ -91,3 +91,11 @@ def test_flops_and_shapes():
     expected = (1 * 16 * 9 * 28 * 28 + 16 * 32 * 9 * 14 * 14 + 32 * 64 * 9 * 7 * 7
                 + 64 * 128 * 9 * 3 * 3 + 128 * 256 + 256 * 10)
     assert count_flops(FASHION, (1, 28, 28)) == expected
+
+
+def test_add_skip_reowns_the_summed_channels():
+    arch = "C(4,3,1), C(4,3,1), S(0,1,ADD), C(2,3,1), S(1,2,CAT), SM(2)"
+    ins, outs = channel_layouts(arch, (1, 8, 8))
+    assert outs[1] == [(1, c) for c in range(4)]  # sums now, owned by the ADD layer
+    assert outs[2] == [(2, 0), (2, 1)] + [(1, c) for c in range(4)]
+    assert channel_layouts(arch, 1) == (ins, outs)
