@@ -314,7 +314,7 @@ def _how_to_get(name: str) -> str:
     if name == "fashion-mnist":
         hints.append("install the Debian package: apt-get install dataset-fashion-mnist")
     hints.append(
-        "pass --data-root / root= pointing to a folder with the files"
+        "pass --data.root (or root=) pointing to a folder with the files"
         + (
             f" ({', '.join(s + '.gz' for s in _IDX_FILES.values())})"
             if name in _TORCHVISION_FOLDER
@@ -444,12 +444,12 @@ def _load_imagefolder(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
     if root is None:
         raise DatasetNotFoundError(
-            "dataset 'imagefolder' needs root=/--data-root: a folder with train/ and test/ "
+            "dataset 'imagefolder' needs root= (--data.root): a folder with train/ and test/ "
             "subfolders (or class subfolders directly) in torchvision ImageFolder layout"
         )
     if not root.is_dir():
         raise DatasetNotFoundError(
-            f"dataset 'imagefolder' not found; looked in: {root}. To get it: pass --data-root "
+            f"dataset 'imagefolder' not found; looked in: {root}. To get it: pass --data.root "
             "/ root= pointing to an ImageFolder tree (root/train/<class>/*.png, root/test/...)"
         )
     if (root / "train").is_dir():

@@ -110,7 +110,7 @@ def test_missing_files_raise_file_not_found(tmp_path: Path, name: str) -> None:
     with pytest.raises(FileNotFoundError) as info:
         load_dataset(name, root=root, download=False)
     assert str(root) in str(info.value)
-    assert "--data-root" in str(info.value)
+    assert "--data.root" in str(info.value)
 
 
 def test_imagefolder_missing_root(tmp_path: Path) -> None:
