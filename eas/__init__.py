@@ -13,6 +13,7 @@ from eas.arch import (
     Tokenizer,
     densenet_bc,
 )
+from eas.checkpoint import load_network
 from eas.data import Data, load_dataset
 from eas.network import ChildNet, build_network, count_flops, count_parameters, infer_shapes
 from eas.training import TrainConfig, TrainResult, evaluate, final_train, train_child
@@ -42,5 +43,6 @@ __all__ = [
     "final_train",
     "infer_shapes",
     "load_dataset",
+    "load_network",
     "train_child",
 ]
