@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from eas.arch import FC, Architecture, Conv, Dense, Layer, Pool, Softmax
+from eas.arch import FC, Architecture, Conv, Dense, Layer, Pool, Softmax, width_of
 
 __all__ = [
     "ChildNet",
@@ -175,15 +175,9 @@ def channel_layouts(
 
 def own_channels(layer: Layer) -> int:
     """Number of channels (units) a layer computes itself; 0 for pooling."""
-    if isinstance(layer, Conv):
-        return layer.filters
-    if isinstance(layer, FC):
-        return layer.units
-    if isinstance(layer, Dense):
-        return layer.growth
     if isinstance(layer, Softmax):
         return layer.classes
-    return 0
+    return width_of(layer) or 0
 
 
 def _cat_channels(arch: Architecture, shapes: list[LayerShape], i: int) -> int:
