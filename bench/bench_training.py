@@ -46,7 +46,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from eas.data import Data, augment_batch, load_dataset  # noqa: E402
-from eas.training import TrainConfig, lr_at, train_child  # noqa: E402
+from eas.training import TrainConfig, lr_at, make_optimizer, train_child  # noqa: E402
 
 
 class Table1Net(nn.Module):
@@ -143,13 +143,7 @@ def baseline_train(
     if cfg.channels_last:
         net.to(memory_format=torch.channels_last)
     net.train()
-    opt = torch.optim.SGD(
-        net.parameters(),
-        lr=cfg.lr,
-        momentum=cfg.momentum,
-        nesterov=cfg.nesterov,
-        weight_decay=cfg.weight_decay,
-    )
+    opt = make_optimizer(net, cfg)
     _sync(device)
     start = _now()
     step = 0
@@ -191,13 +185,7 @@ def compute_only(
     net.to(device).train()
     if cfg.channels_last:
         net.to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(
-        net.parameters(),
-        lr=cfg.lr,
-        momentum=cfg.momentum,
-        nesterov=cfg.nesterov,
-        weight_decay=cfg.weight_decay,
-    )
+    opt = make_optimizer(net, cfg)
     xb = (
         (data.train_x[: cfg.batch_size].float() / 255 - data.mean.view(-1, 1, 1))
         / data.std.view(-1, 1, 1)

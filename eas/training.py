@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from eas.data import Data, augment_batch, normalize_batch
 
-__all__ = ["TrainConfig", "TrainResult", "evaluate", "final_train", "lr_at", "train_child"]
+__all__ = ["TrainConfig", "TrainResult", "evaluate", "final_train", "lr_at", "make_optimizer", "train_child"]
 
 _CHECK_EVERY = 50  # steps between host syncs that check the running loss for NaN/inf
 
@@ -103,6 +103,17 @@ def lr_at(config: TrainConfig, step: int, total_steps: int) -> float:
         return config.lr
     progress = min(step / total_steps, 1.0)
     return config.lr_min + 0.5 * (config.lr - config.lr_min) * (1.0 + math.cos(math.pi * progress))
+
+
+def make_optimizer(network: nn.Module, config: TrainConfig) -> torch.optim.SGD:
+    """The child recipe's optimiser: SGD with (Nesterov) momentum and weight decay."""
+    return torch.optim.SGD(
+        network.parameters(),
+        lr=config.lr,
+        momentum=config.momentum,
+        nesterov=config.nesterov and config.momentum > 0,
+        weight_decay=config.weight_decay,
+    )
 
 
 def _autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
@@ -204,13 +215,7 @@ def train_child(
     if use_cl:
         network.to(memory_format=torch.channels_last)
 
-    optimizer = torch.optim.SGD(
-        network.parameters(),
-        lr=config.lr,
-        momentum=config.momentum,
-        nesterov=config.nesterov and config.momentum > 0,
-        weight_decay=config.weight_decay,
-    )
+    optimizer = make_optimizer(network, config)
     n = len(data.train_y)
     bs = min(config.batch_size, n)
     steps_per_epoch = n // bs if n > 0 else 0
