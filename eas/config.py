@@ -138,15 +138,15 @@ class StartConfig:
 class SpaceConfig:
     """The discrete values layers may take (the EAS plain-CNN space by default)."""
 
-    kernel_sizes: tuple[int, ...] = (1, 3, 5)
+    kernel_sizes: tuple[int, ...] = SearchSpace.kernel_sizes
     """Kernel sizes a Net2Deeper layer may have."""
-    filters: tuple[int, ...] = (16, 32, 64, 96, 128, 192, 256, 320, 384, 448, 512)
+    filters: tuple[int, ...] = SearchSpace.filters
     """Widths a conv layer may be widened to."""
-    fc_units: tuple[int, ...] = (64, 128, 256, 384, 512, 640, 768, 896, 1024)
+    fc_units: tuple[int, ...] = SearchSpace.fc_units
     """Widths an FC layer may be widened to."""
-    growth_rates: tuple[int, ...] = (40, 44, 48, 52, 56, 60, 64)
+    growth_rates: tuple[int, ...] = SearchSpace.growth_rates
     """Growth rates a DenseNet layer may be widened to."""
-    max_layers: int = 50
+    max_layers: int = SearchSpace.max_layers
     """Most layers a network may have (length of the controller's token sequence)."""
 
 
