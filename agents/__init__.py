@@ -1,9 +1,9 @@
 """Search agents: the EAS REINFORCE meta-controller, random search, hill climbing, plug-ins."""
 
-from agents.base import Agent, AgentContext, ChildResult
-from agents.hill_climbing import HillClimbingAgent
-from agents.random_search import RandomSearchAgent
-from agents.registry import available_agents, get_agent_class, make_agent
+from eas.agents.base import Agent, AgentContext, ChildResult
+from eas.agents.hill_climbing import HillClimbingAgent
+from eas.agents.random_search import RandomSearchAgent
+from eas.agents.registry import available_agents, get_agent_class, make_agent
 
 __all__ = [
     "Agent",

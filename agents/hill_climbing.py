@@ -55,9 +55,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
-
-from agents.base import Agent, AgentContext, ChildResult
-from agents.random_search import (
+from eas.agents.base import Agent, AgentContext, ChildResult
+from eas.agents.random_search import (
     DEEPER,
     SKIP,
     WIDER,
@@ -67,7 +66,9 @@ from agents.random_search import (
     stack_actions,
     uniform_index,
 )
+
 from eas.arch import FC, Architecture
+from eas.network import build_network
 
 __all__ = ["HillClimbingAgent"]
 
@@ -359,8 +360,6 @@ class HillClimbingAgent(Agent):
         self.history = list(state.get("history", []))
         net_state = state.get("best_net")
         if isinstance(net_state, dict):
-            from eas.network import build_network
-
             net = build_network(net_state["arch"], tuple(net_state["input_shape"]),
                                 dropout=net_state.get("dropout", 0.0))
             net.load_state_dict(net_state["weights"])

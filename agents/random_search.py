@@ -25,8 +25,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
-
-from agents.base import Agent, AgentContext, ChildResult
+from eas.agents.base import Agent, AgentContext, ChildResult
 
 __all__ = [
     "RandomSearchAgent",

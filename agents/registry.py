@@ -21,7 +21,7 @@ from __future__ import annotations
 import importlib
 from importlib.metadata import EntryPoint, entry_points
 
-from agents.base import Agent, AgentContext
+from eas.agents.base import Agent, AgentContext
 
 __all__ = ["ENTRY_POINT_GROUP", "BUILTINS", "ALIASES", "available_agents", "get_agent_class",
            "make_agent"]
@@ -30,9 +30,9 @@ ENTRY_POINT_GROUP = "eas.agents"
 """The entry-point group plug-ins register their agent classes in."""
 
 BUILTINS: dict[str, str] = {
-    "reinforce": "agents.reinforce:ReinforceAgent",
-    "random": "agents.random_search:RandomSearchAgent",
-    "hill_climbing": "agents.hill_climbing:HillClimbingAgent",
+    "reinforce": "eas.agents.reinforce:ReinforceAgent",
+    "random": "eas.agents.random_search:RandomSearchAgent",
+    "hill_climbing": "eas.agents.hill_climbing:HillClimbingAgent",
 }
 """Built-in agents: name -> ``module:Class``."""
 

@@ -34,9 +34,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-
-from agents.base import Agent, AgentContext, ChildResult
-from agents.controller import Controller
+from eas.agents.base import Agent, AgentContext, ChildResult
+from eas.agents.controller import Controller
 
 __all__ = ["BASELINE_MODES", "ReinforceAgent", "ReinforceConfig", "baseline_step"]
 

@@ -30,8 +30,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import morphisms as M  # noqa: E402
 from eas import SearchSpace, build_network, densenet_bc  # noqa: E402
+from eas import morphisms as M  # noqa: E402
 from eas.network import ChildNet  # noqa: E402
 
 PLAIN20 = ", ".join(

@@ -3,7 +3,7 @@
 Trains the same batch of Fashion-MNIST start networks
 (``C(16,3,1), P(2,2,MAX), C(32,3,1), P(2,2,MAX), C(64,3,1), P(2,2,MAX), C(128,3,1),
 P(3,3,AVG), FC(256), SM(10)``, input 1x28x28, one per init seed) on a slice of the
-training set, side by side in one run, with ``eas.parallel.ParallelEvaluator``:
+training set, side by side in one run, with ``eas.envs.parallel.ParallelEvaluator``:
 
 * ``--device cpu`` (default): the serial back-end (one child at a time, torch using
   every core, and using one thread) against the process back-end with 1 and N
@@ -35,9 +35,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
+from eas.envs.parallel import ParallelEvaluator, available_cores  # noqa: E402
 
 from eas.network import build_network  # noqa: E402
-from eas.parallel import ParallelEvaluator, available_cores  # noqa: E402
 
 START = (
     "C(16,3,1), P(2,2,MAX), C(32,3,1), P(2,2,MAX), C(64,3,1), P(2,2,MAX), "
@@ -59,9 +59,10 @@ def cpu_model() -> str:
 
 def make_evaluator(args: argparse.Namespace):
     """``envs.TrainerEvaluator`` on a seeded slice of Fashion-MNIST."""
+    from eas.envs.evaluators import TrainerEvaluator
+
     from eas.data import load_dataset
     from eas.training import TrainConfig
-    from envs.evaluators import TrainerEvaluator
 
     data = load_dataset("fashion-mnist", val_size=args.val_size, train_subset=args.train_subset,
                         seed=args.seed, device="cpu")

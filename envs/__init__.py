@@ -1,16 +1,15 @@
 """Gymnasium environments for architecture search by network transformation.
 
-``import envs`` registers ``"eas/NetTransform-v0"`` (:class:`NetTransformEnv`; its
+``from eas import envs`` registers ``"eas/NetTransform-v0"`` (:class:`NetTransformEnv`; its
 vector entry point is :class:`VectorNetTransformEnv`, so
 ``gymnasium.make_vec("eas/NetTransform-v0", num_envs=n, vectorization_mode="vector_entry_point")``
 works too).
 """
 
 import gymnasium
-
-from envs.cache import EvalCache, fingerprint
-from envs.evaluators import EvalResult, Evaluator, TrainerEvaluator, as_result, evaluate_batch
-from envs.net_transform import (
+from eas.envs.cache import EvalCache, fingerprint
+from eas.envs.evaluators import EvalResult, Evaluator, TrainerEvaluator, as_result, evaluate_batch
+from eas.envs.net_transform import (
     DEFAULT_SCHEDULE,
     FASHION_START,
     KINDS,
@@ -21,7 +20,7 @@ from envs.net_transform import (
     reward_of,
     sample_legal_action,
 )
-from envs.vector import VectorNetTransformEnv
+from eas.envs.vector import VectorNetTransformEnv
 
 __all__ = [
     "DEFAULT_SCHEDULE",
@@ -46,6 +45,6 @@ __all__ = [
 if "eas/NetTransform-v0" not in gymnasium.registry:
     gymnasium.register(
         "eas/NetTransform-v0",
-        entry_point="envs.net_transform:NetTransformEnv",
-        vector_entry_point="envs.vector:VectorNetTransformEnv",
+        entry_point="eas.envs.net_transform:NetTransformEnv",
+        vector_entry_point="eas.envs.vector:VectorNetTransformEnv",
     )

@@ -23,9 +23,8 @@ from dataclasses import replace
 from typing import Any
 
 import torch
+from eas.envs.evaluators import EvalResult
 from torch import nn
-
-from envs.evaluators import EvalResult
 
 __all__ = ["EvalCache", "fingerprint"]
 

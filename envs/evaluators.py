@@ -4,17 +4,22 @@ An evaluator is any callable ``evaluator(net) -> float | EvalResult``: the
 default one trains the child with :func:`eas.train_child`; a lower-fidelity
 trainer, a learned predictor or a table lookup can replace it. An evaluator may
 also offer ``evaluate_many(nets) -> list[EvalResult]`` to train a batch of
-children concurrently (see ``eas.parallel``); :func:`evaluate_batch` uses it when
+children concurrently (see ``eas.envs.parallel``); :func:`evaluate_batch` uses it when
 present and falls back to one call per child otherwise.
 """
 
 from __future__ import annotations
 
+import copy
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from torch import nn
+
+from eas.data import load_dataset
+from eas.training import TrainConfig, train_child
 
 __all__ = ["EvalResult", "Evaluator", "TrainerEvaluator", "as_result", "evaluate_batch"]
 
@@ -94,8 +99,6 @@ class TrainerEvaluator:
 
     def __init__(self, data: Any, config: Any = None, *, device: Any = None, seed: int = 0,
                  keep_weights: bool = True) -> None:
-        from eas.training import TrainConfig
-
         self.data = data
         self.config = config if config is not None else TrainConfig()
         self.device = device
@@ -105,17 +108,10 @@ class TrainerEvaluator:
     @classmethod
     def fashion_mnist(cls, **kwargs: Any) -> TrainerEvaluator:
         """A trainer on Fashion-MNIST (``eas.data.load_dataset()``) with the default ``TrainConfig``."""
-        from eas.data import load_dataset
-
         return cls(load_dataset("fashion-mnist"), **kwargs)
 
     def __call__(self, net: nn.Module) -> EvalResult:
         """Train a copy of ``net`` and report its validation accuracy."""
-        import copy
-        import math
-
-        from eas.training import train_child
-
         child = copy.deepcopy(net)
         res = train_child(child, self.data, self.config, device=self.device, seed=self.seed)
         failed = bool(res.failed)

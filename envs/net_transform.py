@@ -16,12 +16,14 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from eas.envs.cache import EvalCache, fingerprint
+from eas.envs.evaluators import EvalResult, TrainerEvaluator, evaluate_batch
+from eas.morphisms import legal
 from gymnasium import spaces
 
+from eas import morphisms
 from eas.arch import FC, Architecture, Dense, SearchSpace, Tokenizer, width_of
 from eas.network import ChildNet, build_network
-from envs.cache import EvalCache, fingerprint
-from envs.evaluators import EvalResult, evaluate_batch
 
 __all__ = [
     "DEFAULT_SCHEDULE",
@@ -70,19 +72,6 @@ def reward_of(accuracy: float, failed: bool = False) -> float:
     return float(math.tan(acc * math.pi / 2))
 
 
-def _legal():
-    """The ``morphisms.legal`` module (imported lazily: morphisms imports are heavy)."""
-    from morphisms import legal
-
-    return legal
-
-
-def _morphisms():
-    import morphisms
-
-    return morphisms
-
-
 # ----------------------------------------------------------------------------- masks
 class _Masks:
     """Legal actions of one state: the mask arrays plus the legal sets behind them."""
@@ -91,7 +80,7 @@ class _Masks:
                  space: SearchSpace, max_layers: int, step_kind: str | None,
                  done: bool) -> None:
         L, K = max_layers, len(space.kernel_sizes)
-        legal = _legal()
+
         n_tokens = len(arch.layers) - 1
         self.densenet = arch.is_densenet
         self.wider = sorted(i for i in legal.widenable_layers(arch, space) if 0 <= i < L)
@@ -520,8 +509,6 @@ class NetTransformEnv(gym.Env[dict[str, Any], dict[str, Any]]):
 
     def _get_evaluator(self) -> Callable[[ChildNet], Any]:
         if self.evaluator is None:
-            from envs.evaluators import TrainerEvaluator
-
             self.evaluator = TrainerEvaluator.fashion_mnist()
         return self.evaluator
 
@@ -677,7 +664,7 @@ class NetTransformEnv(gym.Env[dict[str, Any], dict[str, Any]]):
         return kind, self._skip_op(src, dst, _SKIP_MODES[m]), record
 
     def _widen_op(self, layers: list[int]) -> Callable[[ChildNet], ChildNet]:
-        mm = _morphisms()
+        mm = morphisms
 
         def op(net: ChildNet) -> ChildNet:
             for i in layers:
@@ -693,7 +680,7 @@ class NetTransformEnv(gym.Env[dict[str, Any], dict[str, Any]]):
 
     def _deeper_op(self, densenet: bool, block: int, position: int,
                    kernel_index: int | None) -> Callable[[ChildNet], ChildNet]:
-        mm = _morphisms()
+        mm = morphisms
         kw: dict[str, Any] = {"rng": self.np_random}
         if kernel_index is not None:
             kw["kernel"] = self.space.kernel_sizes[kernel_index]
@@ -706,7 +693,7 @@ class NetTransformEnv(gym.Env[dict[str, Any], dict[str, Any]]):
         return op
 
     def _skip_op(self, src: int, dst: int, mode: str) -> Callable[[ChildNet], ChildNet]:
-        mm = _morphisms()
+        mm = morphisms
         return lambda net: mm.add_skip(net, src, dst, mode=mode)
 
     def step(self, action: dict[str, Any]) -> tuple[dict[str, Any], float, bool, bool,

@@ -4,7 +4,7 @@ EAS samples several children per controller update. :class:`VectorNetTransformEn
 runs ``num_envs`` copies of :class:`~envs.net_transform.NetTransformEnv` side by
 side; on the last step it collects all finished children and evaluates them
 with *one* :func:`~envs.evaluators.evaluate_batch` call, so an evaluator with
-``evaluate_many`` (``eas.parallel.ParallelEvaluator``) trains them
+``evaluate_many`` (``eas.envs.parallel.ParallelEvaluator``) trains them
 concurrently. Children already in the shared :class:`~envs.cache.EvalCache`, and
 duplicates within the batch, are trained once.
 """
@@ -16,20 +16,20 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from eas.envs.cache import EvalCache, fingerprint
+from eas.envs.evaluators import EvalResult
+from eas.envs.net_transform import (
+    InvalidActionError,
+    NetTransformEnv,
+    evaluate_children,
+    sample_legal_action,
+)
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
 from eas.arch import Architecture
 from eas.network import ChildNet, build_network
-from envs.cache import EvalCache, fingerprint
-from envs.evaluators import EvalResult
-from envs.net_transform import (
-    InvalidActionError,
-    NetTransformEnv,
-    evaluate_children,
-    sample_legal_action,
-)
 
 __all__ = ["VectorNetTransformEnv"]
 

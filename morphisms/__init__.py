@@ -7,17 +7,17 @@ mode and without noise, computes the same function as ``net``; ``net`` itself is
 never modified.
 """
 
-from morphisms.dense_insert import dense_insert
-from morphisms.dense_widen import dense_widen
-from morphisms.legal import (
+from eas.morphisms.dense_insert import dense_insert
+from eas.morphisms.dense_widen import dense_widen
+from eas.morphisms.legal import (
     deeper_positions,
     dense_insert_positions,
     skip_candidates,
     widenable_layers,
 )
-from morphisms.net2deeper import net2deeper
-from morphisms.net2wider import net2wider
-from morphisms.skip import add_skip
+from eas.morphisms.net2deeper import net2deeper
+from eas.morphisms.net2wider import net2wider
+from eas.morphisms.skip import add_skip
 
 __all__ = [
     "add_skip",

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-
-from eas.arch import Architecture, Dense, SearchSpace
-from eas.network import ChildNet
-from morphisms._remap import (
+from eas.morphisms._remap import (
     Insert,
     Plan,
     apply_plan,
@@ -16,6 +13,9 @@ from morphisms._remap import (
     layouts,
     maybe_negative_owners,
 )
+
+from eas.arch import Architecture, Dense, SearchSpace
+from eas.network import ChildNet
 
 __all__ = ["dense_insert", "dense_insert_refusal"]
 

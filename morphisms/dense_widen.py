@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from eas.morphisms._remap import apply_plan, as_rng, check_layer_index, gaussian_
+from eas.morphisms._widen import resolve_width, widen_plan
 
 from eas.arch import Dense, SearchSpace
 from eas.network import ChildNet
-from morphisms._remap import apply_plan, as_rng, check_layer_index, gaussian_
-from morphisms.net2wider import resolve_width, widen_plan
 
 __all__ = ["dense_widen"]
 

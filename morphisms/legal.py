@@ -6,11 +6,12 @@ function (default arguments otherwise); every other action raises ValueError.
 
 from __future__ import annotations
 
+from eas.morphisms._remap import add_carriers
+from eas.morphisms.dense_insert import dense_insert_refusal
+from eas.morphisms.net2deeper import deeper_refusal
+from eas.morphisms.skip import skip_refusal
+
 from eas.arch import FC, Architecture, Conv, Dense, SearchSpace
-from morphisms._remap import add_carriers
-from morphisms.dense_insert import dense_insert_refusal
-from morphisms.net2deeper import deeper_refusal
-from morphisms.skip import skip_refusal
 
 __all__ = ["widenable_layers", "deeper_positions", "dense_insert_positions", "skip_candidates"]
 

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import Tensor
-
-from eas.arch import FC, Architecture, Conv, SearchSpace
-from eas.network import ChildNet
-from morphisms._remap import (
+from eas.morphisms._remap import (
     Insert,
     Plan,
     apply_plan,
@@ -18,6 +14,10 @@ from morphisms._remap import (
     layouts,
     maybe_negative_owners,
 )
+from torch import Tensor
+
+from eas.arch import FC, Architecture, Conv, SearchSpace
+from eas.network import ChildNet
 
 __all__ = ["net2deeper", "deeper_refusal"]
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+from eas.morphisms._remap import Plan, apply_plan
 
 from eas.arch import Architecture, Conv, Skip
 from eas.network import ChildNet, infer_shapes
-from morphisms._remap import Plan, apply_plan
 
 __all__ = ["add_skip", "skip_refusal"]
 

@@ -10,9 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-import envs
-from agents import (
+from eas.agents import (
     Agent,
     AgentContext,
     ChildResult,
@@ -22,10 +20,12 @@ from agents import (
     get_agent_class,
     make_agent,
 )
-from agents.registry import BUILTINS, ENTRY_POINT_GROUP
+from eas.agents.registry import BUILTINS, ENTRY_POINT_GROUP
+
+from eas import envs
 from eas.arch import Architecture, Tokenizer
-from eas.compare import SyntheticEvaluator, run_agent, synthetic_accuracy
 from eas.network import build_network
+from eas.search.compare import SyntheticEvaluator, run_agent, synthetic_accuracy
 
 SMALL = "C(16,3,1), P(2,2,MAX), C(16,3,1), P(2,2,MAX), C(32,3,1), P(7,7,AVG), FC(64), SM(10)"
 """A small start network (28x28 inputs) so that transformations are fast on a CPU."""
@@ -35,7 +35,7 @@ SHORT_SCHEDULE = ("wider", "deeper", "deeper")
 README_EXAMPLE = '''
 import numpy as np
 
-from agents import Agent
+from eas.agents import Agent
 
 
 class DeepenOnlyAgent(Agent):
@@ -299,9 +299,9 @@ def test_unknown_agent_lists_names():
     with pytest.raises(ValueError, match="no module named"):
         get_agent_class("no_such_module_xyz:Agent")
     with pytest.raises(ValueError, match="has no attribute"):
-        get_agent_class("agents.random_search:Missing")
+        get_agent_class("eas.agents.random_search:Missing")
     with pytest.raises(TypeError, match="not a subclass"):
-        get_agent_class("agents.random_search:split_obs")
+        get_agent_class("eas.agents.random_search:split_obs")
 
 
 def _write_example_module(tmp_path: Path, monkeypatch, name: str) -> None:
@@ -361,7 +361,7 @@ def test_readme_custom_agent_example():
 def test_resume_through_search_loop_matches_uninterrupted(tmp_path, name):
     """Checkpoint/resume via eas.search restores the agent (RNG, current best) exactly."""
     search = pytest.importorskip("eas.search")
-    from eas.config import load_config
+    from eas.search.config import load_config
 
     overrides = {
         "search.agent": name, "search.seed": 0, "search.children_per_step": 2,

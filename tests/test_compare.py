@@ -7,8 +7,8 @@ import csv
 import pytest
 
 from eas.arch import Architecture
-from eas.compare import RunRecord, compare, main, synthetic_accuracy, write_outputs
 from eas.network import build_network
+from eas.search.compare import RunRecord, compare, main, synthetic_accuracy, write_outputs
 
 SMALL = "C(16,3,1), P(2,2,MAX), C(16,3,1), P(2,2,MAX), C(32,3,1), P(7,7,AVG), FC(64), SM(10)"
 

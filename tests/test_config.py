@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from eas.config import (
+from eas.search.config import (
     CONFIG_DIR,
     ConfigError,
     SearchConfig,
@@ -20,7 +20,7 @@ from eas.config import (
     resolve_start_arch,
     schedule_tuple,
 )
-from eas.train_controller import main
+from eas.search.train_controller import main
 
 REPO = Path(__file__).resolve().parent.parent
 PRESETS = ["default.toml", "cifar10.toml", "densenet.toml", "svhn.toml"]
@@ -164,7 +164,7 @@ def test_custom_agent_gets_an_agent_section(tmp_path: Path, monkeypatch: pytest.
                                             capsys: pytest.CaptureFixture) -> None:
     (tmp_path / "my_agents.py").write_text(
         "from dataclasses import dataclass\n"
-        "from agents.random_search import RandomSearchAgent\n\n\n"
+        "from eas.agents.random_search import RandomSearchAgent\n\n\n"
         "class Mine(RandomSearchAgent):\n"
         '    name = "mine"\n\n'
         "    @dataclass\n"

@@ -15,10 +15,10 @@ import time
 import numpy as np
 import pytest
 import torch
+from eas.agents.base import AgentContext, ChildResult
+from eas.agents.controller import Controller, batch_observation
+from eas.agents.reinforce import ReinforceAgent, ReinforceConfig, baseline_step
 
-from agents.base import AgentContext, ChildResult
-from agents.controller import Controller, batch_observation
-from agents.reinforce import ReinforceAgent, ReinforceConfig, baseline_step
 from eas import FC, Architecture, Conv, SearchSpace, Tokenizer
 
 SPACE = SearchSpace()
@@ -542,7 +542,7 @@ def test_controller_learns_with_paper_settings() -> None:
                          ids=["schedule", "free"])
 def test_agent_drives_the_real_environment(schedule: tuple[str, ...] | None) -> None:
     """Every action the agent proposes is legal for NetTransformEnv; learning runs."""
-    envs = pytest.importorskip("envs")
+    envs = pytest.importorskip("eas.envs")
     space = SearchSpace(filters=(16, 20, 24, 32, 40, 48, 64), fc_units=(256, 288, 320))
 
     def evaluator(net: torch.nn.Module) -> float:  # cheap stand-in for training

@@ -10,12 +10,7 @@ import gymnasium
 import numpy as np
 import pytest
 import torch
-from gymnasium.utils.env_checker import check_env
-
-import envs
-from eas import build_network, densenet_bc
-from eas.arch import FC, Architecture, Conv, Dense, SearchSpace
-from envs import (
+from eas.envs import (
     KINDS,
     EvalCache,
     EvalResult,
@@ -25,6 +20,10 @@ from envs import (
     reward_of,
     sample_legal_action,
 )
+from gymnasium.utils.env_checker import check_env
+
+from eas import build_network, densenet_bc, envs
+from eas.arch import FC, Architecture, Conv, Dense, SearchSpace
 
 SMALL_SPACE = SearchSpace(filters=(16, 20, 24, 32, 40, 48, 64, 96, 128, 160),
                           fc_units=(256, 288, 320, 384, 512))

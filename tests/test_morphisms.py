@@ -14,8 +14,8 @@ import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-import morphisms as M
 from eas import TABLE1, Architecture, Conv, Dense, SearchSpace, Skip, build_network, densenet_bc
+from eas import morphisms as M
 from eas.network import ChildNet
 
 

@@ -1,4 +1,4 @@
-"""Parallel child training (eas.parallel): back-ends agree, faults are contained.
+"""Parallel child training (eas.envs.parallel): back-ends agree, faults are contained.
 
 The evaluator here is a tiny, picklable trainer on synthetic 8x8 images, so the
 process-backend tests spend their time starting workers (spawned interpreters
@@ -16,9 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-
-from eas.network import build_network
-from eas.parallel import (
+from eas.envs.evaluators import EvalResult, evaluate_batch
+from eas.envs.parallel import (
     BACKENDS,
     ChildSpec,
     ParallelEvaluator,
@@ -28,7 +27,8 @@ from eas.parallel import (
     pack_network,
     unpack_network,
 )
-from envs.evaluators import EvalResult, evaluate_batch
+
+from eas.network import build_network
 
 INPUT = (1, 8, 8)
 ARCHS = [

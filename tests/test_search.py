@@ -9,14 +9,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from eas.envs import EvalResult
 
 from eas.checkpoint import atomic_save, load_checkpoint, load_network, save_network
-from eas.config import load_config
 from eas.network import build_network
-from eas.report import plot_progress, top_architectures, write_summary
-from eas.search import CHECKPOINT, run_search
-from eas.train_controller import main
-from envs import EvalResult
+from eas.search import train_controller
+from eas.search.config import load_config
+from eas.search.loop import CHECKPOINT, run_search
+from eas.search.report import plot_progress, top_architectures, write_summary
+from eas.search.train_controller import main
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 
@@ -144,16 +145,14 @@ def test_resume_continues_the_step_count(tmp_path: Path) -> None:
 
 def test_resume_by_name_on_the_command_line(tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    import eas.search
-
-    real = eas.search.run_search
+    real = train_controller.run_search
     calls = []
 
     def fake_run_search(cfg, **kwargs):
         calls.append((cfg, kwargs))
         return real(cfg, evaluator=CheapEvaluator(), log=quiet, **kwargs)
 
-    monkeypatch.setattr(eas.search, "run_search", fake_run_search)
+    monkeypatch.setattr(train_controller, "run_search", fake_run_search)
     cfg = cheap_config(tmp_path, **{"search.max_rounds": "1"})
     real(cfg, evaluator=CheapEvaluator(), log=quiet)
     monkeypatch.chdir(tmp_path.parent)
@@ -249,7 +248,7 @@ def test_reports(tmp_path: Path) -> None:
     ]
     top = top_architectures(history, 3)
     assert [r["arch"] for r in top] == ["A0", "A3", "A2"]  # A3's failed try is ignored
-    from eas.report import summary_rows
+    from eas.search.report import summary_rows
 
     rows = summary_rows(top, {"A0": {"test_accuracy": 0.8}})
     write_summary(tmp_path, {"run_name": "x"}, rows)

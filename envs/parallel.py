@@ -83,10 +83,10 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from eas.envs.evaluators import EvalResult, as_result
 from torch import nn
 
 from eas.network import ChildNet, build_network
-from envs.evaluators import EvalResult, as_result
 
 __all__ = [
     "BACKENDS",

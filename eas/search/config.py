@@ -39,7 +39,12 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
+from eas import configs as _presets
+from eas.agents.registry import get_agent_class
 from eas.arch import TABLE1, Architecture, SearchSpace, densenet_bc
+from eas.data import DATASET_NAMES
+from eas.envs import KINDS
+from eas.network import infer_shapes
 from eas.training import TrainConfig
 
 __all__ = [
@@ -65,7 +70,7 @@ __all__ = [
     "validate",
 ]
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+CONFIG_DIR = Path(_presets.__file__).resolve().parent
 """Folder of the TOML presets (default.toml, cifar10.toml, densenet.toml, svhn.toml)."""
 DEFAULT_CONFIG = CONFIG_DIR / "default.toml"
 """The preset used when no ``--config`` is given."""
@@ -80,7 +85,7 @@ DATASET_SHAPES: dict[str, tuple[int, int, int]] = {
 """Input shape of each built-in dataset (imagefolder: known only once loaded)."""
 
 _DATASET_CLASSES = {"cifar100": 100}
-_KINDS = ("wider", "deeper", "skip")
+
 _BACKENDS = ("auto", "serial", "process", "ray")
 _NONE_WORDS = ("none", "null")
 _DENSENET_RE = re.compile(r"^\s*densenet_bc\(\s*(\d+)\s*,\s*(\d+)\s*\)\s*$", re.IGNORECASE)
@@ -175,7 +180,7 @@ class SearchSection:
     cache: bool = True
     """Reuse the accuracy of a child already trained from the same start network."""
     workers: int | None = 1
-    """Children trained concurrently (eas.parallel; 1 = one after another, none = all cores/GPUs)."""
+    """Children trained concurrently (eas.envs.parallel; 1 = one after another, none = all cores/GPUs)."""
     backend: str = "serial"
     """How children are trained concurrently: serial, process, ray or auto (process if workers > 1)."""
     final_top_k: int = 1
@@ -216,10 +221,6 @@ class _Unavailable:
 
 @cache
 def _agent_class(name: str) -> type | None:
-    try:
-        from agents.registry import get_agent_class
-    except ImportError:
-        return None
     try:
         return get_agent_class(name)
     except Exception:  # noqa: BLE001 - an agent that cannot be loaded has no section
@@ -565,14 +566,6 @@ def schedule_tuple(schedule: str) -> tuple[str, ...] | None:
     return tuple(tok.strip() for tok in text.split(","))
 
 
-def _kinds() -> tuple[str, ...]:
-    try:
-        from envs import KINDS
-    except ImportError:
-        return _KINDS
-    return tuple(KINDS)
-
-
 def resolve_start_arch(
     spec: str, input_shape: tuple[int, int, int], num_classes: int
 ) -> Architecture:
@@ -601,8 +594,6 @@ def _check(cond: bool, name: str, message: str) -> None:
 
 def validate(cfg: SearchConfig) -> None:
     """Check every value; raise :class:`ConfigError` naming the first bad field."""
-    from eas.data import DATASET_NAMES
-
     d = cfg.data
     key = d.name.lower().replace("_", "-")
     _check(key in DATASET_NAMES, "data.name",
@@ -636,8 +627,6 @@ def validate(cfg: SearchConfig) -> None:
     try:
         arch = resolve_start_arch(s.arch, shape, _DATASET_CLASSES.get(key, 10))
         if key in DATASET_SHAPES:
-            from eas.network import infer_shapes
-
             infer_shapes(arch, shape)
     except (ValueError, TypeError) as exc:
         raise ConfigError(
@@ -660,15 +649,10 @@ def validate(cfg: SearchConfig) -> None:
 
     r = cfg.search
     try:
-        from agents.registry import get_agent_class
-    except ImportError:
-        get_agent_class = None  # the registry is not there yet: accept the name
-    if get_agent_class is not None:
-        try:
-            get_agent_class(r.agent)
-        except Exception as exc:  # noqa: BLE001 - report any loading failure as a config error
-            raise ConfigError("search.agent", str(exc).splitlines()[0] if str(exc) else
-                              f"cannot load agent {r.agent!r}") from None
+        get_agent_class(r.agent)
+    except Exception as exc:  # noqa: BLE001 - report any loading failure as a config error
+        raise ConfigError("search.agent", str(exc).splitlines()[0] if str(exc) else
+                          f"cannot load agent {r.agent!r}") from None
     for name in ("children_per_step",):
         _check(getattr(r, name) >= 1, f"search.{name}", f"must be >= 1, got {getattr(r, name)}")
     for name in ("stage1_networks", "stage1_best_epochs", "stage2_networks", "final_top_k",
@@ -682,7 +666,7 @@ def validate(cfg: SearchConfig) -> None:
            f"unknown backend {r.backend!r}; allowed values: {', '.join(_BACKENDS)}")
     _check(r.max_rounds is None or r.max_rounds >= 1, "search.max_rounds",
            f"must be >= 1 or none, got {r.max_rounds}")
-    kinds = _kinds()
+    kinds = tuple(KINDS)
     sched = schedule_tuple(r.schedule)
     if sched is None:
         _check(r.free_steps >= 1, "search.free_steps", f"must be >= 1, got {r.free_steps}")

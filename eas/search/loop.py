@@ -6,7 +6,7 @@ Read top to bottom, :func:`run_search` does what the EAS paper describes:
 2. build the start network and train it first when it has no trained weights
    (the paper's Table-1 start reached 87.07 % on CIFAR-10+);
 3. build the child evaluator (:class:`envs.TrainerEvaluator`, wrapped in
-   :class:`eas.parallel.ParallelEvaluator` when several workers are asked for),
+   :class:`eas.envs.parallel.ParallelEvaluator` when several workers are asked for),
    the agent (``agents.registry.get_agent_class``) and the vector environment;
 4. **stage 1**: rounds of ``children_per_step`` children until
    ``stage1_networks`` have been sampled. A round resets one environment per
@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import math
 import time
 from collections.abc import Callable
@@ -46,7 +45,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.tensorboard import SummaryWriter
+from tqdm.auto import tqdm
 
+from eas import envs
+from eas.agents.base import AgentContext, ChildResult
+from eas.agents.registry import get_agent_class
+from eas.arch import Tokenizer
 from eas.checkpoint import (
     atomic_save,
     atomic_write_text,
@@ -55,7 +60,11 @@ from eas.checkpoint import (
     network_record,
     save_network,
 )
-from eas.config import (
+from eas.data import load_dataset
+from eas.envs.journal import Journal
+from eas.envs.parallel import ParallelEvaluator
+from eas.network import ChildNet, build_network
+from eas.search.config import (
     DATASET_SHAPES,
     ConfigError,
     SearchConfig,
@@ -66,8 +75,15 @@ from eas.config import (
     schedule_tuple,
     search_space,
 )
-from eas.network import ChildNet, build_network
-from eas.report import format_table, plot_progress, summary_rows, top_architectures, write_summary
+from eas.search.report import (
+    format_table,
+    plot_progress,
+    summary_rows,
+    top_architectures,
+    write_summary,
+)
+from eas.training import TrainConfig, final_train, train_child
+from eas.training import evaluate as evaluate_net
 
 __all__ = ["CHECKPOINT", "SearchOutcome", "SearchState", "default_run_name", "run_search"]
 
@@ -167,15 +183,6 @@ def _search(
     log: Callable[[str], None],
 ) -> SearchOutcome:
     """The body of :func:`run_search`; resources to release are registered on ``cleanup``."""
-    from torch.utils.tensorboard import SummaryWriter
-
-    import envs
-    from agents.base import AgentContext, ChildResult
-    from agents.registry import get_agent_class
-    from eas.arch import Tokenizer
-    from eas.training import TrainConfig, final_train, train_child
-    from eas.training import evaluate as evaluate_net
-
     wall_start = time.time()
     s = cfg.search
     # ------------------------------------------------------------------ data
@@ -189,8 +196,6 @@ def _search(
         """The dataset (loaded on first use); ``full`` ignores data.train_subset."""
         key = "full" if full and cfg.data.train_subset is not None else "search"
         if loaded.get(key) is None:
-            from eas.data import load_dataset
-
             d = cfg.data
             try:
                 loaded[key] = load_dataset(
@@ -310,8 +315,6 @@ def _search(
     if evaluator is None:
         evaluator = envs.TrainerEvaluator(get_data(), child_cfg, device=device, seed=seed)
         if s.workers != 1 or s.backend in ("process", "ray"):
-            from eas.parallel import ParallelEvaluator
-
             evaluator = ParallelEvaluator(evaluator, workers=s.workers, backend=s.backend,
                                           device="cpu" if device == "cpu" else None)
             cleanup.callback(evaluator.close)
@@ -319,7 +322,6 @@ def _search(
     if bar is not None:
         cleanup.callback(bar.close)
         if log is print:  # keep messages from breaking the progress bar
-            from tqdm.auto import tqdm
 
             log = tqdm.write
     journal = Journal(run_dir / "journal", evaluator, on_child=lambda: bar and bar.update(1))
@@ -537,92 +539,6 @@ def _search(
 
 
 # ---------------------------------------------------------------------- helpers
-class Journal:
-    """Evaluator wrapper that writes each child's result to disk as soon as it is known.
-
-    Files are keyed by (round, fingerprint of the untrained child, occurrence),
-    so replaying an interrupted round from the restored RNG states finds the
-    children that were already trained and does not train them again.
-    """
-
-    def __init__(self, folder: Path, base: Callable[[ChildNet], Any],
-                 on_child: Callable[[], Any] | None = None) -> None:
-        self.folder = Path(folder)
-        self.base = base
-        self.on_child = on_child
-        self.round = 0
-        self._seen: dict[str, int] = {}
-        self.reused = 0
-        """Children answered from the journal (after a resume)."""
-
-    def begin_round(self, index: int) -> None:
-        """Start round ``index``; files of other rounds are stale and removed."""
-        self.round = index
-        self._seen = {}
-        if self.folder.is_dir():
-            for p in self.folder.glob("*.pt"):
-                if not p.name.startswith(f"r{index}_"):
-                    p.unlink(missing_ok=True)
-
-    def clear(self) -> None:
-        """Remove every journal file (the round is safely in the checkpoint)."""
-        if self.folder.is_dir():
-            for p in self.folder.glob("*.pt"):
-                p.unlink(missing_ok=True)
-
-    def _key(self, net: ChildNet) -> str:
-        from envs import fingerprint
-
-        digest = hashlib.blake2b(fingerprint(net).encode(), digest_size=8).hexdigest()
-        n = self._seen.get(digest, 0)
-        self._seen[digest] = n + 1
-        return f"r{self.round}_{digest}_{n}"
-
-    def _load(self, key: str) -> Any:
-        from envs import EvalResult
-
-        path = self.folder / f"{key}.pt"
-        if not path.is_file():
-            return None
-        try:
-            return EvalResult(**torch.load(path, map_location="cpu", weights_only=False))
-        except Exception:  # noqa: BLE001 - a damaged journal entry is simply retrained
-            return None
-
-    def _store(self, key: str, result: Any) -> None:
-        atomic_save(dataclasses.asdict(result), self.folder / f"{key}.pt")
-        if self.on_child is not None:
-            self.on_child()
-
-    def __call__(self, net: ChildNet) -> Any:
-        """Evaluate one child (journal first)."""
-        return self.evaluate_many([net])[0]
-
-    def evaluate_many(self, nets: list[ChildNet]) -> list[Any]:
-        """Evaluate children, answering from the journal where possible."""
-        from envs import EvalResult, as_result
-
-        keys = [self._key(net) for net in nets]
-        results: list[Any] = [self._load(k) for k in keys]
-        todo = [i for i, r in enumerate(results) if r is None]
-        self.reused += len(nets) - len(todo)
-        many = getattr(self.base, "evaluate_many", None)
-        if callable(many) and todo:
-            fresh = [as_result(r) for r in many([nets[i] for i in todo])]
-            for i, r in zip(todo, fresh):
-                results[i] = r
-                self._store(keys[i], r)
-            return results
-        for i in todo:
-            try:
-                r = as_result(self.base(nets[i]))
-            except Exception as exc:  # noqa: BLE001 - a broken child must not stop a search
-                r = EvalResult(0.0, failed=True, reason=f"{type(exc).__name__}: {exc}")
-            results[i] = r
-            self._store(keys[i], r)
-        return results
-
-
 def _next_stage_start(state: SearchState, s: Any, child_cfg: Any, get_data: Callable,
                       device: str, seed: int, train_child: Callable,
                       log: Callable[[str], None]) -> ChildNet:
@@ -689,7 +605,6 @@ def _load_start_weights(net: ChildNet, path: str) -> None:
 def _progress_bar(enabled: bool, total: int, initial: int) -> Any:
     if not enabled:
         return None
-    from tqdm.auto import tqdm
 
     return tqdm(total=total, initial=initial, desc="children", unit="child", dynamic_ncols=True)
 

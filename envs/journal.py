@@ -1,0 +1,97 @@
+"""The search journal: an evaluator wrapper that writes each child's result to disk the
+moment it is known, so a killed search retrains only the children in flight."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from eas.envs.cache import fingerprint
+from eas.envs.evaluators import EvalResult, as_result
+
+from eas.checkpoint import atomic_save
+from eas.network import ChildNet
+
+
+class Journal:
+    """Evaluator wrapper that writes each child's result to disk as soon as it is known.
+
+    Files are keyed by (round, fingerprint of the untrained child, occurrence),
+    so replaying an interrupted round from the restored RNG states finds the
+    children that were already trained and does not train them again.
+    """
+
+    def __init__(self, folder: Path, base: Callable[[ChildNet], Any],
+                 on_child: Callable[[], Any] | None = None) -> None:
+        self.folder = Path(folder)
+        self.base = base
+        self.on_child = on_child
+        self.round = 0
+        self._seen: dict[str, int] = {}
+        self.reused = 0
+        """Children answered from the journal (after a resume)."""
+
+    def begin_round(self, index: int) -> None:
+        """Start round ``index``; files of other rounds are stale and removed."""
+        self.round = index
+        self._seen = {}
+        if self.folder.is_dir():
+            for p in self.folder.glob("*.pt"):
+                if not p.name.startswith(f"r{index}_"):
+                    p.unlink(missing_ok=True)
+
+    def clear(self) -> None:
+        """Remove every journal file (the round is safely in the checkpoint)."""
+        if self.folder.is_dir():
+            for p in self.folder.glob("*.pt"):
+                p.unlink(missing_ok=True)
+
+    def _key(self, net: ChildNet) -> str:
+        digest = hashlib.blake2b(fingerprint(net).encode(), digest_size=8).hexdigest()
+        n = self._seen.get(digest, 0)
+        self._seen[digest] = n + 1
+        return f"r{self.round}_{digest}_{n}"
+
+    def _load(self, key: str) -> Any:
+        path = self.folder / f"{key}.pt"
+        if not path.is_file():
+            return None
+        try:
+            return EvalResult(**torch.load(path, map_location="cpu", weights_only=False))
+        except Exception:  # noqa: BLE001 - a damaged journal entry is simply retrained
+            return None
+
+    def _store(self, key: str, result: Any) -> None:
+        atomic_save(dataclasses.asdict(result), self.folder / f"{key}.pt")
+        if self.on_child is not None:
+            self.on_child()
+
+    def __call__(self, net: ChildNet) -> Any:
+        """Evaluate one child (journal first)."""
+        return self.evaluate_many([net])[0]
+
+    def evaluate_many(self, nets: list[ChildNet]) -> list[Any]:
+        """Evaluate children, answering from the journal where possible."""
+        keys = [self._key(net) for net in nets]
+        results: list[Any] = [self._load(k) for k in keys]
+        todo = [i for i, r in enumerate(results) if r is None]
+        self.reused += len(nets) - len(todo)
+        many = getattr(self.base, "evaluate_many", None)
+        if callable(many) and todo:
+            fresh = [as_result(r) for r in many([nets[i] for i in todo])]
+            for i, r in zip(todo, fresh):
+                results[i] = r
+                self._store(keys[i], r)
+            return results
+        for i in todo:
+            try:
+                r = as_result(self.base(nets[i]))
+            except Exception as exc:  # noqa: BLE001 - a broken child must not stop a search
+                r = EvalResult(0.0, failed=True, reason=f"{type(exc).__name__}: {exc}")
+            results[i] = r
+            self._store(keys[i], r)
+        return results
