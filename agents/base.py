@@ -2,16 +2,27 @@
 
 A search runs in rounds. In each round the search loop
 
-1. asks the agent where the round's children start (:meth:`Agent.start_network`;
-   ``None`` means the environment's configured start network),
+1. asks the agent how many children the round has
+   (:meth:`Agent.children_this_round`) and where they start
+   (:meth:`Agent.start_network`; ``None`` means the stage's start network),
 2. resets a batch of ``NetTransformEnv`` copies (one per child) from that start,
 3. calls :meth:`Agent.propose` with the batched observation until every
    episode ends (the environment trains and evaluates each child on its last
    step),
-4. hands the finished children to :meth:`Agent.learn`.
+4. hands the finished children to :meth:`Agent.learn`,
 
-``state_dict``/``load_state_dict`` let the search checkpoint and resume the
-agent together with everything else.
+and ends a stage early when :attr:`Agent.finished` says so.
+
+Every hook the search loop calls is declared here with a default, so a new
+agent only writes :meth:`~Agent.propose` and :meth:`~Agent.learn`:
+
+* before the agent exists: :meth:`Agent.env_requirements` (environment
+  settings the strategy needs, e.g. free mode);
+* once built: :meth:`Agent.set_start_accuracy`,
+  :meth:`Agent.child_train_overrides`, :meth:`Agent.final_train_overrides`;
+* every round: :meth:`Agent.children_this_round`, :meth:`Agent.start_network`,
+  :meth:`Agent.propose`, :meth:`Agent.learn`, :attr:`Agent.finished`;
+* checkpoints: :meth:`Agent.state_dict` / :meth:`Agent.load_state_dict`.
 """
 
 from __future__ import annotations
@@ -91,6 +102,42 @@ class Agent(ABC):
         self.ctx = ctx
         self.config = config if config is not None else self.Config()
         self.rng = np.random.default_rng(ctx.seed)
+
+    # ----------------------------------------------------------- before the search
+    @classmethod
+    def env_requirements(cls, config: Any = None) -> dict[str, Any]:
+        """Environment settings this strategy needs, decided before the agent is built.
+
+        Keys the search loop reads (any subset; absent keys keep the configured
+        value): ``"schedule"`` (a tuple of kinds, or None for free mode),
+        ``"free_steps"`` (transformations per child in free mode) and
+        ``"children_per_round"``. Default: nothing (the configuration decides).
+        """
+        return {}
+
+    def set_start_accuracy(self, accuracy: float) -> None:
+        """Hear the validation accuracy of the start network (when it is known).
+
+        Called once on a fresh search, after the agent is built. Default: ignore it.
+        """
+        return None
+
+    def child_train_overrides(self) -> dict[str, Any]:
+        """``TrainConfig`` field overrides for training the children (default: none)."""
+        return {}
+
+    def final_train_overrides(self) -> dict[str, Any]:
+        """``TrainConfig`` field overrides for the final training of the best networks."""
+        return {}
+
+    # ------------------------------------------------------------------ every round
+    @property
+    def finished(self) -> bool:
+        """True when the strategy has nothing more to do in this stage (default: never).
+
+        The search loop then ends the stage even if its budget of children is not spent.
+        """
+        return False
 
     def start_network(self) -> Any:
         """The network the next round's children start from; None for the env's start."""

@@ -38,13 +38,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from eas.envs.net_transform import KINDS  # the one definition of the kinds and their order
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 __all__ = ["Controller", "ControllerOutput", "KINDS", "batch_observation"]
-
-KINDS: tuple[str, ...] = ("wider", "deeper", "skip")
-"""Index order of the ``kind`` action and of ``kind_mask`` (as in the SPEC)."""
 
 _NEG = -1e9  # logit of a masked choice: exp() underflows to exactly 0 but stays finite
 

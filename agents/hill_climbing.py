@@ -56,7 +56,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 from eas.agents.base import Agent, AgentContext, ChildResult
-from eas.agents.random_search import (
+from eas.envs.observation import (
     DEEPER,
     SKIP,
     WIDER,
@@ -76,17 +76,12 @@ __all__ = ["HillClimbingAgent"]
 class HillClimbingAgent(Agent):
     """Neural Architecture Search by Hill-climbing (NASH) as an :class:`Agent`.
 
-    Class attributes the search loop reads before building the environment:
-    ``required_mode = "free"`` and ``steps`` (= ``Config.n_nm``, episode length
-    in free mode); :meth:`env_requirements` returns both plus the children per
-    round for a given config.
+    NASH picks the kind of every morphism itself, so :meth:`env_requirements`
+    asks for free mode with ``n_nm`` steps per child and ``n_neigh`` children
+    per round.
     """
 
     name: ClassVar[str] = "hill_climbing"
-    required_mode: ClassVar[str | None] = "free"
-    """NASH picks the kind of every morphism itself: the env must run in free mode."""
-    steps: int = 5
-    """Transformations per child (free_steps); the instance value is ``config.n_nm``."""
 
     @dataclass
     class Config:
@@ -131,6 +126,7 @@ class HillClimbingAgent(Agent):
     def __init__(self, ctx: AgentContext, config: Any = None) -> None:
         super().__init__(ctx, config)
         self.steps = int(self.config.n_nm)
+        """Transformations per child (``n_nm``, the env's free_steps)."""
         if ctx.schedule is not None:
             warnings.warn(
                 "hill_climbing expects free mode (schedule=None); with a fixed schedule it "

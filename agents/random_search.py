@@ -15,8 +15,7 @@ instead of by a learned controller:
 * **skip**: a legal ``(src, dst, mode)`` uniformly from ``skip_mask``.
 
 :meth:`RandomSearchAgent.learn` only records results. The observation helpers
-here (:func:`split_obs`, :func:`stack_actions`, :func:`uniform_index`) are shared
-with the hill-climbing agent.
+it uses live with the observation, in :mod:`eas.envs.observation`.
 """
 
 from __future__ import annotations
@@ -26,75 +25,17 @@ from typing import Any, ClassVar
 
 import numpy as np
 from eas.agents.base import Agent, AgentContext, ChildResult
+from eas.envs.observation import (
+    DEEPER,
+    WIDER,
+    allowed_kinds,
+    empty_action,
+    split_obs,
+    stack_actions,
+    uniform_index,
+)
 
-__all__ = [
-    "RandomSearchAgent",
-    "empty_action",
-    "split_obs",
-    "stack_actions",
-    "uniform_index",
-]
-
-#: Index of each kind in the ``kind`` action / ``kind_mask`` (see ``envs.KINDS``).
-WIDER, DEEPER, SKIP = 0, 1, 2
-
-
-def split_obs(obs: dict[str, Any]) -> tuple[list[dict[str, Any]], bool]:
-    """Split a (possibly batched) observation into one dict per environment.
-
-    Returns the per-environment observations and whether ``obs`` was batched
-    (a vector-env observation has a leading batch dimension on ``kind_mask``).
-    """
-    batched = np.asarray(obs["kind_mask"]).ndim == 2
-    if not batched:
-        return [dict(obs)], False
-    n = np.asarray(obs["kind_mask"]).shape[0]
-    out: list[dict[str, Any]] = []
-    for i in range(n):
-        one: dict[str, Any] = {}
-        for key, value in obs.items():
-            if key == "arch":
-                one[key] = value[i] if not isinstance(value, str) else value
-            else:
-                one[key] = np.asarray(value)[i]
-        out.append(one)
-    return out, True
-
-
-def empty_action(max_layers: int) -> dict[str, Any]:
-    """An all-zero action for one environment (kind 0 = wider with nothing marked)."""
-    return {
-        "kind": np.int64(WIDER),
-        "wider": np.zeros(max_layers, dtype=np.int8),
-        "deeper": np.zeros(3, dtype=np.int64),
-        "skip": np.zeros(3, dtype=np.int64),
-    }
-
-
-def stack_actions(actions: list[dict[str, Any]], batched: bool) -> dict[str, np.ndarray]:
-    """Stack per-environment actions into the batched action dict (or return the single one)."""
-    if not batched:
-        return actions[0]
-    return {
-        "kind": np.asarray([a["kind"] for a in actions], dtype=np.int64),
-        "wider": np.stack([a["wider"] for a in actions]).astype(np.int8),
-        "deeper": np.stack([a["deeper"] for a in actions]).astype(np.int64),
-        "skip": np.stack([a["skip"] for a in actions]).astype(np.int64),
-    }
-
-
-def uniform_index(mask: np.ndarray, rng: np.random.Generator) -> tuple[int, ...] | None:
-    """A uniformly drawn index among the nonzero entries of ``mask``; None if there is none."""
-    legal = np.argwhere(np.asarray(mask) != 0)
-    if len(legal) == 0:
-        return None
-    return tuple(int(v) for v in legal[rng.integers(len(legal))])
-
-
-def allowed_kinds(one: dict[str, Any]) -> list[int]:
-    """Indices of the kinds allowed now for one environment's observation."""
-    return [int(k) for k in np.flatnonzero(np.asarray(one["kind_mask"]))]
-
+__all__ = ["RandomSearchAgent"]
 
 class RandomSearchAgent(Agent):
     """Uniformly random legal transformations under the same budget as EAS.
@@ -104,8 +45,6 @@ class RandomSearchAgent(Agent):
     """
 
     name: ClassVar[str] = "random"
-    required_mode: ClassVar[str | None] = None
-    """Any mode: the search loop's configured schedule (or free mode) applies."""
 
     @dataclass
     class Config:
