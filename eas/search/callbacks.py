@@ -1,0 +1,346 @@
+"""Callbacks: what the search does besides searching (logging, progress, saving).
+
+The search loop calls the hooks of :class:`SearchCallback` at fixed points;
+every hook does nothing by default, so a callback overrides only what it
+needs. The loop always runs :func:`default_callbacks` (TensorBoard, progress
+bar, checkpoint, journal, in that order) and then the ones passed to
+``run_search(..., callbacks=[...])``::
+
+    class PrintBest(SearchCallback):
+        def on_round_end(self, run, results, metrics):
+            print(run.state.best[0]["accuracy"] if run.state.best else None)
+
+Hooks receive the live :class:`~eas.search.state.SearchRun` (configuration,
+state, agent, run folder, ...). Callbacks observe; the search's results do not
+depend on them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import hparams
+from tqdm.auto import tqdm
+
+from eas.agents.base import ChildResult
+from eas.search.config import agent_section, config_to_dict
+from eas.search.state import (
+    SearchRun,
+    is_number,
+    mean,
+    nan_if_none,
+    pct,
+    save_checkpoint,
+    write_best_files,
+)
+
+__all__ = [
+    "CallbackList",
+    "CheckpointCallback",
+    "JournalCallback",
+    "ProgressCallback",
+    "SearchCallback",
+    "TensorBoardCallback",
+    "default_callbacks",
+]
+
+
+class SearchCallback:
+    """Base class of search callbacks: every hook is a no-op by default.
+
+    Order of calls in a run: :meth:`on_search_start`; per round
+    :meth:`on_round_start`, :meth:`on_child_trained` (as each child finishes
+    training), :meth:`on_child` (per child, once the round is over),
+    :meth:`on_round_end`; :meth:`on_stage_end` after each stage;
+    :meth:`on_sampling_end`; :meth:`on_final_network` per finally trained
+    network; :meth:`on_search_end`; :meth:`close` (always, also after an error).
+    """
+
+    def on_search_start(self, run: SearchRun) -> None:
+        """Everything is built (start network, agent, environments); no round has run yet."""
+
+    def on_round_start(self, run: SearchRun) -> None:
+        """A round of children is about to be reset and stepped."""
+
+    def on_child_trained(self, run: SearchRun) -> None:
+        """One child of the running round finished training (called from the evaluator)."""
+
+    def on_child(self, run: SearchRun, record: dict[str, Any], result: ChildResult,
+                 rank: int | None) -> None:
+        """A child's record was added to the history.
+
+        ``rank`` is its place in the best list (0 = new best), None when it did not enter.
+        """
+
+    def on_round_end(self, run: SearchRun, results: list[ChildResult],
+                     metrics: dict[str, Any], round_time: float) -> None:
+        """The round is recorded; ``metrics`` are what ``agent.learn`` returned."""
+
+    def on_stage_end(self, run: SearchRun, next_stage: int | None) -> None:
+        """A stage ended; ``next_stage`` is the stage now starting, None when sampling is done."""
+
+    def on_sampling_end(self, run: SearchRun) -> None:
+        """No more children will be sampled in this invocation."""
+
+    def on_final_network(self, run: SearchRun, entry: dict[str, Any]) -> None:
+        """One of the best networks finished its final training (``entry`` = its result)."""
+
+    def on_search_end(self, run: SearchRun, summary: dict[str, Any]) -> None:
+        """The reports are written; ``summary`` is the content of summary.json."""
+
+    def close(self) -> None:
+        """Release resources (files, bars); called once, also when the search fails."""
+
+
+class CallbackList(SearchCallback):
+    """Calls each callback's hook in order."""
+
+    def __init__(self, callbacks: Sequence[SearchCallback]) -> None:
+        self.callbacks = list(callbacks)
+
+    def on_search_start(self, run: SearchRun) -> None:
+        for cb in self.callbacks:
+            cb.on_search_start(run)
+
+    def on_round_start(self, run: SearchRun) -> None:
+        for cb in self.callbacks:
+            cb.on_round_start(run)
+
+    def on_child_trained(self, run: SearchRun) -> None:
+        for cb in self.callbacks:
+            cb.on_child_trained(run)
+
+    def on_child(self, run: SearchRun, record: dict[str, Any], result: ChildResult,
+                 rank: int | None) -> None:
+        for cb in self.callbacks:
+            cb.on_child(run, record, result, rank)
+
+    def on_round_end(self, run: SearchRun, results: list[ChildResult],
+                     metrics: dict[str, Any], round_time: float) -> None:
+        for cb in self.callbacks:
+            cb.on_round_end(run, results, metrics, round_time)
+
+    def on_stage_end(self, run: SearchRun, next_stage: int | None) -> None:
+        for cb in self.callbacks:
+            cb.on_stage_end(run, next_stage)
+
+    def on_sampling_end(self, run: SearchRun) -> None:
+        for cb in self.callbacks:
+            cb.on_sampling_end(run)
+
+    def on_final_network(self, run: SearchRun, entry: dict[str, Any]) -> None:
+        for cb in self.callbacks:
+            cb.on_final_network(run, entry)
+
+    def on_search_end(self, run: SearchRun, summary: dict[str, Any]) -> None:
+        for cb in self.callbacks:
+            cb.on_search_end(run, summary)
+
+    def close(self) -> None:
+        with contextlib.ExitStack() as stack:  # close every one, even if one fails
+            for cb in reversed(self.callbacks):
+                stack.callback(cb.close)
+
+
+# ---------------------------------------------------------------------- TensorBoard
+class TensorBoardCallback(SearchCallback):
+    """TensorBoard events in the run folder: per child, per round, the configuration.
+
+    Scalars go under ``charts/`` (child accuracy, reward, params, FLOPs, train
+    time; per round the best, mean and round-best accuracy, stage, round time,
+    cached fraction and the agent's own metrics); the configuration is logged
+    as a markdown table and as TensorBoard hparams (metric: ``charts/best_accuracy``).
+    A resumed run appends to the same folder and drops events logged after
+    the last checkpoint.
+    """
+
+    def __init__(self) -> None:
+        self.writer: SummaryWriter | None = None
+
+    def on_search_start(self, run: SearchRun) -> None:
+        step = run.state.global_step
+        self.writer = SummaryWriter(str(run.run_dir),
+                                    purge_step=step + 1 if run.checkpoint else None)
+        self.writer.add_text("hyperparameters", _config_markdown(run), step)
+        if run.checkpoint is None:
+            self._write_hparams(run)
+        if run.new_start_accuracy is not None:
+            self.writer.add_scalar("charts/start_accuracy", run.new_start_accuracy, 0)
+
+    def _write_hparams(self, run: SearchRun) -> None:
+        """The configuration as TensorBoard hparams (the HPARAMS tab compares runs)."""
+        assert self.writer is not None
+        values: dict[str, Any] = {}
+        for section, fields in _config_sections(run).items():
+            for key, value in fields.items():
+                ok = isinstance(value, (bool, str)) or (is_number(value) and math.isfinite(value))
+                values[f"{section}.{key}"] = value if ok else str(value)
+        exp, ssi, sei = hparams(values, {"charts/best_accuracy": float("nan")})
+        file_writer = self.writer._get_file_writer()
+        for summary in (exp, ssi, sei):
+            file_writer.add_summary(summary)
+
+    def on_child(self, run: SearchRun, record: dict[str, Any], result: ChildResult,
+                 rank: int | None) -> None:
+        w, step = self.writer, run.state.global_step
+        assert w is not None
+        w.add_scalar("charts/child_accuracy", result.accuracy, step)
+        w.add_scalar("charts/child_reward", result.reward, step)
+        w.add_scalar("charts/child_params", result.params, step)
+        w.add_scalar("charts/child_flops", result.flops, step)
+        w.add_scalar("charts/child_train_time", result.train_time, step)
+        if rank == 0:
+            w.add_text("best_architecture",
+                       f"`{result.arch}` — val acc {100 * result.accuracy:.2f}% "
+                       f"(child {step}, stage {run.state.stage})", step)
+
+    def on_round_end(self, run: SearchRun, results: list[ChildResult],
+                     metrics: dict[str, Any], round_time: float) -> None:
+        w, state = self.writer, run.state
+        assert w is not None
+        step = state.global_step
+        for key, value in metrics.items():
+            if is_number(value):
+                w.add_scalar(key if "/" in key else f"charts/{key}", float(value), step)
+        accs = [r.accuracy for r in results if not r.failed]
+        w.add_scalar("charts/best_accuracy", _best_accuracy(run), step)
+        w.add_scalar("charts/round_mean_accuracy", mean(accs), step)
+        w.add_scalar("charts/round_best_accuracy", max(accs, default=0.0), step)
+        w.add_scalar("charts/stage", state.stage, step)
+        w.add_scalar("charts/round_time", round_time, step)
+        w.add_scalar("charts/cached_fraction", mean([r.cached for r in results]), step)
+
+    def on_stage_end(self, run: SearchRun, next_stage: int | None) -> None:
+        if next_stage is not None:
+            assert self.writer is not None
+            self.writer.add_scalar(f"charts/stage{next_stage}_start_accuracy",
+                                   nan_if_none(run.state.starts[-1].get("accuracy")),
+                                   run.state.global_step)
+
+    def on_final_network(self, run: SearchRun, entry: dict[str, Any]) -> None:
+        assert self.writer is not None
+        self.writer.add_scalar(f"charts/final_test_accuracy_{entry['rank']}",
+                               nan_if_none(entry["test_accuracy"]), run.state.global_step)
+
+    def on_search_end(self, run: SearchRun, summary: dict[str, Any]) -> None:
+        if self.writer is not None:
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+def _config_sections(run: SearchRun) -> dict[str, dict[str, Any]]:
+    """The configuration's sections, without the sections of agents not in use."""
+    own = agent_section(run.cfg.search.agent)
+    return {section: values for section, values in config_to_dict(run.cfg).items()
+            if section not in ("controller", "random", "hill_climbing", "agent")
+            or section == own}
+
+
+def _config_markdown(run: SearchRun) -> str:
+    rows = ["|section.field|value|", "|-|-|"]
+    for section, values in _config_sections(run).items():
+        rows += [f"|{section}.{k}|{v}|" for k, v in values.items()]
+    return "\n".join(rows)
+
+
+def _best_accuracy(run: SearchRun) -> float:
+    return run.state.best[0]["accuracy"] if run.state.best else float("nan")
+
+
+# ---------------------------------------------------------------------- progress
+class ProgressCallback(SearchCallback):
+    """A tqdm bar over the children (``search.progress``); without it, one line per round."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.bar: Any = None
+
+    def on_search_start(self, run: SearchRun) -> None:
+        if not self.enabled:
+            return
+        s = run.cfg.search
+        self.bar = tqdm(total=s.stage1_networks + s.stage2_networks,
+                        initial=run.state.global_step, desc="children", unit="child",
+                        dynamic_ncols=True)
+        if run.log is print:  # keep messages from breaking the progress bar
+            run.log = tqdm.write
+
+    def on_child_trained(self, run: SearchRun) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def on_round_end(self, run: SearchRun, results: list[ChildResult],
+                     metrics: dict[str, Any], round_time: float) -> None:
+        state, best = run.state, _best_accuracy(run)
+        if self.bar is not None:
+            self.bar.n = state.global_step
+            self.bar.set_postfix(stage=state.stage, best=f"{100 * best:.2f}%")
+            self.bar.refresh()
+        else:
+            accs = [r.accuracy for r in results if not r.failed]
+            run.log(f"round {state.rounds} (stage {state.stage}): children "
+                    f"{state.global_step}, round best {pct(max(accs, default=float('nan')))}, "
+                    f"best {pct(best)}")
+
+    def on_sampling_end(self, run: SearchRun) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+# ---------------------------------------------------------------------- saving
+class CheckpointCallback(SearchCallback):
+    """Atomically replaces ``checkpoint.pt`` (and ``best_<k>.pt``) whenever progress is made.
+
+    Saved before the first round, after every round, stage end and final
+    network, and at the end; ``--resume`` continues from the last save.
+    """
+
+    def on_search_start(self, run: SearchRun) -> None:
+        save_checkpoint(run)
+
+    def on_round_end(self, run: SearchRun, results: list[ChildResult],
+                     metrics: dict[str, Any], round_time: float) -> None:
+        write_best_files(run.run_dir, run.state.best)
+        save_checkpoint(run)
+
+    def on_stage_end(self, run: SearchRun, next_stage: int | None) -> None:
+        save_checkpoint(run)
+
+    def on_final_network(self, run: SearchRun, entry: dict[str, Any]) -> None:
+        save_checkpoint(run)
+
+    def on_search_end(self, run: SearchRun, summary: dict[str, Any]) -> None:
+        save_checkpoint(run)
+
+
+class JournalCallback(SearchCallback):
+    """Opens the round's journal of finished children and forgets it once the round is saved.
+
+    Must come after :class:`CheckpointCallback`: the journal is cleared only
+    when the checkpoint holds the round.
+    """
+
+    def on_round_start(self, run: SearchRun) -> None:
+        run.journal.begin_round(run.state.rounds)
+
+    def on_round_end(self, run: SearchRun, results: list[ChildResult],
+                     metrics: dict[str, Any], round_time: float) -> None:
+        run.journal.clear()
+
+
+def default_callbacks(run: SearchRun) -> list[SearchCallback]:
+    """The callbacks every search runs: TensorBoard, progress, checkpoint, journal."""
+    return [TensorBoardCallback(), ProgressCallback(bool(run.cfg.search.progress)),
+            CheckpointCallback(), JournalCallback()]

@@ -1,0 +1,441 @@
+"""The named steps of the search loop (:func:`eas.search.loop.run_search` calls them in order).
+
+Setting up: :func:`open_run` (data check, run folder, state, RNG),
+:func:`build_start_network`, :func:`build_agent`, :func:`build_evaluator`.
+Searching: :func:`stage_is_over` / :func:`end_stage`, :func:`play_round`,
+:func:`record_round`. Finishing: :func:`final_training`, :func:`write_reports`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from eas import envs
+from eas.agents.base import AgentContext, ChildResult
+from eas.agents.registry import get_agent_class
+from eas.arch import Tokenizer
+from eas.checkpoint import (
+    atomic_write_text,
+    load_checkpoint,
+    network_from_record,
+    network_record,
+    save_network,
+)
+from eas.data import load_dataset
+from eas.envs.journal import Journal
+from eas.envs.parallel import ParallelEvaluator
+from eas.network import ChildNet, build_network
+from eas.search.callbacks import SearchCallback
+from eas.search.config import (
+    DATASET_SHAPES,
+    ConfigError,
+    SearchConfig,
+    config_to_dict,
+    dump_toml,
+    resolve_start_arch,
+    schedule_tuple,
+    search_space,
+)
+from eas.search.report import (
+    format_table,
+    plot_progress,
+    summary_rows,
+    top_architectures,
+    write_summary,
+)
+from eas.search.state import (
+    CHECKPOINT,
+    CONFIG_FILE,
+    SearchRun,
+    SearchState,
+    default_run_name,
+    pct,
+    record_meta,
+    resolve_device,
+    update_best,
+)
+from eas.training import evaluate as evaluate_net
+from eas.training import final_train, train_child
+
+__all__ = [
+    "build_agent",
+    "build_evaluator",
+    "build_start_network",
+    "end_stage",
+    "final_training",
+    "open_run",
+    "play_round",
+    "record_round",
+    "stage_is_over",
+    "write_reports",
+]
+
+
+# ---------------------------------------------------------------------- setting up
+def open_run(cfg: SearchConfig, *, run_dir: str | Path | None, resume: bool, data: Any,
+             evaluator: Any, log: Callable[[str], None]) -> SearchRun:
+    """Check the data, create (or reopen) the run folder, restore the state and the RNG.
+
+    The dataset is loaded on first use (a run with a stand-in evaluator may need
+    none), but before the run folder exists when children will be trained, so a
+    missing dataset stops the run before it leaves anything behind.
+    """
+    device = resolve_device(cfg.data.device)
+    loaded: dict[str, Any] = {"search": data}
+
+    def get_data(full: bool = False) -> Any:
+        """The dataset (loaded on first use); ``full`` ignores data.train_subset."""
+        key = "full" if full and cfg.data.train_subset is not None else "search"
+        if loaded.get(key) is None:
+            d = cfg.data
+            try:
+                loaded[key] = load_dataset(
+                    d.name, d.root, val_size=d.val_size, seed=d.seed,
+                    train_subset=None if key == "full" else d.train_subset, device=device,
+                    use_extra=d.use_extra, download=d.download,
+                )
+            except ValueError as exc:  # sizes that do not fit this dataset
+                name = next((f for f in ("train_subset", "val_size") if f in str(exc)), None)
+                raise ConfigError(f"data.{name}" if name else "data", str(exc)) from None
+        return loaded[key]
+
+    if evaluator is None:
+        get_data()
+    s = cfg.search
+    if run_dir is None:
+        run_dir = Path(s.runs_dir) / (s.run_name or default_run_name(cfg))
+    run_dir = Path(run_dir)
+    ckpt_path = run_dir / CHECKPOINT
+    checkpoint = load_checkpoint(ckpt_path) if resume and ckpt_path.is_file() else None
+    if resume and checkpoint is None:
+        log(f"no {CHECKPOINT} in {run_dir}; starting the run from the beginning")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(dump_toml(cfg), run_dir / CONFIG_FILE)
+    state = SearchState(**checkpoint["state"]) if checkpoint is not None else SearchState()
+
+    rng = np.random.default_rng(int(s.seed))  # the search's own RNG: per-round env seeds
+    if checkpoint is not None:
+        rng.bit_generator.state = checkpoint["rng"]
+        torch.set_rng_state(checkpoint["torch_rng"])
+
+    dataset_key = cfg.data.name.lower().replace("_", "-")
+    if dataset_key in DATASET_SHAPES:
+        input_shape = DATASET_SHAPES[dataset_key]
+        num_classes = 100 if dataset_key == "cifar100" else 10
+    else:
+        input_shape, num_classes = get_data().input_shape, get_data().num_classes
+    return SearchRun(cfg=cfg, run_dir=run_dir, state=state, rng=rng, get_data=get_data,
+                     device=device, log=log, checkpoint=checkpoint,
+                     input_shape=tuple(input_shape), num_classes=num_classes,
+                     child_cfg=cfg.child, elapsed_before=state.elapsed)
+
+
+def build_start_network(run: SearchRun) -> None:
+    """The stage's start network: restored, loaded from ``start.weights``, or trained first.
+
+    The paper's Table-1 start reached 87.07 % on CIFAR-10+ before the search.
+    """
+    cfg, state, seed = run.cfg, run.state, int(run.cfg.search.seed)
+    if state.starts:
+        run.start_net = network_from_record(state.starts[-1])
+    else:
+        arch = resolve_start_arch(cfg.start.arch, run.input_shape, run.num_classes)
+        net = build_network(arch, run.input_shape, dropout=cfg.start.dropout, seed=seed)
+        acc: float | None = None
+        if cfg.start.weights:
+            _load_start_weights(net, cfg.start.weights)
+            data = run.get_data()
+            acc = evaluate_net(net, data.val_x, data.val_y, data)
+            run.log(f"start network loaded from {cfg.start.weights}: val acc {acc:.4f}")
+        elif cfg.start.epochs > 0:
+            run.log(f"training the start network {arch} for {cfg.start.epochs} epochs ...")
+            res = train_child(net, run.get_data(),
+                              dataclasses.replace(cfg.child, epochs=cfg.start.epochs,
+                                                  max_batches_per_epoch=None),
+                              device=run.device, seed=seed, progress=cfg.search.progress)
+            acc = res.val_accuracy
+            net.cpu()
+            run.log(f"start network: val acc {acc:.4f} in {res.train_time:.1f}s")
+        state.starts.append(network_record(net, accuracy=acc, stage=1, epochs=cfg.start.epochs))
+        save_network(net, run.run_dir / "start_1.pt", accuracy=acc, stage=1)
+        run.start_net, run.new_start_accuracy = net, acc
+    run.log(f"stage {state.stage} start: {run.start_net.arch} "
+            f"(val acc {pct(state.starts[-1].get('accuracy'))})")
+
+
+def build_agent(run: SearchRun) -> None:
+    """The agent, with the environment settings it asks for (hill climbing: free mode, ...).
+
+    On a fresh run the agent hears the start network's accuracy; on a resumed
+    one it gets its checkpointed state back. Its child-training overrides
+    (NASH's SGDR) are applied to ``run.child_cfg``.
+    """
+    cfg, s = run.cfg, run.cfg.search
+    agent_cls = get_agent_class(s.agent)
+    agent_cfg = cfg.agent_config()
+    space = search_space(cfg)
+    run.schedule, run.free_steps = schedule_tuple(s.schedule), s.free_steps
+    run.children_per_step = s.children_per_step
+    reqs = agent_cls.env_requirements(agent_cfg)
+    if reqs:
+        run.schedule = reqs.get("schedule", run.schedule)
+        run.free_steps = int(reqs.get("free_steps", run.free_steps))
+        run.children_per_step = int(reqs.get("children_per_round", run.children_per_step))
+        sched = "free" if run.schedule is None else ",".join(run.schedule)
+        run.log(f"{s.agent} sets: schedule={sched}, free_steps={run.free_steps}, "
+                f"children per round={run.children_per_step}")
+    run.steps = len(run.schedule) if run.schedule is not None else run.free_steps
+    start_accuracy = run.state.starts[-1].get("accuracy")
+    ctx = AgentContext(
+        max_layers=cfg.space.max_layers,
+        vocab_size=Tokenizer(space).vocab_size,
+        kernel_sizes=tuple(space.kernel_sizes),
+        kinds=tuple(envs.KINDS),
+        schedule=run.schedule,
+        steps_per_episode=run.steps,
+        children_per_round=run.children_per_step,
+        seed=int(s.seed),
+        extra={"input_shape": run.input_shape, "space": space, "num_classes": run.num_classes,
+               "densenet": run.start_net.arch.is_densenet, "start_accuracy": start_accuracy},
+    )
+    agent = agent_cls(ctx, agent_cfg)
+    if run.checkpoint is not None:
+        agent.load_state_dict(run.checkpoint["agent"])
+    elif start_accuracy is not None:
+        agent.set_start_accuracy(start_accuracy)
+    run.child_cfg = dataclasses.replace(run.child_cfg, **agent.child_train_overrides())
+    run.agent = agent
+
+
+def build_evaluator(run: SearchRun, evaluator: Callable[[ChildNet], Any] | None,
+                    callbacks: SearchCallback, cleanup: contextlib.ExitStack) -> None:
+    """The child evaluator, its journal and the evaluation cache.
+
+    Default: :class:`envs.TrainerEvaluator` on the search data, wrapped in a
+    :class:`~eas.envs.parallel.ParallelEvaluator` when several workers (or the
+    process/ray back-end) are asked for. The journal records each finished
+    child at once (and tells ``callbacks.on_child_trained``).
+    """
+    s = run.cfg.search
+    if evaluator is None:
+        evaluator = envs.TrainerEvaluator(run.get_data(), run.child_cfg, device=run.device,
+                                          seed=int(s.seed))
+        if s.workers != 1 or s.backend in ("process", "ray"):
+            evaluator = ParallelEvaluator(evaluator, workers=s.workers, backend=s.backend,
+                                          device="cpu" if run.device == "cpu" else None)
+            cleanup.callback(evaluator.close)
+    run.evaluator = evaluator
+    run.journal = Journal(run.run_dir / "journal", evaluator,
+                          on_child=lambda: callbacks.on_child_trained(run))
+    run.cache = envs.EvalCache(max_weights=run.children_per_step) if s.cache else None
+    if run.cache is not None and run.checkpoint is not None and run.checkpoint.get("cache"):
+        run.cache.load_state_dict(run.checkpoint["cache"])
+
+
+# ---------------------------------------------------------------------- stages
+def stage_is_over(run: SearchRun) -> bool:
+    """The stage's budget of children is spent, or the agent is finished with it."""
+    budget = {1: run.cfg.search.stage1_networks, 2: run.cfg.search.stage2_networks}
+    return (run.state.stage_children >= budget.get(run.state.stage, 0)
+            or bool(run.agent.finished))
+
+
+def end_stage(run: SearchRun) -> int | None:
+    """Move to stage 2 (from the best network so far, trained longer) or end the sampling.
+
+    Returns the stage now starting, or None when all stages are done.
+    """
+    s, state = run.cfg.search, run.state
+    if state.stage == 1 and s.stage2_networks > 0 and state.best:
+        run.start_net = _next_stage_start(run)
+        save_network(run.start_net, run.run_dir / "start_2.pt", **record_meta(state.starts[-1]))
+        state.stage, state.stage_children = 2, 0
+        return 2
+    state.sampling_done = True
+    return None
+
+
+def _next_stage_start(run: SearchRun) -> ChildNet:
+    """Train the best network so far ``stage1_best_epochs`` longer; it starts stage 2."""
+    s, state = run.cfg.search, run.state
+    best = state.best[0]
+    net = network_from_record(best["network"])
+    acc = best["accuracy"]
+    if s.stage1_best_epochs > 0:
+        run.log(f"stage 1 best ({100 * acc:.2f}%): training it {s.stage1_best_epochs} more "
+                f"epochs to start stage 2: {best['arch']}")
+        longer = dataclasses.replace(run.child_cfg, epochs=s.stage1_best_epochs,
+                                     max_batches_per_epoch=None)
+        res = train_child(net, run.get_data(), longer, device=run.device, seed=int(s.seed),
+                          progress=s.progress)
+        net.cpu()
+        if not res.failed:
+            acc = res.val_accuracy
+        else:  # keep the searched weights rather than a diverged network
+            run.log(f"  retraining failed ({res.reason}); stage 2 starts from the searched "
+                    "weights")
+            net = network_from_record(best["network"])
+        run.log(f"  stage 2 start: val acc {100 * acc:.2f}%")
+    state.starts.append(network_record(net, accuracy=acc, stage=2, epochs=s.stage1_best_epochs))
+    return net
+
+
+# ---------------------------------------------------------------------- one round
+def _vector_env(run: SearchRun, n: int) -> Any:
+    """A vector env of ``n`` children (all share one evaluation cache)."""
+    if n not in run.venvs:
+        run.venvs[n] = envs.VectorNetTransformEnv(
+            n, start=run.start_net, input_shape=run.input_shape, evaluator=run.journal,
+            space=search_space(run.cfg), schedule=run.schedule, free_steps=run.free_steps,
+            max_layers=run.cfg.space.max_layers, noise=run.cfg.search.noise,
+            cache=run.cache if run.cache is not None else False,
+        )
+    return run.venvs[n]
+
+
+def play_round(run: SearchRun) -> tuple[list[ChildResult], list[dict[str, Any]]]:
+    """Reset ``n`` children from the round's start and let the agent act until they are trained.
+
+    ``n`` is what the agent asks for, capped by the stage's remaining budget;
+    the start is the agent's choice or the stage's start network. Returns the
+    children's results (for ``agent.learn``) and the environments' final infos.
+    """
+    s, state, agent = run.cfg.search, run.state, run.agent
+    budget = s.stage1_networks if state.stage == 1 else s.stage2_networks
+    n = min(max(int(agent.children_this_round()), 1), budget - state.stage_children)
+    venv = _vector_env(run, n)
+    start = agent.start_network()
+    start = run.start_net if start is None else start
+    obs, _ = venv.reset(seed=int(run.rng.integers(2**31 - 1)), options={"start": start})
+    actions: list[list[dict[str, Any]]] = [[] for _ in range(n)]
+    for _ in range(run.steps + 1):
+        action = agent.propose(obs)
+        for i in range(n):
+            actions[i].append({k: np.array(v[i], copy=True) for k, v in action.items()})
+        obs, reward, terminated, truncated, infos = venv.step(action)
+        if np.all(np.logical_or(terminated, truncated)):
+            break
+    else:
+        raise RuntimeError(f"episodes did not end after {run.steps + 1} steps")
+    finals = infos["final"]
+    results = [
+        ChildResult(
+            arch=str(f["arch"]), accuracy=float(f["accuracy"]), reward=float(reward[i]),
+            failed=bool(f.get("failed", False)), params=int(f.get("params", 0)),
+            flops=int(f.get("flops", 0)), train_time=float(f.get("train_time", 0.0)),
+            cached=bool(f.get("cached", False)), net=f.get("net"), actions=actions[i],
+        )
+        for i, f in enumerate(finals)
+    ]
+    return results, finals
+
+
+def record_round(run: SearchRun, results: list[ChildResult], finals: list[dict[str, Any]],
+                 callbacks: SearchCallback) -> None:
+    """Add the round's children to the history and the best list (global step = children)."""
+    s, state = run.cfg.search, run.state
+    keep = max(s.keep_best, s.final_top_k, 1)
+    for r, final in zip(results, finals):
+        state.global_step += 1
+        state.stage_children += 1
+        rec = {
+            "step": state.global_step, "stage": state.stage, "round": state.rounds + 1,
+            "arch": r.arch, "accuracy": r.accuracy, "reward": r.reward,
+            "params": r.params, "flops": r.flops, "train_time": r.train_time,
+            "failed": r.failed, "reason": final.get("reason"), "cached": r.cached,
+        }
+        state.history.append(rec)
+        rank = None
+        if r.net is not None and not r.failed:
+            rank = update_best(state.best, rec, r.net, keep)
+        callbacks.on_child(run, rec, r, rank)
+    state.rounds += 1
+    run.rounds_now += 1
+
+
+# ---------------------------------------------------------------------- finishing
+def final_training(run: SearchRun, callbacks: SearchCallback) -> None:
+    """Train the top ``final_top_k`` networks ``final_epochs`` on train + validation; test them.
+
+    They start from their searched weights (``final_init = "weights"``, the
+    paper's "further train") or from scratch. Networks already done (resumed
+    run) are skipped.
+    """
+    cfg, s, state, seed = run.cfg, run.cfg.search, run.state, int(run.cfg.search.seed)
+    if s.final_top_k <= 0 or s.final_epochs <= 0:
+        return
+    done_archs = {f["arch"] for f in state.final}
+    final_cfg = dataclasses.replace(
+        cfg.child, epochs=s.final_epochs, max_batches_per_epoch=None,
+        lr=s.final_lr if s.final_lr is not None else cfg.child.lr)
+    final_cfg = dataclasses.replace(final_cfg, **run.agent.final_train_overrides())
+    for k, rec in enumerate(state.best[: s.final_top_k], 1):
+        if rec["arch"] in done_archs:
+            continue
+        if s.final_init == "scratch":
+            net = build_network(rec["arch"], run.input_shape, dropout=cfg.start.dropout,
+                                seed=seed)
+        else:
+            net = network_from_record(rec["network"])
+        run.log(f"final training of #{k} ({final_cfg.epochs} epochs, {s.final_init}): "
+                f"{rec['arch']}")
+        res = final_train(net, run.get_data(full=s.final_full_data), final_cfg,
+                          device=run.device, seed=seed, progress=s.progress)
+        net.cpu()
+        entry = {"rank": k, "arch": rec["arch"], "val_accuracy": rec["accuracy"],
+                 "test_accuracy": res.test_accuracy, "failed": res.failed,
+                 "epochs": final_cfg.epochs, "train_time": res.train_time,
+                 "init": s.final_init}
+        state.final.append(entry)
+        save_network(net, run.run_dir / f"final_{k}.pt", **entry)
+        test_error = None if res.test_accuracy is None else 1 - res.test_accuracy
+        run.log(f"  test accuracy {pct(res.test_accuracy)} (test error {pct(test_error)})")
+        callbacks.on_final_network(run, entry)
+
+
+def write_reports(run: SearchRun) -> tuple[dict[str, Any], str]:
+    """summary.json/summary.csv and progress.png; returns the summary and the printed table."""
+    cfg, s, state = run.cfg, run.cfg.search, run.state
+    top = top_architectures(state.history, max(s.keep_best, s.final_top_k))
+    rows = summary_rows(top, {f["arch"]: f for f in state.final})
+    start_accs = [st.get("accuracy") for st in state.starts]
+    summary = {
+        "run_name": run.run_dir.name,
+        "dataset": cfg.data.name,
+        "agent": s.agent,
+        "seed": int(s.seed),
+        "finished": not run.stopped,
+        "children": state.global_step,
+        "rounds": state.rounds,
+        "elapsed_seconds": run.elapsed(),
+        "start_accuracies": start_accs,
+        "stage_starts": [st["arch"] for st in state.starts],
+        "best_accuracy": top[0]["accuracy"] if top else None,
+        "best_arch": top[0]["arch"] if top else None,
+        "final": state.final,
+        "history": [{k: h[k] for k in ("step", "stage", "arch", "accuracy", "failed", "cached")}
+                    for h in state.history],
+        "config": config_to_dict(cfg),
+    }
+    write_summary(run.run_dir, summary, rows)
+    plot_progress(state.history, run.run_dir / "progress.png", start_accuracies=start_accs,
+                  title=f"{cfg.data.name} — {s.agent} (seed {s.seed})")
+    return summary, format_table(rows)
+
+
+def _load_start_weights(net: ChildNet, path: str) -> None:
+    """Load start weights from a network file (best_k.pt) or a plain state_dict."""
+    obj = torch.load(Path(path).expanduser(), map_location="cpu", weights_only=True)
+    if isinstance(obj, dict) and "state_dict" in obj and "arch" in obj:
+        if str(obj["arch"]) != str(net.arch):
+            raise ValueError(f"start.weights {path} holds {obj['arch']}, not the start "
+                             f"architecture {net.arch}; set start.arch to match")
+        obj = obj["state_dict"]
+    net.load_state_dict(obj)
