@@ -21,11 +21,13 @@ from eas.agents import (
     make_agent,
 )
 from eas.agents.registry import BUILTINS, ENTRY_POINT_GROUP
+from eas.envs.synthetic import SyntheticEvaluator, synthetic_accuracy
 
 from eas import envs
 from eas.arch import Architecture, Tokenizer
 from eas.network import build_network
-from eas.search.compare import SyntheticEvaluator, run_agent, synthetic_accuracy
+from eas.search import SearchCallback, run_search
+from eas.search.config import agent_section, load_config
 
 SMALL = "C(16,3,1), P(2,2,MAX), C(16,3,1), P(2,2,MAX), C(32,3,1), P(7,7,AVG), FC(64), SM(10)"
 """A small start network (28x28 inputs) so that transformations are fast on a CPU."""
@@ -58,6 +60,45 @@ class DeepenOnlyAgent(Agent):
     def learn(self, results):
         return {"charts/best_accuracy": max(r.accuracy for r in results)}
 '''
+
+
+class _Rounds(SearchCallback):
+    """Records what the search loop handed the agent, round by round."""
+
+    def __init__(self):
+        self.rounds: list[list[ChildResult]] = []
+        self.best: list[float | None] = []
+        self.parents: list[str | None] = []
+        self.agent = None
+
+    def on_round_end(self, run, results, metrics, round_time):
+        self.agent = run.agent
+        self.rounds.append(list(results))
+        self.best.append(getattr(run.agent, "best_accuracy", None))
+        self.parents.append(getattr(run.agent, "best_arch", None))
+
+    @property
+    def results(self) -> list[ChildResult]:
+        return [r for round_ in self.rounds for r in round_]
+
+
+def _search(tmp_path, agent, children, *, evaluator=None, per_round=5,
+            schedule=SHORT_SCHEDULE, seed=0, **agent_overrides):
+    """One stage of ``children`` children through eas.search.run_search (no final training)."""
+    section = agent_section(agent)
+    overrides = {
+        "search.agent": agent, "search.seed": seed, "search.children_per_step": per_round,
+        "search.stage1_networks": children, "search.stage2_networks": 0,
+        "search.final_top_k": 0, "search.final_epochs": 0, "search.progress": False,
+        "search.schedule": ",".join(schedule) if schedule else "free",
+        "data.name": "fashion-mnist", "data.device": "cpu", "start.arch": SMALL,
+        "start.epochs": 0, **{f"{section}.{k}": v for k, v in agent_overrides.items()},
+    }
+    rounds = _Rounds()
+    outcome = run_search(load_config(overrides=overrides), run_dir=tmp_path / "run",
+                         evaluator=evaluator or SyntheticEvaluator(), callbacks=[rounds],
+                         log=lambda _m: None)
+    return outcome, rounds
 
 
 def _ctx(schedule=envs.DEFAULT_SCHEDULE, steps=None, per_round=4, seed=0, **extra):
@@ -112,19 +153,16 @@ def test_random_proposals_respect_masks_free_mode():
     assert kinds == {0, 1, 2}  # all three kinds get drawn in free mode
 
 
-def test_random_search_end_to_end_schedule_mode():
-    seen: list[ChildResult] = []
-    record, agent = run_agent(
-        "random", evaluator=SyntheticEvaluator(), children=5, per_round=2, start=SMALL,
-        schedule=SHORT_SCHEDULE, seed=3,
-        on_round=lambda _a, results, metrics: (seen.extend(results), metrics))
-    assert len(record.accuracies) == 5 and agent.children_seen == 5  # budget 2 + 2 + 1
-    assert len(seen) == 5
+def test_random_search_end_to_end_schedule_mode(tmp_path):
+    outcome, rounds = _search(tmp_path, "random", 5, per_round=2, seed=3)
+    agent, seen = rounds.agent, rounds.results
+    assert [len(r) for r in rounds.rounds] == [2, 2, 1]  # the budget caps the last round
+    assert outcome.state.global_step == 5 and agent.children_seen == 5
     for r in seen:  # the env accepted every action and each child ran the whole schedule
         assert not r.failed
         assert [int(a["kind"]) for a in r.actions] == [0, 1, 1]
         assert r.accuracy == pytest.approx(synthetic_accuracy(r.arch))
-    assert agent.best_accuracy == max(record.accuracies)
+    assert agent.best_accuracy == max(r.accuracy for r in seen)
 
 
 def test_random_learn_metrics():
@@ -143,7 +181,6 @@ def test_random_config_validation():
 # ------------------------------------------------------------------- hill climbing
 def test_hill_climbing_requirements_and_overrides():
     cfg = HillClimbingAgent.Config(n_nm=3, n_neigh=4, e_neigh=2, lr_start=0.1)
-    assert HillClimbingAgent.required_mode == "free"
     assert HillClimbingAgent.env_requirements(cfg) == {
         "schedule": None, "free_steps": 3, "children_per_round": 4}
     agent = HillClimbingAgent(_ctx(schedule=None, steps=3), cfg)
@@ -182,19 +219,18 @@ def test_hill_climbing_morphisms_one_at_a_time():
     assert kinds == {0, 1, 2}
 
 
-def test_hill_climbing_end_to_end_free_mode():
-    seen: list[ChildResult] = []
-    record, agent = run_agent(
-        "hill_climbing", evaluator=SyntheticEvaluator(), children=6, start=SMALL, seed=1,
-        agent_overrides={"n_neigh": 3, "n_nm": 2},
-        on_round=lambda _a, results, _m: seen.extend(results))
+def test_hill_climbing_end_to_end_free_mode(tmp_path):
+    _, rounds = _search(tmp_path, "hill_climbing", 6, seed=1, n_neigh=3, n_nm=2)
+    agent, seen = rounds.agent, rounds.results
     assert isinstance(agent, HillClimbingAgent)
     assert agent.ctx.schedule is None and agent.ctx.steps_per_episode == 2
     assert len(seen) == 6 and agent.round == 2
     for r in seen:
         assert len(r.actions) == 2  # n_NM morphisms per child
+    # the start's accuracy is unknown (not trained): child 0 of round 0 is the parent
+    assert seen[0].arch == str(Architecture.parse(SMALL))
     # the agent moved to the best child and starts the next round from its network
-    assert agent.best_accuracy == pytest.approx(max([record.start_accuracy, *record.accuracies]))
+    assert agent.best_accuracy == pytest.approx(max(r.accuracy for r in seen))
     best = agent.start_network()
     assert best is not None and synthetic_accuracy(best) == pytest.approx(agent.best_accuracy)
 
@@ -209,29 +245,22 @@ def _constant_evaluator(start_arch: str, start_acc: float):
     return evaluate
 
 
-def test_hill_climbing_never_worse_than_start_parent_competes():
+def test_hill_climbing_never_worse_than_start_parent_competes(tmp_path):
     start = str(Architecture.parse(SMALL))
-    record, agent = run_agent(
-        "hill_climbing", evaluator=_constant_evaluator(start, 0.9), children=8, start=SMALL,
-        start_accuracy=0.9, tell_start_accuracy=False,  # unknown to the agent: parent slot
-        agent_overrides={"n_neigh": 4, "n_nm": 2}, seed=0)
+    # the start is not trained, so its accuracy is unknown to the agent: parent slot
+    _, rounds = _search(tmp_path, "hill_climbing", 8, evaluator=_constant_evaluator(start, 0.9),
+                        n_neigh=4, n_nm=2)
+    agent = rounds.agent
     assert agent.round == 2
     assert agent.best_accuracy == pytest.approx(0.9)  # the parent won every round
     assert str(agent.start_network().arch) == start
-    assert record.archs[0] == start  # child 0 of round 0 was the unchanged parent
+    assert rounds.results[0].arch == start  # child 0 of round 0 was the unchanged parent
 
 
-def test_hill_climbing_reevaluate_parent_every_round():
-    parents: list[str] = []
-    seen: list[ChildResult] = []
-
-    def on_round(agent, results, _metrics):
-        seen.extend(results)
-        parents.append(agent.best_arch)
-
-    record, agent = run_agent(
-        "hill_climbing", evaluator=SyntheticEvaluator(), children=9, start=SMALL, seed=2,
-        agent_overrides={"n_neigh": 3, "n_nm": 1, "reevaluate_parent": True}, on_round=on_round)
+def test_hill_climbing_reevaluate_parent_every_round(tmp_path):
+    _, rounds = _search(tmp_path, "hill_climbing", 9, seed=2, n_neigh=3, n_nm=1,
+                        reevaluate_parent=True)
+    agent, seen, parents = rounds.agent, rounds.results, rounds.parents
     assert agent.round == 3
     # child 0 of rounds 2 and 3 is the best network chosen in the round before
     assert seen[3].arch == parents[0] and seen[6].arch == parents[1]
@@ -239,14 +268,11 @@ def test_hill_climbing_reevaluate_parent_every_round():
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_hill_climbing_monotone_under_deterministic_evaluator(seed):
-    history: list[float] = []
+def test_hill_climbing_monotone_under_deterministic_evaluator(tmp_path, seed):
     start_acc = synthetic_accuracy(build_network(SMALL))
-    _, agent = run_agent(
-        "hill_climbing", evaluator=SyntheticEvaluator(), children=6, start=SMALL, seed=seed,
-        agent_overrides={"n_neigh": 2, "n_nm": 1},
-        on_round=lambda a, _r, _m: history.append(a.best_accuracy))
-    assert history[0] >= start_acc
+    _, rounds = _search(tmp_path, "hill_climbing", 6, seed=seed, n_neigh=2, n_nm=1)
+    history = rounds.best
+    assert len(history) == 3 and history[0] >= start_acc
     assert all(b >= a for a, b in zip(history, history[1:]))
 
 
@@ -301,7 +327,7 @@ def test_unknown_agent_lists_names():
     with pytest.raises(ValueError, match="has no attribute"):
         get_agent_class("eas.agents.random_search:Missing")
     with pytest.raises(TypeError, match="not a subclass"):
-        get_agent_class("eas.agents.random_search:split_obs")
+        get_agent_class("eas.envs.observation:split_obs")
 
 
 def _write_example_module(tmp_path: Path, monkeypatch, name: str) -> None:
@@ -314,11 +340,9 @@ def test_module_class_path_resolves_and_runs(tmp_path, monkeypatch):
     _write_example_module(tmp_path, monkeypatch, "eas_test_custom_agent")
     cls = get_agent_class("eas_test_custom_agent:DeepenOnlyAgent")
     assert cls.name == "deepen_only" and issubclass(cls, Agent)
-    record, agent = run_agent("eas_test_custom_agent:DeepenOnlyAgent",
-                               evaluator=SyntheticEvaluator(), children=3, per_round=3,
-                               start=SMALL, schedule=SHORT_SCHEDULE)
-    assert len(record.accuracies) == 3 and isinstance(agent, cls)
-    for arch in record.archs:  # wider step: no change; two deeper steps: two more layers
+    outcome, rounds = _search(tmp_path, "eas_test_custom_agent:DeepenOnlyAgent", 3, per_round=3)
+    assert outcome.state.global_step == 3 and isinstance(rounds.agent, cls)
+    for arch in (h["arch"] for h in outcome.state.history):  # wider step: no change; two deeper steps: two more layers
         assert len(Architecture.parse(arch).layers) == len(Architecture.parse(SMALL).layers) + 2
 
 
@@ -335,9 +359,8 @@ def test_entry_point_plugin_resolves_and_runs(tmp_path, monkeypatch):
     assert cls.__name__ == "DeepenOnlyAgent" and cls.__module__ == "eas_test_plugin"
     agent = make_agent("my_plugin", _ctx(schedule=SHORT_SCHEDULE))
     assert isinstance(agent, cls)
-    record, _ = run_agent("my_plugin", evaluator=SyntheticEvaluator(), children=2,
-                           per_round=2, start=SMALL, schedule=SHORT_SCHEDULE)
-    assert len(record.accuracies) == 2
+    outcome, _ = _search(tmp_path, "my_plugin", 2, per_round=2)
+    assert outcome.state.global_step == 2
     with pytest.raises(ValueError, match="my_plugin"):  # listed among installed plug-ins
         get_agent_class("not_there")
 
@@ -360,9 +383,6 @@ def test_readme_custom_agent_example():
 @pytest.mark.parametrize("name", ["hill_climbing", "random"])
 def test_resume_through_search_loop_matches_uninterrupted(tmp_path, name):
     """Checkpoint/resume via eas.search restores the agent (RNG, current best) exactly."""
-    search = pytest.importorskip("eas.search")
-    from eas.search.config import load_config
-
     overrides = {
         "search.agent": name, "search.seed": 0, "search.children_per_step": 2,
         "search.stage1_networks": 6, "search.stage2_networks": 0, "search.final_top_k": 0,
@@ -374,7 +394,7 @@ def test_resume_through_search_loop_matches_uninterrupted(tmp_path, name):
 
     def run(folder, resume=False, **extra):
         cfg = load_config(overrides={**overrides, **extra})
-        return search.run_search(cfg, run_dir=tmp_path / folder, resume=resume,
+        return run_search(cfg, run_dir=tmp_path / folder, resume=resume,
                                  evaluator=SyntheticEvaluator(), log=lambda _m: None)
 
     full = run("full")

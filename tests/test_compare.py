@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import csv
+import json
+import sys
+import textwrap
 
 import pytest
+from eas.envs.synthetic import synthetic_accuracy
 
 from eas.arch import Architecture
 from eas.network import build_network
-from eas.search.compare import RunRecord, compare, main, synthetic_accuracy, write_outputs
+from eas.search.compare import RunRecord, compare, load_evaluator, main, write_outputs
+from eas.search.config import resolve_start_arch
 
 SMALL = "C(16,3,1), P(2,2,MAX), C(16,3,1), P(2,2,MAX), C(32,3,1), P(7,7,AVG), FC(64), SM(10)"
 
@@ -45,10 +50,13 @@ def test_compare_writes_table_and_plot(tmp_path):
     assert len(curves) == 4 * (4 + 1)  # start + 4 children per run
     png = (out / "comparison.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
-    # every run has its own search-loop folder (TensorBoard events, checkpoint)
+    # every run has its own search-loop folder (TensorBoard events, checkpoint, summary)
     for name in ("random", "hill_climbing"):
         run = out / "runs" / f"{name}__seed0"
         assert (run / "checkpoint.pt").exists() and list(run.glob("events.out.tfevents.*"))
+        summary = json.loads((run / "summary.json").read_text())
+        rec = records[0] if name == "random" else records[2]
+        assert [h["arch"] for h in summary["history"]] == rec.archs  # the table's source
     # hill climbing does not know the (untrained) start's accuracy: child 0 is the parent
     start = str(Architecture.parse(SMALL))
     assert records[2].archs[0] == start and records[3].archs[0] == start
@@ -68,7 +76,7 @@ def test_best_so_far_and_summary(tmp_path):
 def test_cli_cheap(tmp_path, capsys):
     out = tmp_path / "cli"
     assert main(["--agents", "random,hill_climbing", "--seeds", "0,1", "--children", "1",
-                 "--start", SMALL, "--out", str(out), "--loop", "minimal"]) == 0
+                 "--start", SMALL, "--out", str(out)]) == 0
     rows = list(csv.DictReader(open(out / "comparison.csv")))
     assert [(r["agent"], r["seeds"], r["children"]) for r in rows] == [
         ("random", "2", "1"), ("hill_climbing", "2", "1")]
@@ -80,3 +88,36 @@ def test_cli_rejects_unknown_agent(capsys):
     with pytest.raises(SystemExit):
         main(["--agents", "random,nope", "--children", "2"])
     assert "unknown agent 'nope'" in capsys.readouterr().err
+
+
+def test_cli_rejects_bad_evaluator_and_start(capsys):
+    for argv, needle in ((["--evaluator", "nope"], "evaluator 'nope'"),
+                         (["--evaluator", "no_such_mod_xyz:f"], "cannot import"),
+                         (["--start", "C(16,3,1), SM(10"], "start.arch")):
+        with pytest.raises(SystemExit) as exc:
+            main(["--agents", "random", "--children", "1", *argv])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err
+        last = err.strip().splitlines()[-1]
+        assert last.startswith("eas compare: error:") and needle in last
+        assert "Traceback" not in err
+
+
+def test_custom_evaluator_and_dataset_table1_start(tmp_path, monkeypatch):
+    """A module:callable evaluator on CIFAR-10 shapes from the paper's Table-1 start."""
+    (tmp_path / "eas_test_evaluator.py").write_text(textwrap.dedent("""
+        def depth_score(net):
+            return min(0.99, 0.5 + 0.01 * len(net.arch.layers))
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "eas_test_evaluator", raising=False)
+    assert load_evaluator("eas_test_evaluator:depth_score") is not None
+    records = compare(["random"], [0], 2, evaluator="eas_test_evaluator:depth_score",
+                      dataset="cifar10", out=tmp_path / "cmp", per_round=2, progress=False)
+    summary = json.loads((tmp_path / "cmp" / "runs" / "random__seed0" / "summary.json")
+                         .read_text())
+    start = resolve_start_arch("default", (3, 32, 32), 10)  # fitted to 32x32 inputs
+    assert summary["stage_starts"] == [str(start)] and summary["dataset"] == "cifar10"
+    assert records[0].start_accuracy == pytest.approx(0.5 + 0.01 * len(start.layers))
+    for arch, acc in zip(records[0].archs, records[0].accuracies):
+        assert acc == pytest.approx(min(0.99, 0.5 + 0.01 * len(Architecture.parse(arch).layers)))
