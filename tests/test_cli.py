@@ -1,0 +1,50 @@
+"""The ``eas`` console command (eas.search.cli): subcommands search and compare."""
+
+from __future__ import annotations
+
+import csv
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from eas.search import cli
+
+SMALL = "C(16,3,1), P(2,2,MAX), C(16,3,1), P(2,2,MAX), C(32,3,1), P(7,7,AVG), FC(64), SM(10)"
+
+
+def test_help_lists_the_subcommands(capsys):
+    assert cli.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "search" in out and "compare" in out
+    assert cli.main([]) == 2  # no command: usage, exit 2
+
+
+def test_unknown_command_is_one_line(capsys):
+    assert cli.main(["serch"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown command 'serch'" in err[0]
+
+
+def test_search_help_and_bad_field_go_to_the_search_command(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["search", "--help"])
+    assert exc.value.code == 0 and "--section.field" in capsys.readouterr().out
+    assert cli.main(["search", "--search.nope", "1"]) == 2
+    assert "search.nope" in capsys.readouterr().err
+
+
+def test_compare_runs(tmp_path):
+    out = tmp_path / "cmp"
+    assert cli.main(["compare", "--agents", "random", "--seeds", "0", "--children", "2",
+                     "--start", SMALL, "--out", str(out)]) == 0
+    rows = list(csv.DictReader(open(out / "comparison.csv")))
+    assert [(r["agent"], r["children"]) for r in rows] == [("random", "2")]
+
+
+def test_console_script_is_registered():
+    meta = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    scripts = meta["project"]["scripts"]
+    assert scripts["eas"] == "eas.search.cli:main"
+    assert scripts["eas-search"] == "eas.search.train_controller:main"
+    assert "pre-commit>=3" in meta["project"]["optional-dependencies"]["dev"]
