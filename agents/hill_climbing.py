@@ -68,7 +68,7 @@ from eas.envs.observation import (
 )
 
 from eas.arch import FC, Architecture
-from eas.network import build_network
+from eas.checkpoint import network_from_record, network_record
 
 __all__ = ["HillClimbingAgent"]
 
@@ -329,15 +329,7 @@ class HillClimbingAgent(Agent):
     def state_dict(self) -> dict[str, Any]:
         """RNG, round, the current best (architecture, accuracy and weights) and history."""
         net = self.best_net
-        if net is None or isinstance(net, str):
-            net_state: Any = net
-        else:
-            net_state = {
-                "arch": str(net.arch),
-                "input_shape": tuple(net.input_shape),
-                "dropout": float(getattr(net, "dropout", 0.0)),
-                "weights": {k: v.detach().cpu().clone() for k, v in net.state_dict().items()},
-            }
+        net_state = net if net is None or isinstance(net, str) else network_record(net)
         return {
             **super().state_dict(),
             "round": self.round,
@@ -356,10 +348,9 @@ class HillClimbingAgent(Agent):
         self.history = list(state.get("history", []))
         net_state = state.get("best_net")
         if isinstance(net_state, dict):
-            net = build_network(net_state["arch"], tuple(net_state["input_shape"]),
-                                dropout=net_state.get("dropout", 0.0))
-            net.load_state_dict(net_state["weights"])
-            self.best_net = net
+            if "weights" in net_state:  # written before network records were shared
+                net_state = {**net_state, "state_dict": net_state["weights"]}
+            self.best_net = network_from_record(net_state)
         else:
             self.best_net = net_state
         self._parent_slot = False

@@ -52,7 +52,9 @@ from eas._data_files import (
 )
 
 __all__ = [
+    "DATASET_CLASSES",
     "DATASET_NAMES",
+    "DATASET_SHAPES",
     "DEBIAN_DATASET_DIR",
     "IMAGEFOLDER_TEST_FRACTION",
     "AugmentConfig",
@@ -60,11 +62,37 @@ __all__ = [
     "DatasetNotFoundError",
     "augment_batch",
     "default_augment",
+    "dataset_facts",
     "default_data_root",
     "load_dataset",
     "normalize_batch",
     "read_idx",
 ]
+
+
+DATASET_SHAPES: dict[str, tuple[int, int, int]] = {
+    "fashion-mnist": (1, 28, 28),
+    "mnist": (1, 28, 28),
+    "cifar10": (3, 32, 32),
+    "cifar100": (3, 32, 32),
+    "svhn": (3, 32, 32),
+}
+"""Input shape (C, H, W) of each built-in dataset (imagefolder: known only once loaded)."""
+
+DATASET_CLASSES: dict[str, int] = {
+    "fashion-mnist": 10, "mnist": 10, "cifar10": 10, "cifar100": 100, "svhn": 10,
+}
+"""Number of classes of each built-in dataset (imagefolder: its number of folders)."""
+
+
+def dataset_facts(name: str) -> tuple[tuple[int, int, int], int] | None:
+    """``(input_shape, num_classes)`` of a built-in dataset, None when only loading tells
+    (``imagefolder``) or the name is unknown."""
+    key = name.lower().replace("_", "-")
+    key = "fashion-mnist" if key == "fashionmnist" else key
+    if key not in DATASET_SHAPES:
+        return None
+    return DATASET_SHAPES[key], DATASET_CLASSES[key]
 
 
 @dataclass(frozen=True)
@@ -297,14 +325,14 @@ def load_dataset(
     root_path = Path(root).expanduser() if root is not None else None
     if key in _TORCHVISION_FOLDER:
         train_x, train_y, test_x, test_y = _load_idx_dataset(key, root_path, download)
-        num_classes = 10
+        num_classes = DATASET_CLASSES[key]
     elif key == "imagefolder":
         train_x, train_y, test_x, test_y, num_classes = _load_imagefolder(
             root_path, seed, image_size
         )
     else:
         train_x, train_y, test_x, test_y = _load_torchvision(key, root_path, download, use_extra)
-        num_classes = 100 if key == "cifar100" else 10
+        num_classes = DATASET_CLASSES[key]
 
     n = len(train_y)
     if not 0 <= val_size < n:

@@ -60,12 +60,11 @@ import numpy as np
 import torch
 
 from eas.agents.registry import get_agent_class
-from eas.data import DatasetNotFoundError, load_dataset
+from eas.data import DatasetNotFoundError, dataset_facts, load_dataset
 from eas.envs.evaluators import as_result
 from eas.envs.synthetic import SyntheticEvaluator
 from eas.network import ChildNet, build_network
 from eas.search.config import (
-    DATASET_SHAPES,
     ConfigError,
     SearchConfig,
     agent_section,
@@ -207,11 +206,8 @@ def _base_overrides(dataset: str, data_root: str | None, start: str, children: i
 
 def _start(cfg: SearchConfig, data: Any) -> ChildNet:
     """The shared start network (as ``run_search`` builds it: seed 0 weights)."""
-    key = cfg.data.name.lower().replace("_", "-")
-    if key in DATASET_SHAPES:
-        shape, classes = DATASET_SHAPES[key], 100 if key == "cifar100" else 10
-    else:
-        shape, classes = data.input_shape, data.num_classes
+    facts = dataset_facts(cfg.data.name)
+    shape, classes = facts if facts is not None else (data.input_shape, data.num_classes)
     arch = resolve_start_arch(cfg.start.arch, shape, classes)
     return build_network(arch, shape, dropout=cfg.start.dropout, seed=0)
 
@@ -241,7 +237,7 @@ def compare(agents: Sequence[str], seeds: Sequence[int], children: int, *,
     agent_over = {name: _budget_overrides(name, children, epochs if train else None)
                   for name in agents}
     data = None
-    if train or cfg.data.name.lower().replace("_", "-") not in DATASET_SHAPES:
+    if train or dataset_facts(cfg.data.name) is None:
         d = cfg.data
         data = load_dataset(d.name, d.root, val_size=d.val_size, seed=d.seed,
                             train_subset=d.train_subset, device="cpu")

@@ -42,8 +42,9 @@ from typing import Any, Literal
 from eas import configs as _presets
 from eas.agents.registry import get_agent_class
 from eas.arch import TABLE1, Architecture, SearchSpace, densenet_bc
-from eas.data import DATASET_NAMES
-from eas.envs import KINDS
+from eas.data import DATASET_CLASSES, DATASET_NAMES, DATASET_SHAPES  # the one home of dataset facts
+from eas.envs import DEFAULT_SCHEDULE, KINDS
+from eas.envs.parallel import BACKENDS
 from eas.network import infer_shapes
 from eas.training import TrainConfig
 
@@ -75,22 +76,12 @@ CONFIG_DIR = Path(_presets.__file__).resolve().parent
 DEFAULT_CONFIG = CONFIG_DIR / "default.toml"
 """The preset used when no ``--config`` is given."""
 
-DATASET_SHAPES: dict[str, tuple[int, int, int]] = {
-    "fashion-mnist": (1, 28, 28),
-    "mnist": (1, 28, 28),
-    "cifar10": (3, 32, 32),
-    "cifar100": (3, 32, 32),
-    "svhn": (3, 32, 32),
-}
-"""Input shape of each built-in dataset (imagefolder: known only once loaded)."""
 
-_DATASET_CLASSES = {"cifar100": 100}
-
-_BACKENDS = ("auto", "serial", "process", "ray")
+_BACKENDS = BACKENDS  # the one list, in eas.envs.parallel
 _NONE_WORDS = ("none", "null")
 _DENSENET_RE = re.compile(r"^\s*densenet_bc\(\s*(\d+)\s*,\s*(\d+)\s*\)\s*$", re.IGNORECASE)
 
-PAPER_SCHEDULE = "wider,wider,wider,wider,deeper,deeper,deeper,deeper,deeper"
+PAPER_SCHEDULE = ",".join(DEFAULT_SCHEDULE)  # the one definition, in eas.envs
 """EAS's episode: 4 Net2Wider steps, then 5 Net2Deeper steps."""
 
 
@@ -625,7 +616,7 @@ def validate(cfg: SearchConfig) -> None:
     _check(0 <= s.dropout < 1, "start.dropout", f"must be in [0, 1), got {s.dropout}")
     shape = DATASET_SHAPES.get(key, (3, 32, 32))
     try:
-        arch = resolve_start_arch(s.arch, shape, _DATASET_CLASSES.get(key, 10))
+        arch = resolve_start_arch(s.arch, shape, DATASET_CLASSES.get(key, 10))
         if key in DATASET_SHAPES:
             infer_shapes(arch, shape)
     except (ValueError, TypeError) as exc:

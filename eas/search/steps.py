@@ -28,13 +28,12 @@ from eas.checkpoint import (
     network_record,
     save_network,
 )
-from eas.data import load_dataset
+from eas.data import dataset_facts, load_dataset
 from eas.envs.journal import Journal
 from eas.envs.parallel import ParallelEvaluator
 from eas.network import ChildNet, build_network
 from eas.search.callbacks import SearchCallback
 from eas.search.config import (
-    DATASET_SHAPES,
     ConfigError,
     SearchConfig,
     config_to_dict,
@@ -125,10 +124,9 @@ def open_run(cfg: SearchConfig, *, run_dir: str | Path | None, resume: bool, dat
         rng.bit_generator.state = checkpoint["rng"]
         torch.set_rng_state(checkpoint["torch_rng"])
 
-    dataset_key = cfg.data.name.lower().replace("_", "-")
-    if dataset_key in DATASET_SHAPES:
-        input_shape = DATASET_SHAPES[dataset_key]
-        num_classes = 100 if dataset_key == "cifar100" else 10
+    facts = dataset_facts(cfg.data.name)
+    if facts is not None:
+        input_shape, num_classes = facts
     else:
         input_shape, num_classes = get_data().input_shape, get_data().num_classes
     return SearchRun(cfg=cfg, run_dir=run_dir, state=state, rng=rng, get_data=get_data,
