@@ -17,16 +17,19 @@ duplicate children of one round (same start, same string) are still trained once
 from __future__ import annotations
 
 import hashlib
+import math
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
 import torch
-from eas.envs.evaluators import EvalResult
+from eas.envs.evaluators import EvalResult, evaluate_batch
 from torch import nn
 
-__all__ = ["EvalCache", "fingerprint"]
+from eas.network import ChildNet
+
+__all__ = ["EvalCache", "evaluate_children", "fingerprint"]
 
 _SAMPLES_PER_TENSOR = 4096
 
@@ -150,3 +153,54 @@ class EvalCache:
 
     def __repr__(self) -> str:
         return f"EvalCache(entries={len(self)}, hits={self.hits}, misses={self.misses})"
+
+
+def evaluate_children(
+    evaluator: Callable[[ChildNet], Any],
+    children: Sequence[ChildNet],
+    keys: Sequence[tuple[str, str]],
+    cache: EvalCache | None,
+) -> list[tuple[EvalResult, bool]]:
+    """Evaluate children with one :func:`evaluate_batch` call; returns ``(result, cached)``.
+
+    Children whose key is in ``cache`` are not trained (``cached=True``); of
+    several children with the same key in this batch only the first is trained
+    and the others reuse its result (``cached=True``), even when ``cache`` is
+    None. New successful results are stored in ``cache``. An evaluator that
+    raises (also a failing ``evaluate_many``) makes its children failed results.
+    """
+    out: list[tuple[EvalResult, bool] | None] = [None] * len(children)
+    first: dict[tuple[str, str], int] = {}
+    todo: list[int] = []
+    for i, key in enumerate(keys):
+        if key in first:
+            continue
+        hit = cache.get(key) if cache is not None else None
+        if hit is not None:
+            out[i] = (hit, True)
+            first[key] = i
+            continue
+        first[key] = i
+        todo.append(i)
+    if todo:
+        try:
+            results = evaluate_batch(evaluator, [children[i] for i in todo])
+            if len(results) != len(todo):
+                raise RuntimeError(
+                    f"the evaluator returned {len(results)} results for {len(todo)} children"
+                )
+        except Exception as exc:  # noqa: BLE001 - a broken evaluator fails its children
+            reason = f"{type(exc).__name__}: {exc}"
+            results = [EvalResult(0.0, failed=True, reason=reason) for _ in todo]
+        for i, res in zip(todo, results):
+            if not res.failed and not (math.isfinite(res.accuracy) and 0 <= res.accuracy <= 1):
+                res = EvalResult(0.0, failed=True, train_time=res.train_time,
+                                 reason=f"the evaluator returned accuracy {res.accuracy}")
+            out[i] = (res, False)
+            if cache is not None:
+                cache.put(keys[i], res)
+    for i, key in enumerate(keys):
+        if out[i] is None:
+            res, _ = out[first[key]]  # type: ignore[misc]
+            out[i] = (res, True)
+    return out  # type: ignore[return-value]
