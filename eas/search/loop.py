@@ -61,6 +61,7 @@ from eas.checkpoint import (
     save_network,
 )
 from eas.data import load_dataset
+from eas.envs.halving import HalvingEvaluator
 from eas.envs.journal import Journal
 from eas.envs.parallel import ParallelEvaluator
 from eas.network import ChildNet, build_network
@@ -318,6 +319,9 @@ def _search(
             evaluator = ParallelEvaluator(evaluator, workers=s.workers, backend=s.backend,
                                           device="cpu" if device == "cpu" else None)
             cleanup.callback(evaluator.close)
+    if cfg.halving.enabled:  # successive halving of each round's children (eas.envs.halving)
+        evaluator = HalvingEvaluator(evaluator, cfg.halving.rungs, cfg.halving.eta)
+        cleanup.callback(evaluator.close)
     bar = _progress_bar(s.progress, s.stage1_networks + s.stage2_networks, state.global_step)
     if bar is not None:
         cleanup.callback(bar.close)
@@ -409,6 +413,7 @@ def _search(
                 failed=bool(f.get("failed", False)), params=int(f.get("params", 0)),
                 flops=int(f.get("flops", 0)), train_time=float(f.get("train_time", 0.0)),
                 cached=bool(f.get("cached", False)), net=f.get("net"), actions=actions[i],
+                fidelity=f.get("fidelity"),
             )
             for i, f in enumerate(finals)
         ]
@@ -423,6 +428,7 @@ def _search(
                 "arch": r.arch, "accuracy": r.accuracy, "reward": r.reward,
                 "params": r.params, "flops": r.flops, "train_time": r.train_time,
                 "failed": r.failed, "reason": finals[i].get("reason"), "cached": r.cached,
+                "fidelity": r.fidelity,
             }
             state.history.append(rec)
             writer.add_scalar("charts/child_accuracy", r.accuracy, state.global_step)
