@@ -60,6 +60,11 @@ architectures before the evaluator is called, so the tournament runs among the
 round's distinct, not yet evaluated children; a cached child keeps the reward and
 fidelity of the round that trained it.
 
+Around a :class:`ParallelEvaluator`, each rung increment gets its own copy of it
+(:func:`at_budget`), so the ``process`` back-end keeps one pool of workers per
+distinct increment (e.g. three pools for rungs 1, 3, 9), each started on first
+use and stopped by :meth:`HalvingEvaluator.close`.
+
 Order of wrappers: the search wraps ``Journal(HalvingEvaluator(base))``. The
 journal then stores a round's results once the whole tournament is decided, so
 a search killed in the middle of a round trains that round's tournament again
