@@ -95,7 +95,7 @@ class HalvingConfig:
     """Successive halving of each round's children (off unless ``rungs`` is set)."""
 
     rungs: tuple[int, ...] = ()
-    """Cumulative child-training budgets (epochs of child training), increasing, e.g. [1, 3, 9]; empty = off."""
+    """Cumulative child-training budgets in child epochs (they replace child.epochs), increasing, e.g. [1, 3, 9]; empty = off."""
     eta: float = 3.0
     """Reduction factor: the best max(1, floor(n / eta)) children of a rung go on to the next."""
 
