@@ -69,7 +69,8 @@ class ChildResult:
     accuracy: float
     """Validation accuracy (0 if it failed)."""
     reward: float
-    """tan(acc * pi / 2), or the lowest reward if the child failed."""
+    """tan(acc * pi / 2), or the lowest reward if the child failed (under successive
+    halving: the rank reward in [0, 1], comparable across fidelities)."""
     failed: bool = False
     params: int = 0
     flops: int = 0
@@ -80,6 +81,8 @@ class ChildResult:
     """The trained child (a ``ChildNet``) when the evaluator kept its weights, else None."""
     actions: list[dict[str, Any]] = field(default_factory=list)
     """The actions of the child's episode, in order."""
+    fidelity: int | None = None
+    """The training budget the child reached under successive halving (``eas.envs.halving``), else None."""
 
 
 @dataclass

@@ -21,8 +21,17 @@ Baseline (``Config.baseline_mode``):
   of the way towards the current round's mean reward, and the moved value is
   subtracted: ``b <- b + decay * (mean(R) - b);  A = R - b``.
 
-Without a previous round (and ``baseline_init`` None) both modes start from the
+* ``"loo"`` (opt-in, not in EAS): leave-one-out, each child's baseline is the mean
+  reward of the *other* children of its round, ``A_i = R_i - mean_{j != i} R_j``
+  (unbiased, and it does not lag behind a policy that improves); ``b`` is still
+  tracked as the "ema" average, for logging only.
+
+Without a previous round (and ``baseline_init`` None) the modes start from the
 first round's mean reward.
+
+``advantage_norm`` (opt-in, not in EAS) divides the round's advantages by the
+standard deviation of its rewards, so a round whose children differ by 0.1 %
+pushes the controller as hard as one where they differ by 5 %.
 """
 
 from __future__ import annotations
@@ -39,7 +48,7 @@ from eas.agents.controller import Controller
 
 __all__ = ["BASELINE_MODES", "ReinforceAgent", "ReinforceConfig", "baseline_step"]
 
-BASELINE_MODES: tuple[str, ...] = ("ema", "batch")
+BASELINE_MODES: tuple[str, ...] = ("ema", "batch", "loo")
 
 
 @dataclass
@@ -51,11 +60,15 @@ class ReinforceConfig:
     baseline_decay: float = 0.95
     """Decay of the reward baseline (0.95 in EAS)."""
     baseline_mode: str = "ema"
-    """"ema" (default; the paper: moving average of previous rewards) or "batch" (the EAS code)."""
+    """"ema" (default; the paper: moving average of previous rewards), "batch" (the EAS code) or "loo" (leave-one-out)."""
     baseline_init: float | None = None
     """Initial baseline; None = the first round's mean reward."""
     entropy_coef: float = 1e-5
     """Weight of the entropy bonus (1e-5 as in the EAS code)."""
+    wider_lr_scale: float = 1.0
+    """Learning rate of the Net2Wider head = lr * this (1 = the paper: one learning rate for all)."""
+    advantage_norm: bool = False
+    """Divide each round's advantages by the std of its rewards (not in EAS; off = the paper)."""
     grad_clip: float | None = None
     """Clip the gradient's global norm to this value; None = no clipping."""
     embed_dim: int = 16
@@ -79,6 +92,8 @@ class ReinforceConfig:
             )
         if self.entropy_coef < 0:
             raise ValueError(f"entropy_coef must be >= 0, got {self.entropy_coef}")
+        if not self.wider_lr_scale > 0:
+            raise ValueError(f"wider_lr_scale must be > 0, got {self.wider_lr_scale}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ValueError(f"grad_clip must be > 0 or None, got {self.grad_clip}")
         for name in ("embed_dim", "hidden_size", "decoder_hidden"):
@@ -92,8 +107,10 @@ def baseline_step(
     """Advantages of a round's rewards and the updated baseline.
 
     Args:
-        mode: "ema" (subtract the previous baseline, then update it) or "batch"
-            (move the baseline ``decay`` of the way to the batch mean, then subtract).
+        mode: "ema" (subtract the previous baseline, then update it), "batch"
+            (move the baseline ``decay`` of the way to the batch mean, then subtract)
+            or "loo" (subtract the mean of the round's other rewards; the baseline is
+            updated as in "ema").
         baseline: the baseline before this round, or None if there is none yet
             (then the batch mean is used as the previous baseline).
         rewards: the round's rewards.
@@ -110,6 +127,11 @@ def baseline_step(
     if mode == "batch":
         new = prev + decay * (mean - prev)
         return r - new, new
+    if mode == "loo":
+        if r.size < 2:
+            return r - prev, decay * prev + (1.0 - decay) * mean
+        others = (r.sum() - r) / (r.size - 1)
+        return r - others, decay * prev + (1.0 - decay) * mean
     raise ValueError(f"baseline mode must be one of {list(BASELINE_MODES)}, got {mode!r}")
 
 
@@ -162,13 +184,24 @@ class ReinforceAgent(Agent):
                 hidden_size=int(cfg.hidden_size),
                 decoder_hidden=int(cfg.decoder_hidden),
             )
-        self.optimizer = torch.optim.Adam(self.controller.parameters(), lr=float(cfg.lr))
+        self.optimizer = torch.optim.Adam(self._param_groups(), lr=float(cfg.lr))
         self.generator = torch.Generator().manual_seed(int(ctx.seed))
         self.baseline: float | None = (
             None if cfg.baseline_init is None else float(cfg.baseline_init)
         )
         self.updates = 0
         self._memory: list[tuple[dict[str, Any], dict[str, np.ndarray]]] = []
+
+    def _param_groups(self) -> list[dict[str, Any]]:
+        """One Adam group (the paper), or two when ``wider_lr_scale`` != 1: the Net2Wider head apart."""
+        cfg: ReinforceConfig = self.config
+        if float(cfg.wider_lr_scale) == 1.0:
+            return [{"params": list(self.controller.parameters())}]
+        wider = list(self.controller.wider_head.parameters())
+        ids = {id(p) for p in wider}
+        rest = [p for p in self.controller.parameters() if id(p) not in ids]
+        return [{"params": rest},
+                {"params": wider, "lr": float(cfg.lr) * float(cfg.wider_lr_scale)}]
 
     # ----------------------------------------------------------------- acting
     def propose(self, obs: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -208,6 +241,8 @@ class ReinforceAgent(Agent):
         adv_np, new_baseline = baseline_step(
             cfg.baseline_mode, prev_baseline, rewards, float(cfg.baseline_decay)
         )
+        if cfg.advantage_norm and rewards.size > 1:
+            adv_np = adv_np / (float(rewards.std()) + 1e-8)
         advantages = torch.as_tensor(adv_np, dtype=torch.float32)
 
         self.controller.train()

@@ -286,7 +286,9 @@ class NetTransformEnv(gym.Env[dict[str, Any], dict[str, Any]]):
     the evaluator and the reward is ``tan(min(acc, 0.999) * pi/2)``: the clamp
     keeps it finite (max ~= 636.6). A failed child (diverged, crashed, the
     evaluator raised) gets 0.0, the lowest reward, and the episode still ends
-    normally.
+    normally. An evaluator whose results carry ``extra["reward"]`` sets the reward
+    itself (successive halving's rank reward, comparable across fidelities:
+    ``eas.envs.halving``).
 
     ## Starting State
 
@@ -303,7 +305,9 @@ class NetTransformEnv(gym.Env[dict[str, Any], dict[str, Any]]):
     ``info`` holds ``accuracy``, ``arch``, ``params``, ``flops``, ``train_time``,
     ``failed``, ``reason``, ``cached``, ``net`` (the trained child when the
     evaluator returned weights, else the untrained transformed child),
-    ``actions`` (the episode's actions) and ``extra`` (the evaluator's extras).
+    ``actions`` (the episode's actions), ``extra`` (the evaluator's extras) and
+    ``fidelity`` (the training budget the child reached under successive
+    halving, else None).
 
     ## Arguments
 
@@ -729,5 +733,11 @@ class NetTransformEnv(gym.Env[dict[str, Any], dict[str, Any]]):
             "net": net,
             "actions": list(self._actions),
             "extra": dict(result.extra),
+            "fidelity": result.extra.get("fidelity"),
         }
+        # An evaluator may set a reward comparable across fidelities (successive
+        # halving's rank reward, eas.envs.halving); otherwise tan(acc * pi / 2).
+        comparable = result.extra.get("reward")
+        if comparable is not None and not failed:
+            return float(comparable), info
         return reward_of(acc, failed), info

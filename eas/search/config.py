@@ -10,6 +10,7 @@ A :class:`SearchConfig` has one section per concern::
     [controller]      the EAS REINFORCE agent's hyperparameters (agents.reinforce)
     [random]          random search's hyperparameters (agents.random_search)
     [hill_climbing]   hill climbing's hyperparameters (agents.hill_climbing)
+    [halving]         successive halving of each round's children (eas.envs.halving; off by default)
     [agent]           hyperparameters of a custom "module:Class" agent
 
 Agent sections are the agents' own ``Config`` dataclasses, taken from
@@ -44,6 +45,7 @@ from eas.agents.registry import get_agent_class
 from eas.arch import TABLE1, Architecture, SearchSpace, densenet_bc
 from eas.data import DATASET_CLASSES, DATASET_NAMES, DATASET_SHAPES  # the one home of dataset facts
 from eas.envs import DEFAULT_SCHEDULE, KINDS
+from eas.envs.halving import HalvingConfig
 from eas.envs.parallel import BACKENDS
 from eas.network import infer_shapes
 from eas.training import TrainConfig
@@ -255,6 +257,8 @@ class SearchConfig:
     """Random search hyperparameters."""
     hill_climbing: Any = field(default_factory=lambda: _agent_config_cls("hill_climbing")())
     """Hill climbing (NASH) hyperparameters."""
+    halving: HalvingConfig = field(default_factory=HalvingConfig)
+    """Successive halving of each round's children (off by default; eas.envs.halving)."""
     agent: Any = None
     """Hyperparameters of a custom module:Class agent (its Config), else None."""
 

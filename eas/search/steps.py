@@ -29,6 +29,7 @@ from eas.checkpoint import (
     save_network,
 )
 from eas.data import dataset_facts, load_dataset
+from eas.envs.halving import HalvingEvaluator
 from eas.envs.journal import Journal
 from eas.envs.parallel import ParallelEvaluator
 from eas.network import ChildNet, build_network
@@ -229,6 +230,9 @@ def build_evaluator(run: SearchRun, evaluator: Callable[[ChildNet], Any] | None,
             evaluator = ParallelEvaluator(evaluator, workers=s.workers, backend=s.backend,
                                           device="cpu" if run.device == "cpu" else None)
             cleanup.callback(evaluator.close)
+    if run.cfg.halving.enabled:  # successive halving of each round's children (eas.envs.halving)
+        evaluator = HalvingEvaluator(evaluator, run.cfg.halving.rungs, run.cfg.halving.eta)
+        cleanup.callback(evaluator.close)
     run.evaluator = evaluator
     run.journal = Journal(run.run_dir / "journal", evaluator,
                           on_child=lambda: callbacks.on_child_trained(run))
@@ -329,6 +333,7 @@ def play_round(run: SearchRun) -> tuple[list[ChildResult], list[dict[str, Any]]]
             failed=bool(f.get("failed", False)), params=int(f.get("params", 0)),
             flops=int(f.get("flops", 0)), train_time=float(f.get("train_time", 0.0)),
             cached=bool(f.get("cached", False)), net=f.get("net"), actions=actions[i],
+            fidelity=f.get("fidelity"),
         )
         for i, f in enumerate(finals)
     ]
@@ -348,6 +353,7 @@ def record_round(run: SearchRun, results: list[ChildResult], finals: list[dict[s
             "arch": r.arch, "accuracy": r.accuracy, "reward": r.reward,
             "params": r.params, "flops": r.flops, "train_time": r.train_time,
             "failed": r.failed, "reason": final.get("reason"), "cached": r.cached,
+            "fidelity": r.fidelity,
         }
         state.history.append(rec)
         rank = None
