@@ -44,6 +44,7 @@ from eas.agents.registry import get_agent_class
 from eas.arch import TABLE1, Architecture, SearchSpace, densenet_bc
 from eas.data import DATASET_NAMES
 from eas.envs import KINDS
+from eas.envs.rewards import ObjectivesConfig
 from eas.network import infer_shapes
 from eas.training import TrainConfig
 
@@ -258,6 +259,8 @@ class SearchConfig:
     """The architecture search space."""
     search: SearchSection = field(default_factory=SearchSection)
     """The search loop."""
+    objectives: ObjectivesConfig = field(default_factory=ObjectivesConfig)
+    """Recorded objectives (params, FLOPs, latency) and the reward (paper or constrained)."""
     controller: Any = field(default_factory=lambda: _agent_config_cls("reinforce")())
     """The EAS meta-controller (REINFORCE) hyperparameters."""
     random: Any = field(default_factory=lambda: _agent_config_cls("random")())

@@ -75,6 +75,7 @@ from eas.search.config import (
     schedule_tuple,
     search_space,
 )
+from eas.search.pareto_report import update_front_networks, write_pareto_reports
 from eas.search.report import (
     format_table,
     plot_progress,
@@ -121,6 +122,8 @@ class SearchState:
     """The whole run (incl. final training and reports) finished."""
     elapsed: float = 0.0
     """Seconds spent in earlier invocations (for resumed runs)."""
+    front_nets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Architectures on a Pareto front -> network record with weights (for ``eas.export``)."""
 
 
 @dataclass
@@ -318,6 +321,11 @@ def _search(
             evaluator = ParallelEvaluator(evaluator, workers=s.workers, backend=s.backend,
                                           device="cpu" if device == "cpu" else None)
             cleanup.callback(evaluator.close)
+    o = cfg.objectives  # params/FLOPs (and latency) into every result's extra
+    evaluator = envs.ObjectivesEvaluator(evaluator, latency=o.latency,
+                                         batch_size=o.latency_batch_size,
+                                         repeats=o.latency_repeats, warmup=o.latency_warmup,
+                                         device=device)
     bar = _progress_bar(s.progress, s.stage1_networks + s.stage2_networks, state.global_step)
     if bar is not None:
         cleanup.callback(bar.close)
@@ -340,6 +348,7 @@ def _search(
                 space=space, schedule=schedule, free_steps=free_steps,
                 max_layers=cfg.space.max_layers, noise=s.noise,
                 cache=cache if cache is not None else False,
+                reward=envs.make_reward(cfg.objectives),
             )
         return venvs[n]
 
@@ -423,6 +432,7 @@ def _search(
                 "arch": r.arch, "accuracy": r.accuracy, "reward": r.reward,
                 "params": r.params, "flops": r.flops, "train_time": r.train_time,
                 "failed": r.failed, "reason": finals[i].get("reason"), "cached": r.cached,
+                "latency_ms": (finals[i].get("extra") or {}).get("latency_ms"),
             }
             state.history.append(rec)
             writer.add_scalar("charts/child_accuracy", r.accuracy, state.global_step)
@@ -430,7 +440,10 @@ def _search(
             writer.add_scalar("charts/child_params", r.params, state.global_step)
             writer.add_scalar("charts/child_flops", r.flops, state.global_step)
             writer.add_scalar("charts/child_train_time", r.train_time, state.global_step)
+            if rec["latency_ms"] is not None:
+                writer.add_scalar("charts/child_latency_ms", rec["latency_ms"], state.global_step)
             if r.net is not None and not r.failed:
+                update_front_networks(state.front_nets, state.history, rec, r.net)
                 improved = _update_best(state.best, rec, r.net, keep)
                 if improved == 0:
                     writer.add_text("best_architecture",
@@ -523,6 +536,8 @@ def _search(
         "final": state.final,
         "config": config_to_dict(cfg),
     }
+    summary["pareto"] = write_pareto_reports(run_dir, state.history,
+                                             title=f"{cfg.data.name} — {s.agent} (seed {seed})")
     write_summary(run_dir, summary, rows)
     plot_progress(state.history, run_dir / "progress.png", start_accuracies=start_accs,
                   title=f"{cfg.data.name} — {s.agent} (seed {seed})")
