@@ -12,7 +12,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["ParetoFront", "dominates", "hypervolume_2d", "non_dominated"]
+__all__ = ["ParetoFront", "dominates", "hypervolume_2d", "kde_density", "non_dominated"]
 
 Point = Sequence[float]
 
@@ -73,6 +73,27 @@ def hypervolume_2d(points: Sequence[Point], reference: Point) -> float:
             area += (rx - x) * (best_y - y)
             best_y = y
     return float(area)
+
+
+def kde_density(samples: Sequence[float], at: Sequence[float],
+                bandwidth: float | None = None) -> list[float]:
+    """Gaussian kernel density of 1-D ``samples`` evaluated at the points ``at``.
+
+    ``bandwidth`` defaults to Scott's rule ``1.06 * std * n ** (-1/5)``, or 0.25
+    when the samples do not spread (one sample, or all equal). No samples: a
+    density of 0 everywhere.
+    """
+    xs = [float(v) for v in samples]
+    if not xs:
+        return [0.0 for _ in at]
+    n = len(xs)
+    mean = sum(xs) / n
+    std = math.sqrt(sum((x - mean) ** 2 for x in xs) / n)
+    h = float(bandwidth) if bandwidth is not None else (1.06 * std * n ** -0.2 if std > 0 else 0.25)
+    if not h > 0:
+        raise ValueError(f"bandwidth must be > 0, got {bandwidth}")
+    norm = 1.0 / (n * h * math.sqrt(2 * math.pi))
+    return [norm * sum(math.exp(-0.5 * ((float(a) - x) / h) ** 2) for x in xs) for a in at]
 
 
 class ParetoFront:

@@ -211,6 +211,7 @@ AGENT_SECTIONS: dict[str, str] = {
     "reinforce": "controller",
     "random": "random",
     "hill_climbing": "hill_climbing",
+    "lemonade": "lemonade",
 }
 """Built-in agent name -> its config section."""
 
@@ -267,6 +268,8 @@ class SearchConfig:
     """Random search hyperparameters."""
     hill_climbing: Any = field(default_factory=lambda: _agent_config_cls("hill_climbing")())
     """Hill climbing (NASH) hyperparameters."""
+    lemonade: Any = field(default_factory=lambda: _agent_config_cls("lemonade")())
+    """LEMONADE (Pareto-front population) hyperparameters."""
     agent: Any = None
     """Hyperparameters of a custom module:Class agent (its Config), else None."""
 
