@@ -15,7 +15,12 @@ from test_search import CheapEvaluator, cheap_config, quiet
 from eas.checkpoint import load_checkpoint, network_from_record
 from eas.pareto import ParetoFront, dominates, hypervolume_2d, non_dominated
 from eas.search.loop import CHECKPOINT, run_search
-from eas.search.pareto_report import front_hypervolume, front_records, write_pareto_reports
+from eas.search.pareto_report import (
+    common_hypervolumes,
+    front_hypervolume,
+    front_records,
+    write_pareto_reports,
+)
 
 
 def brute_front(points):
@@ -112,6 +117,12 @@ def test_front_records_and_reports(tmp_path: Path) -> None:
     assert len(rows) == len(hist)
     assert [r["on_front_params"] for r in rows] == ["0", "1", "0", "1", "0", "1"]
     assert (tmp_path / "pareto.png").stat().st_size > 1000
+    # comparing runs: one reference for all (1.1 x the largest cost of every run)
+    small = history_of([("S", 0.85, 100, False)])
+    hv = common_hypervolumes({"a": hist, "b": small, "c": []}, "params")
+    assert hv["a"] == pytest.approx(front_hypervolume(front, "params", 440.0))
+    assert hv["b"] == pytest.approx((440 - 100) * 0.85 / 440)
+    assert hv["b"] > hv["a"] and np.isnan(hv["c"])  # S (0.85 at 100) beats most of a's front
 
 
 def test_search_writes_pareto_reports_and_keeps_front_networks(tmp_path: Path) -> None:

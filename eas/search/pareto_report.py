@@ -31,7 +31,7 @@ from eas.checkpoint import atomic_write_text, network_record
 from eas.objectives import COSTS
 from eas.pareto import hypervolume_2d, non_dominated
 
-__all__ = ["PARETO_COLUMNS", "front_hypervolume", "front_records", "pareto_summary",
+__all__ = ["PARETO_COLUMNS", "common_hypervolumes", "front_hypervolume", "front_records", "pareto_summary",
            "plot_pareto", "update_front_networks", "write_pareto_reports"]
 
 PARETO_COLUMNS = ("step", "stage", "arch", "accuracy", "params", "flops", "latency_ms",
@@ -72,6 +72,22 @@ def front_hypervolume(front: Sequence[dict[str, Any]], cost: str, reference_cost
         raise ValueError(f"reference_cost must be > 0, got {reference_cost}")
     pts = [(1.0 - float(r["accuracy"]), float(r[cost])) for r in front]
     return hypervolume_2d(pts, (1.0, float(reference_cost))) / float(reference_cost)
+
+
+def common_hypervolumes(histories: dict[str, Sequence[dict[str, Any]]],
+                        cost: str = "params") -> dict[str, float]:
+    """Hypervolume of each run's front against one reference: 1.1 x the largest cost of all.
+
+    For comparing agents (``eas compare``): ``histories`` maps a run name to its
+    history; runs without that cost get NaN.
+    """
+    values = [float(r[cost]) for h in histories.values() for r in h if _usable(r, cost)]
+    if not values:
+        return {name: float("nan") for name in histories}
+    ref = 1.1 * max(values)
+    return {name: front_hypervolume(front_records(h, cost), cost, ref)
+            if any(_usable(r, cost) for r in h) else float("nan")
+            for name, h in histories.items()}
 
 
 def pareto_summary(history: Sequence[dict[str, Any]],
