@@ -627,7 +627,7 @@ def _progress_bar(enabled: bool, total: int, initial: int) -> Any:
 def _config_markdown(cfg: SearchConfig) -> str:
     rows = ["|section.field|value|", "|-|-|"]
     for section, values in config_to_dict(cfg).items():
-        if section in ("controller", "random", "hill_climbing", "agent") and \
+        if section in ("controller", "random", "hill_climbing", "lemonade", "agent") and \
                 section != agent_section(cfg.search.agent):
             continue
         rows += [f"|{section}.{k}|{v}|" for k, v in values.items()]
