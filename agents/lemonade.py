@@ -37,6 +37,7 @@ of the environment's start network.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -115,6 +116,7 @@ class LemonadeAgent(Agent):
         """Cost of the hypervolume reference point (fixed after the first round)."""
         self.history: list[dict[str, Any]] = []
         self._plans: list[list[dict[str, Any]]] | None = None
+        self._warned = False
         self.planned: list[str] = []
         """Architectures of the children planned for the running round (after start_network)."""
         self._space: SearchSpace = ctx.extra.get("space") or SearchSpace()
@@ -244,6 +246,11 @@ class LemonadeAgent(Agent):
         added = 0
         for r in results:
             if r.failed or r.net is None or not isinstance(r.net, ChildNet):
+                if not r.failed and not self._warned:
+                    warnings.warn("lemonade: the evaluator kept no weights, so children cannot "
+                                  "join the population (Lamarckian inheritance needs them)",
+                                  stacklevel=2)
+                    self._warned = True
                 continue
             cost = float(r.params if self.config.cost == "params" else r.flops)
             item = {"arch": r.arch, "accuracy": float(r.accuracy), "params": int(r.params),

@@ -324,7 +324,8 @@ class NetTransformEnv(gym.Env[dict[str, Any], dict[str, Any]]):
     the evaluator and the reward is ``tan(min(acc, 0.999) * pi/2)``: the clamp
     keeps it finite (max ~= 636.6). A failed child (diverged, crashed, the
     evaluator raised) gets 0.0, the lowest reward, and the episode still ends
-    normally.
+    normally. ``reward=`` replaces this by any reward function, e.g. MnasNet's
+    cost-constrained ``acc * (cost / target) ** w`` (``envs.rewards``).
 
     ## Starting State
 
