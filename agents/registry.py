@@ -33,6 +33,7 @@ BUILTINS: dict[str, str] = {
     "reinforce": "eas.agents.reinforce:ReinforceAgent",
     "random": "eas.agents.random_search:RandomSearchAgent",
     "hill_climbing": "eas.agents.hill_climbing:HillClimbingAgent",
+    "lemonade": "eas.agents.lemonade:LemonadeAgent",
 }
 """Built-in agents: name -> ``module:Class``."""
 

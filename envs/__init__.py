@@ -20,6 +20,8 @@ from eas.envs.net_transform import (
     reward_of,
     sample_legal_action,
 )
+from eas.envs.objective_evaluator import ObjectivesEvaluator
+from eas.envs.rewards import ConstrainedReward, ObjectivesConfig, PaperReward, make_reward
 from eas.envs.vector import VectorNetTransformEnv
 
 __all__ = [
@@ -30,14 +32,19 @@ __all__ = [
     "EvalCache",
     "EvalResult",
     "Evaluator",
+    "ConstrainedReward",
     "InvalidActionError",
     "NetTransformEnv",
+    "ObjectivesConfig",
+    "ObjectivesEvaluator",
+    "PaperReward",
     "TrainerEvaluator",
     "VectorNetTransformEnv",
     "as_result",
     "evaluate_batch",
     "evaluate_children",
     "fingerprint",
+    "make_reward",
     "reward_of",
     "sample_legal_action",
 ]

@@ -11,6 +11,7 @@ present and falls back to one call per child otherwise.
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -66,21 +67,35 @@ def as_result(value: float | EvalResult) -> EvalResult:
 
 
 def evaluate_batch(evaluator: Callable[[nn.Module], float | EvalResult],
-                   nets: Sequence[nn.Module]) -> list[EvalResult]:
+                   nets: Sequence[nn.Module],
+                   on_result: Callable[[int, EvalResult], Any] | None = None) -> list[EvalResult]:
     """Evaluate several children, concurrently when the evaluator supports it.
 
     An exception raised by a plain callable for one child is recorded as a
-    failed result for that child instead of stopping the batch.
+    failed result for that child instead of stopping the batch. ``on_result(i,
+    result)`` is called the moment child ``i`` has its final result (when the
+    evaluator's ``evaluate_many`` takes ``on_result`` too, or one child after
+    another for a plain callable), so a caller can journal it at once.
     """
     many = getattr(evaluator, "evaluate_many", None)
     if callable(many):
-        return [as_result(r) for r in many(list(nets))]
+        if on_result is not None and "on_result" in inspect.signature(many).parameters:
+            return [as_result(r) for r in many(
+                list(nets), on_result=lambda i, r: on_result(i, as_result(r)))]
+        results = [as_result(r) for r in many(list(nets))]
+        if on_result is not None:
+            for i, r in enumerate(results):
+                on_result(i, r)
+        return results
     results = []
-    for net in nets:
+    for i, net in enumerate(nets):
         try:
-            results.append(as_result(evaluator(net)))
+            result = as_result(evaluator(net))
         except Exception as exc:  # noqa: BLE001 - a broken child must not stop a search
-            results.append(EvalResult(0.0, failed=True, reason=f"{type(exc).__name__}: {exc}"))
+            result = EvalResult(0.0, failed=True, reason=f"{type(exc).__name__}: {exc}")
+        results.append(result)
+        if on_result is not None:
+            on_result(i, result)
     return results
 
 

@@ -9,7 +9,6 @@ evaluated; its validation accuracy ``acc`` gives the reward ``tan(acc * pi/2)``.
 
 from __future__ import annotations
 
-import math
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -18,6 +17,8 @@ import gymnasium as gym
 import numpy as np
 from eas.envs.cache import EvalCache, evaluate_children, fingerprint
 from eas.envs.evaluators import EvalResult, TrainerEvaluator
+from eas.envs.rewards import MAX_ACCURACY, PaperReward
+from eas.envs.rewards import paper_reward as reward_of
 from eas.morphisms import legal
 from gymnasium import spaces
 
@@ -49,27 +50,12 @@ FASHION_START = (
 DEFAULT_SCHEDULE: tuple[str, ...] = ("wider",) * 4 + ("deeper",) * 5
 """The EAS schedule: 4 Net2Wider steps, then 5 Net2Deeper steps."""
 
-MAX_ACCURACY = 0.999
-"""Accuracies are clamped to this before ``tan(acc * pi/2)`` so the reward stays
-finite: the largest reward is ``tan(0.999 * pi/2) ~= 636.6``."""
-
 _SKIP_MODES = ("ADD", "CAT")
 _CHARSET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789(), ")
 
 
 class InvalidActionError(ValueError):
     """An action the current masks rule out; the environment state is left unchanged."""
-
-
-def reward_of(accuracy: float, failed: bool = False) -> float:
-    """The EAS reward ``tan(min(acc, 0.999) * pi/2)``; 0.0 (the lowest) for a failed child.
-
-    The clamp keeps the reward finite (at most ~636.6) when a child reaches 100 %.
-    """
-    if failed or not math.isfinite(accuracy):
-        return 0.0
-    acc = min(max(float(accuracy), 0.0), MAX_ACCURACY)
-    return float(math.tan(acc * math.pi / 2))
 
 
 # ----------------------------------------------------------------------------- masks
@@ -289,6 +275,8 @@ class NetTransformEnv(gym.Env[dict[str, Any], dict[str, Any]]):
     normally. An evaluator whose results carry ``extra["reward"]`` sets the reward
     itself (successive halving's rank reward, comparable across fidelities:
     ``eas.envs.halving``).
+    ``reward=`` replaces tan(acc * pi/2) by any reward function, e.g. MnasNet's
+    cost-constrained ``acc * (cost / target) ** w`` (``envs.rewards``).
 
     ## Starting State
 
@@ -326,6 +314,9 @@ class NetTransformEnv(gym.Env[dict[str, Any], dict[str, Any]]):
     - ``cache``: ``True`` (own :class:`~envs.cache.EvalCache`), ``False``/``None``
       (no cache) or an ``EvalCache`` to share; keyed by (start-network
       fingerprint, child arch string), see ``envs.cache``.
+    - ``reward``: keyword-only, ``reward(accuracy, failed, info) -> float`` (see
+      ``envs.rewards``); default :class:`~envs.rewards.PaperReward`, the paper's
+      ``tan(acc * pi/2)``; :class:`~envs.rewards.ConstrainedReward` for a budget.
     - ``defer_evaluation``: keyword-only, used by the vector environment: the
       last step returns reward 0 and ``info["pending"] = True`` and the caller
       finishes with :meth:`complete_evaluation`.
@@ -345,6 +336,7 @@ class NetTransformEnv(gym.Env[dict[str, Any], dict[str, Any]]):
         noise: bool = True,
         cache: EvalCache | bool | None = True,
         *,
+        reward: Callable[..., float] | None = None,
         defer_evaluation: bool = False,
     ) -> None:
         self.space = space if space is not None else SearchSpace()
@@ -371,6 +363,7 @@ class NetTransformEnv(gym.Env[dict[str, Any], dict[str, Any]]):
         self.noise = bool(noise)
         self.evaluator = evaluator
         self.defer_evaluation = bool(defer_evaluation)
+        self.reward_fn = reward if reward is not None else PaperReward()
         if cache is True:
             cache = EvalCache()
         self.cache: EvalCache | None = cache if isinstance(cache, EvalCache) else None
@@ -740,4 +733,4 @@ class NetTransformEnv(gym.Env[dict[str, Any], dict[str, Any]]):
         comparable = result.extra.get("reward")
         if comparable is not None and not failed:
             return float(comparable), info
-        return reward_of(acc, failed), info
+        return float(self.reward_fn(acc, failed, info)), info

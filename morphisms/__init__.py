@@ -4,7 +4,9 @@ extensions, NASH skip morphisms) and the action masks saying where they apply.
 Every transformation is a pure function ``f(net, ...) -> ChildNet``: it returns a
 new network whose ``.arch`` is the transformed architecture and which, in eval
 mode and without noise, computes the same function as ``net``; ``net`` itself is
-never modified.
+never modified. ``narrow`` and ``remove_layer`` shrink a network and are only
+approximately function-preserving (distil the child from its parent with
+``eas.distill``).
 """
 
 from eas.morphisms.dense_insert import dense_insert
@@ -15,8 +17,10 @@ from eas.morphisms.legal import (
     skip_candidates,
     widenable_layers,
 )
+from eas.morphisms.narrow import narrow
 from eas.morphisms.net2deeper import net2deeper
 from eas.morphisms.net2wider import net2wider
+from eas.morphisms.remove_layer import remove_layer
 from eas.morphisms.skip import add_skip
 
 __all__ = [
@@ -26,7 +30,9 @@ __all__ = [
     "dense_insert_positions",
     "dense_widen",
     "net2deeper",
+    "narrow",
     "net2wider",
+    "remove_layer",
     "skip_candidates",
     "widenable_layers",
 ]

@@ -193,6 +193,8 @@ class TensorBoardCallback(SearchCallback):
         w.add_scalar("charts/child_params", result.params, step)
         w.add_scalar("charts/child_flops", result.flops, step)
         w.add_scalar("charts/child_train_time", result.train_time, step)
+        if record.get("latency_ms") is not None:
+            w.add_scalar("charts/child_latency_ms", record["latency_ms"], step)
         if rank == 0:
             w.add_text("best_architecture",
                        f"`{result.arch}` — val acc {100 * result.accuracy:.2f}% "
@@ -240,7 +242,7 @@ def _config_sections(run: SearchRun) -> dict[str, dict[str, Any]]:
     """The configuration's sections, without the sections of agents not in use."""
     own = agent_section(run.cfg.search.agent)
     return {section: values for section, values in config_to_dict(run.cfg).items()
-            if section not in ("controller", "random", "hill_climbing", "agent")
+            if section not in ("controller", "random", "hill_climbing", "lemonade", "agent")
             or section == own}
 
 

@@ -47,6 +47,7 @@ from eas.data import DATASET_CLASSES, DATASET_NAMES, DATASET_SHAPES  # the one h
 from eas.envs import DEFAULT_SCHEDULE, KINDS
 from eas.envs.halving import HalvingConfig
 from eas.envs.parallel import BACKENDS
+from eas.envs.rewards import ObjectivesConfig
 from eas.network import infer_shapes
 from eas.training import TrainConfig
 
@@ -203,6 +204,7 @@ AGENT_SECTIONS: dict[str, str] = {
     "reinforce": "controller",
     "random": "random",
     "hill_climbing": "hill_climbing",
+    "lemonade": "lemonade",
 }
 """Built-in agent name -> its config section."""
 
@@ -251,6 +253,8 @@ class SearchConfig:
     """The architecture search space."""
     search: SearchSection = field(default_factory=SearchSection)
     """The search loop."""
+    objectives: ObjectivesConfig = field(default_factory=ObjectivesConfig)
+    """Recorded objectives (params, FLOPs, latency) and the reward (paper or constrained)."""
     controller: Any = field(default_factory=lambda: _agent_config_cls("reinforce")())
     """The EAS meta-controller (REINFORCE) hyperparameters."""
     random: Any = field(default_factory=lambda: _agent_config_cls("random")())
@@ -259,6 +263,8 @@ class SearchConfig:
     """Hill climbing (NASH) hyperparameters."""
     halving: HalvingConfig = field(default_factory=HalvingConfig)
     """Successive halving of each round's children (off by default; eas.envs.halving)."""
+    lemonade: Any = field(default_factory=lambda: _agent_config_cls("lemonade")())
+    """LEMONADE (Pareto-front population) hyperparameters."""
     agent: Any = None
     """Hyperparameters of a custom module:Class agent (its Config), else None."""
 

@@ -71,6 +71,8 @@ class SearchState:
     """The whole run (incl. final training and reports) finished."""
     elapsed: float = 0.0
     """Seconds spent in earlier invocations (for resumed runs)."""
+    front_nets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Architectures on a Pareto front -> network record with weights (for ``eas.export``)."""
 
 
 @dataclass

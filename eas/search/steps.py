@@ -43,6 +43,7 @@ from eas.search.config import (
     schedule_tuple,
     search_space,
 )
+from eas.search.pareto_report import update_front_networks, write_pareto_reports
 from eas.search.report import (
     format_table,
     plot_progress,
@@ -233,6 +234,11 @@ def build_evaluator(run: SearchRun, evaluator: Callable[[ChildNet], Any] | None,
     if run.cfg.halving.enabled:  # successive halving of each round's children (eas.envs.halving)
         evaluator = HalvingEvaluator(evaluator, run.cfg.halving.rungs, run.cfg.halving.eta)
         cleanup.callback(evaluator.close)
+    o = run.cfg.objectives  # params/FLOPs (and latency) into every result's extra
+    evaluator = envs.ObjectivesEvaluator(evaluator, latency=o.latency,
+                                         batch_size=o.latency_batch_size,
+                                         repeats=o.latency_repeats, warmup=o.latency_warmup,
+                                         device=run.device)
     run.evaluator = evaluator
     run.journal = Journal(run.run_dir / "journal", evaluator,
                           on_child=lambda: callbacks.on_child_trained(run))
@@ -298,6 +304,7 @@ def _vector_env(run: SearchRun, n: int) -> Any:
             space=search_space(run.cfg), schedule=run.schedule, free_steps=run.free_steps,
             max_layers=run.cfg.space.max_layers, noise=run.cfg.search.noise,
             cache=run.cache if run.cache is not None else False,
+            reward=envs.make_reward(run.cfg.objectives),
         )
     return run.venvs[n]
 
@@ -354,10 +361,12 @@ def record_round(run: SearchRun, results: list[ChildResult], finals: list[dict[s
             "params": r.params, "flops": r.flops, "train_time": r.train_time,
             "failed": r.failed, "reason": final.get("reason"), "cached": r.cached,
             "fidelity": r.fidelity,
+            "latency_ms": (final.get("extra") or {}).get("latency_ms"),
         }
         state.history.append(rec)
         rank = None
         if r.net is not None and not r.failed:
+            update_front_networks(state.front_nets, state.history, rec, r.net)
             rank = update_best(state.best, rec, r.net, keep)
         callbacks.on_child(run, rec, r, rank)
     state.rounds += 1
@@ -428,6 +437,8 @@ def write_reports(run: SearchRun) -> tuple[dict[str, Any], str]:
                     for h in state.history],
         "config": config_to_dict(cfg),
     }
+    summary["pareto"] = write_pareto_reports(run.run_dir, state.history,
+                                             title=f"{cfg.data.name} — {s.agent} (seed {s.seed})")
     write_summary(run.run_dir, summary, rows)
     plot_progress(state.history, run.run_dir / "progress.png", start_accuracies=start_accs,
                   title=f"{cfg.data.name} — {s.agent} (seed {s.seed})")
