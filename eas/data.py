@@ -46,7 +46,9 @@ __all__ = [
     "IMAGEFOLDER_TEST_FRACTION",
     "AugmentConfig",
     "Data",
+    "DatasetError",
     "DatasetNotFoundError",
+    "check_image_folder",
     "augment_batch",
     "default_augment",
     "default_data_root",
@@ -74,6 +76,45 @@ _IDX_FILES = {
 }
 _TORCHVISION_FOLDER = {"fashion-mnist": "FashionMNIST", "mnist": "MNIST"}
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+class DatasetError(ValueError):
+    """A dataset that is there but cannot be used (no images, a corrupt image); names the file."""
+
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+"""File endings an ImageFolder class folder's images may have."""
+
+
+def check_image_folder(folder: str | Path) -> int:
+    """Check an ImageFolder tree cheaply; return its number of classes.
+
+    Every class folder must hold at least one image and the first image must be
+    readable. Raises :class:`DatasetNotFoundError` (missing folder) or
+    :class:`DatasetError` naming the folder or file.
+    """
+    from PIL import Image
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DatasetNotFoundError(f"no such folder: {folder}")
+    classes = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise DatasetError(f"{folder} has no class folders (expected {folder}/<class>/<image>)")
+    first: Path | None = None
+    for c in classes:
+        images = sorted(p for p in c.iterdir()
+                        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not images:
+            raise DatasetError(f"class folder {c} holds no images "
+                               f"({', '.join(IMAGE_EXTENSIONS)})")
+        first = first or images[0]
+    try:
+        with Image.open(first) as img:
+            img.convert("RGB")
+    except Exception as exc:  # noqa: BLE001 - any decoder failure means an unreadable image
+        raise DatasetError(f"cannot read image {first}: {type(exc).__name__}: {exc}") from None
+    return len(classes)
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -417,13 +458,17 @@ def _load_image_folder(
     from PIL import Image
     from torchvision.datasets import ImageFolder
 
+    check_image_folder(folder)
     ds = ImageFolder(str(folder))
     if classes is not None and ds.classes != classes:
         raise ValueError(f"class folders of {folder} {ds.classes} differ from training's {classes}")
     images = []
     size = image_size
     for path, _ in ds.samples:
-        img = ds.loader(path)  # RGB PIL image
+        try:
+            img = ds.loader(path)  # RGB PIL image
+        except Exception as exc:  # noqa: BLE001 - name the file whatever the decoder says
+            raise DatasetError(f"cannot read image {path}: {type(exc).__name__}: {exc}") from None
         if size is None:
             size = (img.height, img.width)
         if (img.height, img.width) != size:
@@ -516,6 +561,10 @@ def load_dataset(
     """
     key = _check_name(name)
     root_path = Path(root).expanduser() if root is not None else None
+    if root_path is not None and not root_path.is_dir():  # never created as a side effect
+        raise DatasetNotFoundError(
+            f"data root {root_path} is not an existing folder (create it first to download "
+            "into it, or leave the root unset)")
     if key in _TORCHVISION_FOLDER:
         train_x, train_y, test_x, test_y = _load_idx_dataset(key, root_path, download)
         num_classes = 10

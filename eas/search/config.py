@@ -839,7 +839,11 @@ def build_parser(prog: str = "python -m eas.train_controller", agent: str | None
         description="Efficient architecture search by network transformation (EAS). "
         "Values come from the dataclass defaults, then --config (default: configs/default.toml), "
         "then --section.field overrides.",
-        usage="%(prog)s [--config PATH] [--agent NAME] [--resume RUN] [--section.field VALUE ...]",
+        usage="%(prog)s [--config PATH] [--agent NAME] [--resume RUN] [--overwrite] [--debug] "
+              "[--section.field VALUE ...]",
+        epilog="Exit codes: 0 done (or stopped by search.max_rounds), 1 failed at run time, "
+               "2 bad input (one line naming it), 130/143 interrupted (Ctrl-C/SIGTERM; "
+               "continue with --resume).",
         allow_abbrev=False,
     )
     parser.add_argument("--config", default=None, metavar="PATH",
@@ -850,6 +854,11 @@ def build_parser(prog: str = "python -m eas.train_controller", agent: str | None
     parser.add_argument("--resume", default=None, metavar="RUN",
                         help="continue runs/<RUN> (or the folder RUN) from its checkpoint.pt, "
                         "with its saved config (plus any overrides given here)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing run folder of the same name (its files are "
+                        "deleted); without it an existing folder is refused")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error (also: EAS_DEBUG=1)")
     cfg = SearchConfig()
     if agent is not None and agent_section(agent) == "agent":
         cfg.agent = _default_instance("agent", agent)
@@ -883,6 +892,10 @@ class Command:
     """``"section.field" -> value`` as typed (--agent becomes search.agent)."""
     resume: str | None
     """The --resume run (a folder or a name under search.runs_dir), or None."""
+    overwrite: bool = False
+    """--overwrite: replace an existing run folder of the same name."""
+    debug: bool = False
+    """--debug: show tracebacks."""
 
 
 def parse_command(argv: Sequence[str] | None = None) -> Command:
@@ -918,4 +931,5 @@ def parse_command(argv: Sequence[str] | None = None) -> Command:
     values = {k: v for k, v in vars(args).items() if "." in k}
     if args.agent is not None:
         values["search.agent"] = args.agent
-    return Command(config=args.config, overrides=values, resume=args.resume)
+    return Command(config=args.config, overrides=values, resume=args.resume,
+                   overwrite=args.overwrite, debug=args.debug)

@@ -39,7 +39,6 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +54,6 @@ from eas.arch import Tokenizer
 from eas.checkpoint import (
     atomic_save,
     atomic_write_text,
-    load_checkpoint,
     network_from_record,
     network_record,
     save_network,
@@ -75,6 +73,8 @@ from eas.search.config import (
     schedule_tuple,
     search_space,
 )
+from eas.search.failures import check_children, check_start
+from eas.search.preflight import CHECKPOINT, default_run_name, preflight
 from eas.search.report import (
     format_table,
     plot_progress,
@@ -82,13 +82,12 @@ from eas.search.report import (
     top_architectures,
     write_summary,
 )
+from eas.search.rundir import claim_run_dir
 from eas.training import TrainConfig, final_train, train_child
 from eas.training import evaluate as evaluate_net
 
 __all__ = ["CHECKPOINT", "SearchOutcome", "SearchState", "default_run_name", "run_search"]
 
-CHECKPOINT = "checkpoint.pt"
-"""File name of the search checkpoint in the run folder."""
 CONFIG_FILE = "config.toml"
 """File name of the saved configuration in the run folder (read by --resume)."""
 _VERSION = 1
@@ -137,13 +136,6 @@ class SearchOutcome:
     """False when stopped early by ``search.max_rounds`` (resume to continue)."""
 
 
-def default_run_name(cfg: SearchConfig) -> str:
-    """``{dataset}__{agent}__{seed}__{timestamp}`` (agent ``module:Class`` made path-safe)."""
-    agent = cfg.search.agent.replace(":", "-").replace("/", "-").replace(".", "-")
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return f"{cfg.data.name}__{agent}__{cfg.search.seed}__{stamp}"
-
-
 def resolve_device(name: str) -> str:
     """``auto`` -> ``cuda`` when available, else ``cpu``; anything else unchanged."""
     if name == "auto":
@@ -160,16 +152,19 @@ def run_search(
     evaluator: Callable[[ChildNet], Any] | None = None,
     data: Any = None,
     log: Callable[[str], None] = print,
+    overwrite: bool = False,
 ) -> SearchOutcome:
     """Run (or, with ``resume=True``, continue) the search described by ``cfg``.
 
     ``run_dir`` defaults to ``cfg.search.runs_dir / (run_name or default_run_name)``.
     ``evaluator`` replaces the default child trainer (any callable
     ``net -> accuracy | EvalResult``); ``data`` a preloaded :class:`eas.data.Data`.
+    An existing run folder is refused unless ``resume`` or ``overwrite`` (see
+    :mod:`eas.search.rundir`); everything is checked first (:mod:`eas.search.preflight`).
     """
     with contextlib.ExitStack() as cleanup:  # closes TensorBoard, progress bar, worker pools
         return _search(cfg, cleanup, run_dir=run_dir, resume=resume, evaluator=evaluator,
-                       data=data, log=log)
+                       data=data, log=log, overwrite=overwrite)
 
 
 def _search(
@@ -181,10 +176,13 @@ def _search(
     evaluator: Callable[[ChildNet], Any] | None,
     data: Any,
     log: Callable[[str], None],
+    overwrite: bool = False,
 ) -> SearchOutcome:
     """The body of :func:`run_search`; resources to release are registered on ``cleanup``."""
     wall_start = time.time()
     s = cfg.search
+    plan = preflight(cfg, run_dir=run_dir, resume=resume, overwrite=overwrite,
+                     needs_data=evaluator is None and data is None)
     # ------------------------------------------------------------------ data
     # Loaded on first use (a run with a stand-in evaluator may need none), but
     # before the run folder exists when children will be trained, so a missing
@@ -212,14 +210,13 @@ def _search(
         get_data()
 
     # ------------------------------------------------------------------ run folder
-    if run_dir is None:
-        run_dir = Path(s.runs_dir) / (s.run_name or default_run_name(cfg))
-    run_dir = Path(run_dir)
+    run_dir, lock = claim_run_dir(plan.run_dir, resume=resume, overwrite=overwrite,
+                                  auto_name=plan.auto_name)
+    cleanup.callback(lock.release)
     ckpt_path = run_dir / CHECKPOINT
-    checkpoint = load_checkpoint(ckpt_path) if resume and ckpt_path.is_file() else None
+    checkpoint = plan.checkpoint
     if resume and checkpoint is None:
         log(f"no {CHECKPOINT} in {run_dir}; starting the run from the beginning")
-    run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(dump_toml(cfg), run_dir / CONFIG_FILE)
     state = SearchState()
     if checkpoint is not None:
@@ -229,7 +226,8 @@ def _search(
     # events of children that were logged after the last checkpoint.
     writer = SummaryWriter(str(run_dir), purge_step=state.global_step + 1 if checkpoint else None)
     cleanup.callback(writer.close)
-    writer.add_text("hyperparameters", _config_markdown(cfg), state.global_step)
+    if checkpoint is None:  # once per run, not again on every resume
+        writer.add_text("hyperparameters", _config_markdown(cfg), state.global_step)
 
     # ------------------------------------------------------------------ seeding
     seed = int(s.seed)
@@ -264,6 +262,7 @@ def _search(
                                                   max_batches_per_epoch=None),
                               device=device, seed=seed, progress=s.progress)
             start_acc = res.val_accuracy
+            check_start(start_acc, res.failed, res.reason)
             start_net.cpu()
             log(f"start network: val acc {start_acc:.4f} in {res.train_time:.1f}s")
         state.starts.append(network_record(start_net, accuracy=start_acc, stage=1,
@@ -376,6 +375,8 @@ def _search(
                                   _nan(state.starts[-1].get("accuracy")), state.global_step)
                 state.stage, state.stage_children = 2, 0
             else:
+                if state.stage == 1 and s.stage2_networks > 0:
+                    log("stage 2 cannot start: no child of stage 1 trained successfully")
                 state.sampling_done = True
             save_checkpoint()
             continue
@@ -467,6 +468,7 @@ def _search(
         _write_best_files(run_dir, state.best)
         save_checkpoint()
         journal.clear()
+        check_children(state.history)
     if bar is not None:
         bar.close()
 
