@@ -121,6 +121,8 @@ def read_torch_file(path: str | Path, *, weights_only: bool,
         raise CheckpointError(f"cannot read {p}: {exc.strerror or exc}") from None
     except Exception as exc:  # noqa: BLE001 - pickle/zip errors of every kind: one message
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if first.startswith("Weights only load failed"):
+            first = "its content is not plain tensors and containers (weights-only load refused)"
         raise CheckpointError(f"{p} is not a readable PyTorch file (damaged, truncated or "
                               f"another format): {first[:200]}") from None
 

@@ -766,6 +766,8 @@ def validate(cfg: SearchConfig) -> None:
         _check(arch.num_classes == classes, "start.arch",
                f"ends in SM({arch.num_classes}) but {cfg.data.name} has {classes} classes")
     if s.weights is not None:
+        _check(not Path(s.weights).expanduser().is_dir(), "start.weights",
+               f"{s.weights} is a folder, not a weights file")
         _check(Path(s.weights).expanduser().is_file(), "start.weights",
                f"no such file: {s.weights}")
     sp = cfg.space

@@ -11,7 +11,7 @@ reads and the overrides leave the search's meaning alone. It writes nothing.
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import os
 from dataclasses import dataclass
 from datetime import datetime
@@ -80,7 +80,13 @@ def check_device(name: str) -> None:
 
 def check_backend(cfg: SearchConfig) -> None:
     """The optional back-end (Ray) can be imported."""
-    if cfg.search.backend == "ray" and importlib.util.find_spec("ray") is None:
+    if cfg.search.backend != "ray":
+        return
+    try:  # find_spec alone is fooled by a stray folder named ray/ (e.g. /tmp/ray)
+        ray = importlib.import_module("ray")
+    except Exception:  # noqa: BLE001 - any import failure means no usable Ray
+        ray = None
+    if not hasattr(ray, "remote"):
         raise ConfigError("search.backend", "ray is not installed (pip install 'ray[default]'); "
                           "use serial or process")
 
