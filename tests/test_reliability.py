@@ -619,3 +619,17 @@ def test_sigterm_stops_like_ctrl_c(tmp_path: Path) -> None:
     ckpt = load_checkpoint(runs / "term" / "checkpoint.pt")
     assert ckpt["state"]["global_step"] in (2, 4)  # the last completed round
     assert not (runs / "term" / LOCK_FILE).exists()
+
+
+@pytest.mark.slow
+def test_two_processes_with_one_run_name_cannot_share_the_folder(tmp_path: Path) -> None:
+    """Started together: one runs, the other is refused (the folder exists or is locked)."""
+    runs = tmp_path / "runs"
+    procs = [_launch("serial", runs, tmp_path / f"log{i}", 0.5, resume=False) for i in (0, 1)]
+    results = [p.communicate(timeout=300) + (p.returncode,) for p in procs]
+    done = [r for r in results if r[2] == 0 and "DONE 8" in r[0]]
+    refused = [r for r in results if r[2] != 0]
+    assert len(done) == 1 and len(refused) == 1, results
+    err = refused[0][1]
+    assert "already exists" in err or "is in use by process" in err, err
+    assert load_checkpoint(runs / "run" / "checkpoint.pt")["state"]["global_step"] == 8
