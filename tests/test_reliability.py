@@ -408,6 +408,7 @@ def test_bad_input_through_the_api(ws: Path, name: str, monkeypatch: pytest.Monk
     assert snapshot(ws) == before
 
 
+@pytest.mark.slow
 def test_real_process_prints_one_line_and_no_traceback(ws: Path) -> None:
     """The installed entry point, in its own process: exit 2, one line, nothing written."""
     before = snapshot(ws)

@@ -188,9 +188,9 @@ def preflight(cfg: SearchConfig, *, run_dir: str | Path | None, resume: bool,
         check_data(cfg)
     check_start_weights(cfg)
     s = cfg.search
-    _writable_parent(Path(s.runs_dir), "search.runs_dir")
     auto = run_dir is None and s.run_name is None
     if run_dir is None:
+        _writable_parent(Path(s.runs_dir), "search.runs_dir")
         run_dir = Path(s.runs_dir) / (s.run_name or default_run_name(cfg))
     run_dir = Path(run_dir)
     _writable_parent(run_dir.parent, "search.runs_dir")
