@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 DATASET_NAMES: tuple[str, ...] = (
     "fashion-mnist",
@@ -37,6 +38,43 @@ _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">
 
 class DatasetNotFoundError(FileNotFoundError):
     """A dataset's files could not be found locally nor downloaded."""
+
+
+class DatasetError(ValueError):
+    """A dataset that is there but cannot be used (no images, a corrupt image); names the file."""
+
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+"""File endings an ImageFolder class folder's images may have."""
+
+
+def check_image_folder(folder: str | Path) -> int:
+    """Check an ImageFolder tree cheaply; return its number of classes.
+
+    Every class folder must hold at least one image and the first image must be
+    readable. Raises :class:`DatasetNotFoundError` (missing folder) or
+    :class:`DatasetError` naming the folder or file.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DatasetNotFoundError(f"no such folder: {folder}")
+    classes = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise DatasetError(f"{folder} has no class folders (expected {folder}/<class>/<image>)")
+    first: Path | None = None
+    for c in classes:
+        images = sorted(p for p in c.iterdir()
+                        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not images:
+            raise DatasetError(f"class folder {c} holds no images "
+                               f"({', '.join(IMAGE_EXTENSIONS)})")
+        first = first or images[0]
+    try:
+        with Image.open(first) as img:
+            img.convert("RGB")
+    except Exception as exc:  # noqa: BLE001 - any decoder failure means an unreadable image
+        raise DatasetError(f"cannot read image {first}: {type(exc).__name__}: {exc}") from None
+    return len(classes)
 
 
 
@@ -196,16 +234,19 @@ def _load_torchvision(
 def _load_image_folder(
     folder: Path, classes: list[str] | None, image_size: tuple[int, int] | None
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    from PIL import Image
     from torchvision.datasets import ImageFolder
 
+    check_image_folder(folder)
     ds = ImageFolder(str(folder))
     if classes is not None and ds.classes != classes:
         raise ValueError(f"class folders of {folder} {ds.classes} differ from training's {classes}")
     images = []
     size = image_size
     for path, _ in ds.samples:
-        img = ds.loader(path)  # RGB PIL image
+        try:
+            img = ds.loader(path)  # RGB PIL image
+        except Exception as exc:  # noqa: BLE001 - name the file whatever the decoder says
+            raise DatasetError(f"cannot read image {path}: {type(exc).__name__}: {exc}") from None
         if size is None:
             size = (img.height, img.width)
         if (img.height, img.width) != size:

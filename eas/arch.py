@@ -133,6 +133,11 @@ def _split_tokens(text: str) -> list[str]:
     return parts
 
 
+MAX_LAYER_VALUE = 1 << 20
+"""Largest width, kernel, stride or index an architecture string may hold (far beyond any
+network that fits in memory; stops absurd values before anything is allocated)."""
+
+
 def _ints(args: list[str], n: int, tok: str, pos: int) -> list[int]:
     if len(args) != n:
         raise ValueError(f"token {pos} {tok!r}: expected {n} arguments, got {len(args)}")
@@ -144,6 +149,8 @@ def _ints(args: list[str], n: int, tok: str, pos: int) -> list[int]:
             raise ValueError(f"token {pos} {tok!r}: {a!r} is not an integer") from None
         if v < 0:
             raise ValueError(f"token {pos} {tok!r}: {a!r} must not be negative")
+        if v > MAX_LAYER_VALUE:
+            raise ValueError(f"token {pos} {tok!r}: {a} is too large (at most {MAX_LAYER_VALUE})")
         out.append(v)
     return out
 

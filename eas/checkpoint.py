@@ -27,6 +27,8 @@ from torch import nn
 from eas.network import ChildNet, build_network
 
 __all__ = [
+    "CheckpointError",
+    "read_torch_file",
     "atomic_save",
     "atomic_write_text",
     "load_checkpoint",
@@ -92,9 +94,49 @@ def atomic_write_text(text: str, path: str | Path) -> Path:
     return _atomic_write(path, lambda f: f.write(text.encode()))
 
 
+class CheckpointError(ValueError):
+    """A checkpoint or network file that cannot be read; ``str()`` is one line naming the file."""
+
+
+def read_torch_file(path: str | Path, *, weights_only: bool,
+                    map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load`` that fails with one :class:`CheckpointError` line naming the file.
+
+    Missing files, folders, empty, truncated and non-PyTorch files are all told apart.
+    """
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise CheckpointError(f"{p} is a folder, not a checkpoint file")
+    if not p.is_file():
+        raise CheckpointError(f"no such file: {p}")
+    try:
+        size = p.stat().st_size
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {p}: {exc.strerror or exc}") from None
+    if size == 0:
+        raise CheckpointError(f"{p} is empty (0 bytes), not a checkpoint")
+    try:
+        return torch.load(p, map_location=map_location, weights_only=weights_only)
+    except PermissionError as exc:
+        raise CheckpointError(f"cannot read {p}: {exc.strerror or exc}") from None
+    except Exception as exc:  # noqa: BLE001 - pickle/zip errors of every kind: one message
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if first.startswith("Weights only load failed"):
+            first = "its content is not plain tensors and containers (weights-only load refused)"
+        raise CheckpointError(f"{p} is not a readable PyTorch file (damaged, truncated or "
+                              f"another format): {first[:200]}") from None
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a search checkpoint written by :func:`atomic_save` (trusted: it holds RNG states)."""
-    return torch.load(path, map_location=map_location, weights_only=False)
+    """Read a search checkpoint written by :func:`atomic_save` (trusted: it holds RNG states).
+
+    Raises :class:`CheckpointError` naming the file when it is missing, empty,
+    truncated, a folder or not a search checkpoint.
+    """
+    obj = read_torch_file(path, weights_only=False, map_location=map_location)
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a checkpoint (a dict)")
+    return obj
 
 
 def network_record(net: ChildNet, **meta: Any) -> dict[str, Any]:
@@ -127,10 +169,16 @@ def load_network(path: str | Path, map_location: str | torch.device = "cpu") -> 
 
     The file's metadata (accuracy, params, ...) is attached as ``net.meta``.
     """
-    record = torch.load(path, map_location="cpu", weights_only=True)
+    record = read_torch_file(path, weights_only=True)
     if not isinstance(record, dict) or "arch" not in record or "state_dict" not in record:
-        raise ValueError(f"{path} is not a network file written by eas.checkpoint.save_network")
-    net = network_from_record(record)
+        raise CheckpointError(f"{path} is not a network file written by "
+                              "eas.checkpoint.save_network")
+    try:
+        net = network_from_record(record)
+    except (ValueError, TypeError, RuntimeError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: its weights do not fit its architecture "
+                              f"{record['arch']}: {first[:200]}") from None
     net.meta = {k: v for k, v in record.items() if k not in ("state_dict",)}
     return net.to(map_location)
 

@@ -42,11 +42,13 @@ from eas._data_files import (
     DATASET_NAMES,
     DEBIAN_DATASET_DIR,
     IMAGEFOLDER_TEST_FRACTION,
+    DatasetError,
     DatasetNotFoundError,
     _check_name,
     _load_idx_dataset,
     _load_imagefolder,
     _load_torchvision,
+    check_image_folder,
     default_data_root,
     read_idx,
 )
@@ -59,7 +61,9 @@ __all__ = [
     "IMAGEFOLDER_TEST_FRACTION",
     "AugmentConfig",
     "Data",
+    "DatasetError",
     "DatasetNotFoundError",
+    "check_image_folder",
     "augment_batch",
     "default_augment",
     "dataset_facts",
@@ -323,6 +327,10 @@ def load_dataset(
     """
     key = _check_name(name)
     root_path = Path(root).expanduser() if root is not None else None
+    if root_path is not None and not root_path.is_dir():  # never created as a side effect
+        raise DatasetNotFoundError(
+            f"data root {root_path} is not an existing folder (create it first to download "
+            "into it, or leave the root unset)")
     if key in _TORCHVISION_FOLDER:
         train_x, train_y, test_x, test_y = _load_idx_dataset(key, root_path, download)
         num_classes = DATASET_CLASSES[key]

@@ -35,6 +35,8 @@ __all__ = [
     "own_channels",
     "count_parameters",
     "count_flops",
+    "estimate_parameters",
+    "MAX_PARAMETERS",
 ]
 
 
@@ -329,6 +331,10 @@ def build_network(arch: Architecture | str, input_shape: tuple[int, int, int] = 
     ``seed`` makes the initialisation reproducible without touching global RNG.
     """
     arch = Architecture.parse(arch)
+    n = estimate_parameters(arch, input_shape)
+    if n > MAX_PARAMETERS:
+        raise ValueError(f"{arch} has about {n:,} weights on {tuple(input_shape)} inputs, more "
+                         f"than the {MAX_PARAMETERS:,} a network may have")
     if seed is None:
         return ChildNet(arch, input_shape, dropout)
     with torch.random.fork_rng(devices=[]):
@@ -339,6 +345,28 @@ def build_network(arch: Architecture | str, input_shape: tuple[int, int, int] = 
 def count_parameters(net: nn.Module) -> int:
     """Number of trainable parameters of a module."""
     return sum(p.numel() for p in net.parameters() if p.requires_grad)
+
+
+MAX_PARAMETERS = 2_000_000_000
+"""Most weights :func:`build_network` builds (8 GB in fp32); larger requests are refused
+before any memory is allocated."""
+
+
+def estimate_parameters(arch: Architecture | str, input_shape: tuple[int, int, int]) -> int:
+    """Weights of conv, dense and FC layers (biases and BN ignored), from shapes alone."""
+    arch = Architecture.parse(arch)
+    total = 0
+    for layer, shape in zip(arch.layers, infer_shapes(arch, input_shape)):
+        if isinstance(layer, Conv):
+            total += shape.in_channels * layer.filters * layer.kernel**2
+        elif isinstance(layer, Dense):
+            mid = layer.bottleneck or shape.in_channels
+            if layer.bottleneck:
+                total += shape.in_channels * layer.bottleneck
+            total += mid * layer.growth * layer.kernel**2
+        elif isinstance(layer, (FC, Softmax)):
+            total += shape.in_features * shape.out_channels
+    return total
 
 
 def count_flops(arch: Architecture | str, input_shape: tuple[int, int, int]) -> int:

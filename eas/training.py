@@ -63,12 +63,34 @@ class TrainConfig:
     """Batch size for validation/test evaluation."""
 
     def __post_init__(self) -> None:
-        if self.epochs < 0 or self.batch_size < 1 or self.eval_batch_size < 1:
-            raise ValueError("epochs must be >= 0 and batch sizes >= 1")
+        """Refuse bad values with a ValueError naming the field (e.g. ``TrainConfig(lr=-1)``)."""
+        def bad(name: str, rule: str) -> ValueError:
+            return ValueError(f"{name} must be {rule}, got {getattr(self, name)!r}")
+
+        def is_int(v: object) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        def is_num(v: object) -> bool:
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+        if not (is_int(self.epochs) and self.epochs >= 0):
+            raise bad("epochs", "an integer >= 0")
+        for name in ("batch_size", "eval_batch_size"):
+            if not (is_int(getattr(self, name)) and getattr(self, name) >= 1):
+                raise bad(name, "an integer >= 1")
+        if not (is_num(self.lr) and self.lr > 0):
+            raise bad("lr", "a finite number > 0")
+        for name in ("lr_min", "weight_decay"):
+            if not (is_num(getattr(self, name)) and getattr(self, name) >= 0):
+                raise bad(name, "a finite number >= 0")
+        for name in ("momentum", "label_smoothing"):
+            if not (is_num(getattr(self, name)) and 0 <= getattr(self, name) < 1):
+                raise bad(name, "in [0, 1)")
         if self.schedule not in ("cosine", "constant"):
             raise ValueError(f"unknown schedule {self.schedule!r}; allowed: 'cosine', 'constant'")
-        if self.max_batches_per_epoch is not None and self.max_batches_per_epoch < 1:
-            raise ValueError("max_batches_per_epoch must be >= 1 or None")
+        if self.max_batches_per_epoch is not None and not (
+                is_int(self.max_batches_per_epoch) and self.max_batches_per_epoch >= 1):
+            raise bad("max_batches_per_epoch", "an integer >= 1 or None")
 
 
 @dataclass

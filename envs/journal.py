@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -82,10 +83,24 @@ class Journal:
         self.reused += len(nets) - len(todo)
         many = getattr(self.base, "evaluate_many", None)
         if callable(many) and todo:
-            fresh = [as_result(r) for r in many([nets[i] for i in todo])]
+            stored: set[int] = set()
+
+            def journal_one(j: int, result: Any) -> None:
+                """Journal child ``todo[j]`` the moment the back-end has its final result."""
+                i = todo[j]
+                results[i] = as_result(result)
+                self._store(keys[i], results[i])
+                stored.add(i)
+
+            batch = [nets[i] for i in todo]
+            if "on_result" in inspect.signature(many).parameters:
+                fresh = many(batch, on_result=journal_one)
+            else:  # a back-end without per-child callbacks: journal when the batch returns
+                fresh = many(batch)
             for i, r in zip(todo, fresh):
-                results[i] = r
-                self._store(keys[i], r)
+                if i not in stored:
+                    results[i] = as_result(r)
+                    self._store(keys[i], results[i])
             return results
         for i in todo:
             try:

@@ -188,9 +188,18 @@ def test_custom_agent_gets_an_agent_section(tmp_path: Path, monkeypatch: pytest.
 
 def test_missing_dataset_stops_before_a_run_folder(tmp_path: Path,
                                                    capsys: pytest.CaptureFixture) -> None:
+    # a --data.root that does not exist is named (and not created)
     code = run_main(["--data.name", "cifar10", "--data.root", str(tmp_path / "nothing"),
                      "--data.download", "false", "--search.runs_dir", str(tmp_path / "runs")])
-    assert code == 1
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "nothing" in err and "Traceback" not in err
+    assert not (tmp_path / "nothing").exists()
+    # a root without the dataset's files: where it looked and how to get it
+    (tmp_path / "empty").mkdir()
+    code = run_main(["--data.name", "cifar10", "--data.root", str(tmp_path / "empty"),
+                     "--data.download", "false", "--search.runs_dir", str(tmp_path / "runs")])
+    assert code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "cifar10" in err and "Traceback" not in err
     assert not (tmp_path / "runs").exists()

@@ -165,8 +165,8 @@ class TensorBoardCallback(SearchCallback):
         step = run.state.global_step
         self.writer = SummaryWriter(str(run.run_dir),
                                     purge_step=step + 1 if run.checkpoint else None)
-        self.writer.add_text("hyperparameters", _config_markdown(run), step)
-        if run.checkpoint is None:
+        if run.checkpoint is None:  # once per run, not again on every resume
+            self.writer.add_text("hyperparameters", _config_markdown(run), step)
             self._write_hparams(run)
         if run.new_start_accuracy is not None:
             self.writer.add_scalar("charts/start_accuracy", run.new_start_accuracy, 0)

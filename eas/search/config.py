@@ -42,13 +42,13 @@ from typing import Any, Literal
 
 from eas import configs as _presets
 from eas.agents.registry import get_agent_class
-from eas.arch import TABLE1, Architecture, SearchSpace, densenet_bc
+from eas.arch import MAX_LAYER_VALUE, TABLE1, Architecture, SearchSpace, densenet_bc
 from eas.data import DATASET_CLASSES, DATASET_NAMES, DATASET_SHAPES  # the one home of dataset facts
 from eas.envs import DEFAULT_SCHEDULE, KINDS
 from eas.envs.halving import HalvingConfig
 from eas.envs.parallel import BACKENDS
 from eas.envs.rewards import ObjectivesConfig
-from eas.network import infer_shapes
+from eas.network import MAX_PARAMETERS, estimate_parameters
 from eas.training import TrainConfig
 
 __all__ = [
@@ -72,6 +72,9 @@ __all__ = [
     "resolve_start_arch",
     "schedule_tuple",
     "validate",
+    "check_finite",
+    "SEED_MAX",
+    "RUN_NAME_MAX",
 ]
 
 CONFIG_DIR = Path(_presets.__file__).resolve().parent
@@ -96,10 +99,66 @@ class ConfigError(ValueError):
         self.field = field_name
 
 
+SEED_MAX = 2**32 - 1
+"""Largest seed accepted (numpy and torch both take seeds in [0, 2**32))."""
+RUN_NAME_MAX = 200
+"""Longest run folder name (file systems allow 255 bytes; room is left for suffixes)."""
+_MAX_COUNT = 10**9
+"""Upper bound of count fields (children, epochs, rounds): catches typos such as 1e12."""
+
+
 # ------------------------------------------------------------------ sections
+def _check(cond: bool, name: str, message: str) -> None:
+    if not cond:
+        raise ConfigError(name, message)
+
+
+def _check_count(section: str, obj: Any, names: Sequence[str], low: int) -> None:
+    for name in names:
+        v = getattr(obj, name)
+        _check(v is None and name in _OPTIONAL_COUNTS or
+               isinstance(v, int) and not isinstance(v, bool) and low <= v <= _MAX_COUNT,
+               f"{section}.{name}", f"must be >= {low}"
+               f"{' or none' if name in _OPTIONAL_COUNTS else ''} (an integer up to "
+               f"{_MAX_COUNT}), got {v!r}")
+
+
+_OPTIONAL_COUNTS = ("train_subset", "workers", "max_rounds")
+
+
+def _check_seed(name: str, seed: Any) -> None:
+    _check(isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed <= SEED_MAX, name,
+           f"must be an integer in [0, {SEED_MAX}], got {seed!r}")
+
+
+def check_finite(section: str, obj: Any) -> None:
+    """Every float (or list of floats) field of dataclass ``obj`` must be finite (no nan/inf)."""
+    for f in fields(obj):
+        v = getattr(obj, f.name)
+        values = v if isinstance(v, (list, tuple)) else [v]
+        for x in values:
+            if isinstance(x, float) and not math.isfinite(x):
+                raise ConfigError(f"{section}.{f.name}", f"must be a finite number, got {v!r}")
+
+
+class _Section:
+    """Mixin: a section validates itself on construction (``section.check()``)."""
+
+    SECTION: typing.ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """Raise :class:`ConfigError` naming the first bad field of this section."""
+        check_finite(self.SECTION, self)
+
+
 @dataclass
-class DataConfig:
+class DataConfig(_Section):
     """Which dataset to search on and how it is split."""
+
+    SECTION: typing.ClassVar[str] = "data"
 
     name: str = "cifar10"
     """Dataset: fashion-mnist, mnist, cifar10, cifar100, svhn or imagefolder."""
@@ -118,10 +177,28 @@ class DataConfig:
     download: bool = True
     """Allow torchvision to download a missing dataset."""
 
+    def check(self) -> None:  # noqa: D102
+        super().check()
+        _check(isinstance(self.name, str)
+               and self.name.lower().replace("_", "-") in DATASET_NAMES, "data.name",
+               f"unknown dataset {self.name!r}; allowed values: {', '.join(DATASET_NAMES)}")
+        _check(self.root is None or (isinstance(self.root, str) and self.root.strip() != ""
+                                     and "\0" not in self.root),
+               "data.root", f"must be a folder or none, got {self.root!r}")
+        _check_count("data", self, ("val_size",), 1)
+        _check_count("data", self, ("train_subset",), 1)
+        _check_seed("data.seed", self.seed)
+        _check(isinstance(self.device, str)
+               and re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device) is not None,
+               "data.device",
+               f"unknown device {self.device!r}; allowed values: auto, cpu, cuda, cuda:N, mps")
+
 
 @dataclass
-class StartConfig:
+class StartConfig(_Section):
     """The network every episode of the first stage starts from."""
+
+    SECTION: typing.ClassVar[str] = "start"
 
     arch: str = "default"
     """Start architecture: 'default' (Table 1 fitted to the dataset), 'densenet_bc(L,k)' or an architecture string."""
@@ -132,10 +209,23 @@ class StartConfig:
     dropout: float = 0.0
     """Dropout after every conv but the first and after FC layers (SVHN in the paper: 0.2)."""
 
+    def check(self) -> None:  # noqa: D102
+        super().check()
+        _check(isinstance(self.arch, str) and self.arch.strip() != "", "start.arch",
+               f"must be 'default', 'densenet_bc(L,k)' or an architecture string, "
+               f"got {self.arch!r}")
+        _check_count("start", self, ("epochs",), 0)
+        _check(isinstance(self.dropout, (int, float)) and 0 <= self.dropout < 1,
+               "start.dropout", f"must be in [0, 1), got {self.dropout!r}")
+        _check(self.weights is None or (isinstance(self.weights, str) and self.weights.strip()),
+               "start.weights", f"must be a file or none, got {self.weights!r}")
+
 
 @dataclass
-class SpaceConfig:
+class SpaceConfig(_Section):
     """The discrete values layers may take (the EAS plain-CNN space by default)."""
+
+    SECTION: typing.ClassVar[str] = "space"
 
     kernel_sizes: tuple[int, ...] = SearchSpace.kernel_sizes
     """Kernel sizes a Net2Deeper layer may have."""
@@ -148,10 +238,29 @@ class SpaceConfig:
     max_layers: int = SearchSpace.max_layers
     """Most layers a network may have (length of the controller's token sequence)."""
 
+    def check(self) -> None:  # noqa: D102
+        for name in ("kernel_sizes", "filters", "fc_units", "growth_rates"):
+            values = getattr(self, name)
+            ok = (isinstance(values, (list, tuple)) and bool(values)
+                  and all(isinstance(v, int) and not isinstance(v, bool)
+                          and 1 <= v <= MAX_LAYER_VALUE for v in values)
+                  and list(values) == sorted(set(values)))
+            _check(ok, f"space.{name}", f"must be a non-empty increasing list of integers in "
+                   f"[1, {MAX_LAYER_VALUE}], got {values!r}")
+        even = [k for k in self.kernel_sizes if k % 2 == 0]
+        _check(not even, "space.kernel_sizes",
+               f"kernel sizes must be odd (a Net2Deeper conv keeps the spatial size only with "
+               f"an odd kernel), got {list(self.kernel_sizes)}")
+        _check(isinstance(self.max_layers, int) and not isinstance(self.max_layers, bool)
+               and 1 <= self.max_layers <= 10_000, "space.max_layers",
+               f"must be an integer in [1, 10000], got {self.max_layers!r}")
+
 
 @dataclass
-class SearchSection:
+class SearchSection(_Section):
     """The search: agent, stages, episode schedule, final training and outputs."""
+
+    SECTION: typing.ClassVar[str] = "search"
 
     agent: str = "reinforce"
     """Search strategy: reinforce (EAS), random, hill_climbing, or module:Class."""
@@ -197,6 +306,39 @@ class SearchSection:
     """Folder holding run folders (TensorBoard events, checkpoints, summaries)."""
     progress: bool = True
     """Show a progress bar over children."""
+
+    def check(self) -> None:  # noqa: D102
+        super().check()
+        _check(isinstance(self.agent, str) and self.agent.strip() != "", "search.agent",
+               f"must be reinforce, random, hill_climbing or module:Class, got {self.agent!r}")
+        _check_seed("search.seed", self.seed)
+        _check_count("search", self, ("children_per_step", "free_steps"), 1)
+        _check_count("search", self, ("stage1_networks", "stage1_best_epochs",
+                                      "stage2_networks", "final_top_k", "final_epochs",
+                                      "keep_best"), 0)
+        _check_count("search", self, ("workers", "max_rounds"), 1)
+        _check(self.final_lr is None or (isinstance(self.final_lr, (int, float))
+                                         and self.final_lr > 0), "search.final_lr",
+               f"must be > 0 or none, got {self.final_lr!r}")
+        _check(self.final_init in ("weights", "scratch"), "search.final_init",
+               f"{self.final_init!r} is not allowed; allowed values: weights, scratch")
+        _check(self.backend in _BACKENDS, "search.backend",
+               f"unknown backend {self.backend!r}; allowed values: {', '.join(_BACKENDS)}")
+        sched = schedule_tuple(self.schedule) if isinstance(self.schedule, str) else ("?",)
+        bad = [tok for tok in sched or () if tok not in KINDS]
+        _check(not bad, "search.schedule",
+               f"unknown transformation {bad[0]!r} in {self.schedule!r}; allowed tokens: "
+               f"{', '.join(KINDS)} (comma-separated), or 'free'" if bad else "")
+        name = self.run_name
+        _check(name is None or (isinstance(name, str) and name.strip() == name and name != ""
+                                and not re.search(r"[/\\\x00-\x1f]", name)
+                                and name not in (".", "..")),
+               "search.run_name", f"must be a plain folder name (no '/' or '\\'), got {name!r}")
+        _check(name is None or len(name.encode()) <= RUN_NAME_MAX, "search.run_name",
+               f"is {len(str(name).encode())} bytes long; at most {RUN_NAME_MAX} are allowed")
+        _check(isinstance(self.runs_dir, str) and self.runs_dir.strip() != ""
+               and "\0" not in self.runs_dir, "search.runs_dir",
+               f"must be a folder, got {self.runs_dir!r}")
 
 
 # ------------------------------------------------------------------ agents
@@ -490,12 +632,16 @@ def _run_own_checks(cfg: SearchConfig) -> None:
     for name, section in cfg.sections().items():
         try:
             setattr(cfg, name, dataclasses.replace(section))
+        except ConfigError:
+            raise
         except (ValueError, TypeError) as exc:
             message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             names = [f.name for f in fields(section)]
             hit = next((n for n in sorted(names, key=len, reverse=True)
                         if re.search(rf"\b{re.escape(n)}\b", message)), None)
             where = f"{name}.{hit}" if hit else name
+            if hit and message.startswith(f"{hit} "):
+                message = message[len(hit) + 1:]
             raise ConfigError(where, message) from None
 
 
@@ -554,7 +700,6 @@ def load_config(
                                          from_cli=from_cli))
     if check:
         validate(cfg)
-        _run_own_checks(cfg)
     return cfg
 
 
@@ -588,63 +733,45 @@ def resolve_start_arch(
     return Architecture.parse(text)
 
 
-def _check(cond: bool, name: str, message: str) -> None:
-    if not cond:
-        raise ConfigError(name, message)
-
-
 def validate(cfg: SearchConfig) -> None:
-    """Check every value; raise :class:`ConfigError` naming the first bad field."""
-    d = cfg.data
-    key = d.name.lower().replace("_", "-")
-    _check(key in DATASET_NAMES, "data.name",
-           f"unknown dataset {d.name!r}; allowed values: {', '.join(DATASET_NAMES)}")
-    _check(d.val_size >= 0, "data.val_size", f"must be >= 0, got {d.val_size}")
-    _check(d.train_subset is None or d.train_subset >= 1, "data.train_subset",
-           f"must be >= 1 or none, got {d.train_subset}")
-    _check(re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", d.device) is not None, "data.device",
-           f"unknown device {d.device!r}; allowed values: auto, cpu, cuda, cuda:N, mps")
+    """Check every value; raise :class:`ConfigError` naming the first bad field.
 
-    c = cfg.child
-    for name in ("epochs",):
-        _check(getattr(c, name) >= 0, f"child.{name}", f"must be >= 0, got {getattr(c, name)}")
-    for name in ("batch_size", "eval_batch_size"):
-        _check(getattr(c, name) >= 1, f"child.{name}", f"must be >= 1, got {getattr(c, name)}")
-    _check(c.lr > 0 and math.isfinite(c.lr), "child.lr", f"must be > 0, got {c.lr}")
-    _check(c.lr_min >= 0, "child.lr_min", f"must be >= 0, got {c.lr_min}")
-    _check(0 <= c.momentum < 1, "child.momentum", f"must be in [0, 1), got {c.momentum}")
-    _check(c.weight_decay >= 0, "child.weight_decay", f"must be >= 0, got {c.weight_decay}")
-    _check(c.schedule in ("cosine", "constant"), "child.schedule",
-           f"{c.schedule!r} is not allowed; allowed values: cosine, constant")
-    _check(0 <= c.label_smoothing < 1, "child.label_smoothing",
-           f"must be in [0, 1), got {c.label_smoothing}")
-    _check(c.max_batches_per_epoch is None or c.max_batches_per_epoch >= 1,
-           "child.max_batches_per_epoch", f"must be >= 1 or none, got {c.max_batches_per_epoch}")
+    Each section checks itself (finite numbers, ranges, seeds, names); then the
+    checks that need several sections: the start architecture fits the dataset's
+    input and classes and the search space, and the agent can be loaded.
+    """
+    for name, section in cfg.sections().items():
+        if is_dataclass(section):
+            check_finite(name, section)
+    _run_own_checks(cfg)
+    key = cfg.data.name.lower().replace("_", "-")
 
     s = cfg.start
-    _check(s.epochs >= 0, "start.epochs", f"must be >= 0, got {s.epochs}")
-    _check(0 <= s.dropout < 1, "start.dropout", f"must be in [0, 1), got {s.dropout}")
     shape = DATASET_SHAPES.get(key, (3, 32, 32))
+    classes = DATASET_CLASSES.get(key, 10)
     try:
-        arch = resolve_start_arch(s.arch, shape, DATASET_CLASSES.get(key, 10))
+        arch = resolve_start_arch(s.arch, shape, classes)
         if key in DATASET_SHAPES:
-            infer_shapes(arch, shape)
+            n = estimate_parameters(arch, shape)
+            if n > MAX_PARAMETERS:
+                raise ValueError(f"about {n:,} weights, more than the {MAX_PARAMETERS:,} a "
+                                 "network may have")
     except (ValueError, TypeError) as exc:
         raise ConfigError(
             "start.arch",
-            f"malformed start architecture ({exc}); allowed: 'default', 'densenet_bc(L,k)' or an "
-            "architecture string such as 'C(16,3,1), P(2,2,MAX), FC(64), SM(10)'",
+            f"unusable start architecture {s.arch!r} ({exc}); allowed: 'default', "
+            "'densenet_bc(L,k)' or an architecture string such as "
+            "'C(16,3,1), P(2,2,MAX), FC(64), SM(10)'",
         ) from None
+    if key in DATASET_SHAPES:
+        _check(arch.num_classes == classes, "start.arch",
+               f"ends in SM({arch.num_classes}) but {cfg.data.name} has {classes} classes")
     if s.weights is not None:
+        _check(not Path(s.weights).expanduser().is_dir(), "start.weights",
+               f"{s.weights} is a folder, not a weights file")
         _check(Path(s.weights).expanduser().is_file(), "start.weights",
                f"no such file: {s.weights}")
-
     sp = cfg.space
-    for name in ("kernel_sizes", "filters", "fc_units", "growth_rates"):
-        values = getattr(sp, name)
-        _check(bool(values) and all(v >= 1 for v in values) and list(values) == sorted(set(values)),
-               f"space.{name}", f"must be a non-empty increasing list of positive integers, "
-               f"got {list(values)}")
     _check(sp.max_layers >= len(arch.layers), "space.max_layers",
            f"must be >= the start network's {len(arch.layers)} layers, got {sp.max_layers}")
 
@@ -654,31 +781,6 @@ def validate(cfg: SearchConfig) -> None:
     except Exception as exc:  # noqa: BLE001 - report any loading failure as a config error
         raise ConfigError("search.agent", str(exc).splitlines()[0] if str(exc) else
                           f"cannot load agent {r.agent!r}") from None
-    for name in ("children_per_step",):
-        _check(getattr(r, name) >= 1, f"search.{name}", f"must be >= 1, got {getattr(r, name)}")
-    for name in ("stage1_networks", "stage1_best_epochs", "stage2_networks", "final_top_k",
-                 "final_epochs", "keep_best"):
-        _check(getattr(r, name) >= 0, f"search.{name}", f"must be >= 0, got {getattr(r, name)}")
-    _check(r.final_lr is None or (r.final_lr > 0 and math.isfinite(r.final_lr)), "search.final_lr",
-           f"must be > 0 or none, got {r.final_lr}")
-    _check(r.workers is None or r.workers >= 1, "search.workers",
-           f"must be >= 1 or none, got {r.workers}")
-    _check(r.backend in _BACKENDS, "search.backend",
-           f"unknown backend {r.backend!r}; allowed values: {', '.join(_BACKENDS)}")
-    _check(r.max_rounds is None or r.max_rounds >= 1, "search.max_rounds",
-           f"must be >= 1 or none, got {r.max_rounds}")
-    kinds = tuple(KINDS)
-    sched = schedule_tuple(r.schedule)
-    if sched is None:
-        _check(r.free_steps >= 1, "search.free_steps", f"must be >= 1, got {r.free_steps}")
-    else:
-        bad = [tok for tok in sched if tok not in kinds]
-        _check(not bad, "search.schedule",
-               f"unknown transformation {bad[0]!r} in {r.schedule!r}; allowed tokens: "
-               f"{', '.join(kinds)} (comma-separated), or 'free'" if bad else "")
-    _check(r.run_name is None or (r.run_name and "/" not in r.run_name and r.run_name not in
-                                  (".", "..")),
-           "search.run_name", f"must be a plain folder name, got {r.run_name!r}")
 
 
 def search_space(cfg: SearchConfig) -> SearchSpace:
@@ -740,7 +842,11 @@ def build_parser(prog: str = "python -m eas.train_controller", agent: str | None
         description="Efficient architecture search by network transformation (EAS). "
         "Values come from the dataclass defaults, then --config (default: configs/default.toml), "
         "then --section.field overrides.",
-        usage="%(prog)s [--config PATH] [--agent NAME] [--resume RUN] [--section.field VALUE ...]",
+        usage="%(prog)s [--config PATH] [--agent NAME] [--resume RUN] [--overwrite] [--debug] "
+              "[--section.field VALUE ...]",
+        epilog="Exit codes: 0 done (or stopped by search.max_rounds), 1 failed at run time, "
+               "2 bad input (one line naming it), 130/143 interrupted (Ctrl-C/SIGTERM; "
+               "continue with --resume).",
         allow_abbrev=False,
     )
     parser.add_argument("--config", default=None, metavar="PATH",
@@ -751,6 +857,11 @@ def build_parser(prog: str = "python -m eas.train_controller", agent: str | None
     parser.add_argument("--resume", default=None, metavar="RUN",
                         help="continue runs/<RUN> (or the folder RUN) from its checkpoint.pt, "
                         "with its saved config (plus any overrides given here)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing run folder of the same name (its files are "
+                        "deleted); without it an existing folder is refused")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error (also: EAS_DEBUG=1)")
     cfg = SearchConfig()
     if agent is not None and agent_section(agent) == "agent":
         cfg.agent = _default_instance("agent", agent)
@@ -784,6 +895,10 @@ class Command:
     """``"section.field" -> value`` as typed (--agent becomes search.agent)."""
     resume: str | None
     """The --resume run (a folder or a name under search.runs_dir), or None."""
+    overwrite: bool = False
+    """--overwrite: replace an existing run folder of the same name."""
+    debug: bool = False
+    """--debug: show tracebacks."""
 
 
 def parse_command(argv: Sequence[str] | None = None) -> Command:
@@ -819,4 +934,5 @@ def parse_command(argv: Sequence[str] | None = None) -> Command:
     values = {k: v for k, v in vars(args).items() if "." in k}
     if args.agent is not None:
         values["search.agent"] = args.agent
-    return Command(config=args.config, overrides=values, resume=args.resume)
+    return Command(config=args.config, overrides=values, resume=args.resume,
+                   overwrite=args.overwrite, debug=args.debug)

@@ -47,6 +47,7 @@ from typing import Any
 from eas.network import ChildNet
 from eas.search.callbacks import CallbackList, SearchCallback, default_callbacks
 from eas.search.config import SearchConfig
+from eas.search.failures import check_children
 from eas.search.state import (
     CHECKPOINT,
     CONFIG_FILE,
@@ -90,6 +91,7 @@ def run_search(
     data: Any = None,
     callbacks: Sequence[SearchCallback] = (),
     log: Callable[[str], None] = print,
+    overwrite: bool = False,
 ) -> SearchOutcome:
     """Run (or, with ``resume=True``, continue) the search described by ``cfg``.
 
@@ -101,7 +103,8 @@ def run_search(
     """
     with contextlib.ExitStack() as cleanup:  # closes TensorBoard, progress bar, worker pools
         run = open_run(cfg, run_dir=run_dir, resume=resume, data=data, evaluator=evaluator,
-                       log=log)
+                       log=log, overwrite=overwrite)
+        cleanup.callback(run.lock.release)
         cbs = CallbackList([*default_callbacks(run), *callbacks])
         cleanup.callback(cbs.close)
         build_start_network(run)
@@ -123,6 +126,8 @@ def run_search(
             record_round(run, results, finals, cbs)
             cbs.on_round_end(run, results, metrics, time.time() - round_start)
         cbs.on_sampling_end(run)
+        if run.state.sampling_done:
+            check_children(run.state.history)  # every child failed: stop with the reasons
 
         if not run.stopped:
             final_training(run, cbs)

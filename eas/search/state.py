@@ -139,6 +139,8 @@ class SearchRun:
     """Vector environments by number of children (built on first use)."""
     stopped: bool = False
     """True when ``search.max_rounds`` stopped the run early."""
+    lock: Any = None
+    """The run folder's lock (:class:`eas.search.rundir.RunLock`), released when the run ends."""
     rounds_now: int = 0
     """Rounds run in this invocation."""
     wall_start: float = field(default_factory=time.time)

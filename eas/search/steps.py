@@ -23,7 +23,6 @@ from eas.agents.registry import get_agent_class
 from eas.arch import Tokenizer
 from eas.checkpoint import (
     atomic_write_text,
-    load_checkpoint,
     network_from_record,
     network_record,
     save_network,
@@ -43,7 +42,9 @@ from eas.search.config import (
     schedule_tuple,
     search_space,
 )
+from eas.search.failures import check_start
 from eas.search.pareto_report import update_front_networks, write_pareto_reports
+from eas.search.preflight import preflight
 from eas.search.report import (
     format_table,
     plot_progress,
@@ -51,12 +52,12 @@ from eas.search.report import (
     top_architectures,
     write_summary,
 )
+from eas.search.rundir import claim_run_dir
 from eas.search.state import (
     CHECKPOINT,
     CONFIG_FILE,
     SearchRun,
     SearchState,
-    default_run_name,
     pct,
     record_meta,
     resolve_device,
@@ -81,13 +82,20 @@ __all__ = [
 
 # ---------------------------------------------------------------------- setting up
 def open_run(cfg: SearchConfig, *, run_dir: str | Path | None, resume: bool, data: Any,
-             evaluator: Any, log: Callable[[str], None]) -> SearchRun:
-    """Check the data, create (or reopen) the run folder, restore the state and the RNG.
+             evaluator: Any, log: Callable[[str], None], overwrite: bool = False) -> SearchRun:
+    """Check everything, claim (or reopen) the run folder, restore the state and the RNG.
+
+    :func:`eas.search.preflight.preflight` checks the whole configuration before
+    any work and before anything is written; the run folder is then claimed
+    (:func:`eas.search.rundir.claim_run_dir`: refused when it holds another run,
+    unless ``resume`` or ``overwrite``; locked while this run is live).
 
     The dataset is loaded on first use (a run with a stand-in evaluator may need
     none), but before the run folder exists when children will be trained, so a
     missing dataset stops the run before it leaves anything behind.
     """
+    plan = preflight(cfg, run_dir=run_dir, resume=resume, overwrite=overwrite,
+                     needs_data=evaluator is None and data is None)
     device = resolve_device(cfg.data.device)
     loaded: dict[str, Any] = {"search": data}
 
@@ -110,14 +118,11 @@ def open_run(cfg: SearchConfig, *, run_dir: str | Path | None, resume: bool, dat
     if evaluator is None:
         get_data()
     s = cfg.search
-    if run_dir is None:
-        run_dir = Path(s.runs_dir) / (s.run_name or default_run_name(cfg))
-    run_dir = Path(run_dir)
-    ckpt_path = run_dir / CHECKPOINT
-    checkpoint = load_checkpoint(ckpt_path) if resume and ckpt_path.is_file() else None
+    run_dir, lock = claim_run_dir(plan.run_dir, resume=resume, overwrite=overwrite,
+                                  auto_name=plan.auto_name)
+    checkpoint = plan.checkpoint
     if resume and checkpoint is None:
         log(f"no {CHECKPOINT} in {run_dir}; starting the run from the beginning")
-    run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(dump_toml(cfg), run_dir / CONFIG_FILE)
     state = SearchState(**checkpoint["state"]) if checkpoint is not None else SearchState()
 
@@ -134,7 +139,7 @@ def open_run(cfg: SearchConfig, *, run_dir: str | Path | None, resume: bool, dat
     return SearchRun(cfg=cfg, run_dir=run_dir, state=state, rng=rng, get_data=get_data,
                      device=device, log=log, checkpoint=checkpoint,
                      input_shape=tuple(input_shape), num_classes=num_classes,
-                     child_cfg=cfg.child, elapsed_before=state.elapsed)
+                     child_cfg=cfg.child, elapsed_before=state.elapsed, lock=lock)
 
 
 def build_start_network(run: SearchRun) -> None:
@@ -161,6 +166,7 @@ def build_start_network(run: SearchRun) -> None:
                                                   max_batches_per_epoch=None),
                               device=run.device, seed=seed, progress=cfg.search.progress)
             acc = res.val_accuracy
+            check_start(acc, res.failed, res.reason)
             net.cpu()
             run.log(f"start network: val acc {acc:.4f} in {res.train_time:.1f}s")
         state.starts.append(network_record(net, accuracy=acc, stage=1, epochs=cfg.start.epochs))
@@ -266,6 +272,8 @@ def end_stage(run: SearchRun) -> int | None:
         save_network(run.start_net, run.run_dir / "start_2.pt", **record_meta(state.starts[-1]))
         state.stage, state.stage_children = 2, 0
         return 2
+    if state.stage == 1 and s.stage2_networks > 0:
+        run.log("stage 2 cannot start: no child of stage 1 trained successfully")
     state.sampling_done = True
     return None
 

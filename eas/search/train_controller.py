@@ -8,17 +8,24 @@
     python -m eas.train_controller --resume runs/<run name>         # continue a stopped run
     python -m eas.train_controller --help                           # every field, doc, default
 
-A bad value stops the program before any work with one line naming the field
-and the allowed values (exit code 2).
+A bad value stops the program before any work and before anything is written,
+with one line naming the field, file or folder (exit code 2); a failure at run
+time is one line too (exit code 1). ``--debug`` (or ``EAS_DEBUG=1``) shows the
+traceback instead. SIGTERM is handled like Ctrl-C (exit 143 / 130).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
-from eas.data import DatasetNotFoundError
+from eas.checkpoint import CheckpointError
+from eas.data import DatasetError, DatasetNotFoundError
 from eas.search.config import (
     DEFAULT_CONFIG,
     ConfigError,
@@ -26,6 +33,7 @@ from eas.search.config import (
     load_config,
     parse_command,
 )
+from eas.search.failures import SearchFailed
 from eas.search.loop import CONFIG_FILE, run_search
 
 __all__ = ["main", "resolve_run_dir"]
@@ -45,51 +53,105 @@ def resolve_run_dir(run: str, runs_dir: str = "runs") -> Path:
 
 
 def _fail(message: str, code: int = 2) -> int:
-    print(f"{PROG}: error: {message}", file=sys.stderr)
+    print(f"{PROG}: error: {_one_line(message)}", file=sys.stderr)
     return code
+
+
+def _one_line(message: str) -> str:
+    return " ".join(str(message).split()) or "unknown error"
+
+
+INPUT_ERRORS = (ConfigError, CheckpointError, DatasetError, DatasetNotFoundError)
+"""Exceptions that mean bad input (exit 2); anything else at run time exits 1."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so the run stops like on Ctrl-C."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into :class:`Terminated` in this process (not in its worker processes)."""
+    me = os.getpid()
+
+    def handler(signum: int, frame: Any) -> None:
+        if os.getpid() != me:  # a forked child: die as SIGTERM asks
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        raise Terminated()
+
+    try:
+        old = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the command line, then run or resume the search. Returns the exit code.
 
-    Configuration errors print one line and return 2 (``SystemExit(2)`` when run
-    as a script); ``--help`` exits 0.
+    Every error is one line ``python -m eas.train_controller: error: ...`` naming
+    the field, file or folder: exit 2 for bad input (found before any work and
+    before anything is written), 1 for a failure at run time. ``--debug`` or
+    ``EAS_DEBUG=1`` re-raises instead, with the traceback. Ctrl-C and SIGTERM
+    leave the last checkpoint valid, print the resume hint and return 130/143.
     """
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get("EAS_DEBUG", "") not in ("", "0")
     try:
-        cmd = parse_command(argv)
-        if cmd.resume is not None:
-            runs_dir = cmd.overrides.get("search.runs_dir", "runs")
-            run_dir = resolve_run_dir(cmd.resume, runs_dir)
-            saved = run_dir / CONFIG_FILE
-            if not saved.is_file():
-                raise ConfigError("--resume", f"{run_dir} has no {CONFIG_FILE}")
-            if cmd.config is not None:
-                raise ConfigError("--config", "cannot be combined with --resume (the run's saved "
-                                  "config is used; override single fields instead)")
-            cfg: SearchConfig = load_config(saved, cmd.overrides)
-        else:
-            path = cmd.config
-            if path is None and DEFAULT_CONFIG.is_file():
-                path = str(DEFAULT_CONFIG)
-            elif path is None:
-                print(f"note: {DEFAULT_CONFIG} not found (installed without the configs/ "
-                      "folder?); using the built-in defaults, the paper's CIFAR-10 search",
-                      file=sys.stderr)
-            cfg = load_config(path, cmd.overrides)
-            run_dir = None
-    except ConfigError as exc:
-        return _fail(str(exc))
+        with _sigterm_as_interrupt():
+            return _main(args)
+    except KeyboardInterrupt as exc:
+        term = isinstance(exc, Terminated)
+        print(f"\n{'terminated (SIGTERM)' if term else 'interrupted'}; the last completed round "
+              "is in checkpoint.pt (continue with --resume)", file=sys.stderr)
+        return 143 if term else 130
+    except SystemExit:
+        raise
+    except INPUT_ERRORS as exc:
+        if debug:
+            raise
+        return _fail(str(exc), 2)
+    except Exception as exc:  # noqa: BLE001 - one line, not a traceback, unless --debug
+        if debug:
+            raise
+        text = str(exc) if isinstance(exc, SearchFailed) else f"{type(exc).__name__}: {exc}"
+        return _fail(f"{text} (run with --debug for the traceback)", 1)
 
-    try:
-        outcome = run_search(cfg, run_dir=run_dir, resume=cmd.resume is not None)
-    except ConfigError as exc:  # a value that only proves wrong once the data is there
-        return _fail(str(exc))
-    except DatasetNotFoundError as exc:
-        return _fail(str(exc), 1)
-    except KeyboardInterrupt:
-        print("\ninterrupted; the last completed round is in checkpoint.pt (continue with "
-              "--resume)", file=sys.stderr)
-        return 130
+
+def _main(argv: list[str]) -> int:
+    cmd = parse_command(argv)
+    if cmd.resume is not None:
+        if cmd.config is not None:
+            raise ConfigError("--config", "cannot be combined with --resume (the run's saved "
+                              "config is used; override single fields instead)")
+        if cmd.overwrite:
+            raise ConfigError("--overwrite", "cannot be combined with --resume")
+        runs_dir = cmd.overrides.get("search.runs_dir", "runs")
+        run_dir = resolve_run_dir(cmd.resume, runs_dir)
+        saved = run_dir / CONFIG_FILE
+        if not saved.is_file():
+            raise ConfigError("--resume", f"{run_dir} has no {CONFIG_FILE}")
+        # Overrides are checked here and by preflight inside run_search before the
+        # run's config.toml is rewritten, so a bad one leaves the run as it was.
+        cfg: SearchConfig = load_config(saved, cmd.overrides)
+    else:
+        path = cmd.config
+        if path is None and DEFAULT_CONFIG.is_file():
+            path = str(DEFAULT_CONFIG)
+        elif path is None:
+            print(f"note: {DEFAULT_CONFIG} not found (installed without the configs/ "
+                  "folder?); using the built-in defaults, the paper's CIFAR-10 search",
+                  file=sys.stderr)
+        cfg = load_config(path, cmd.overrides)
+        run_dir = None
+    outcome = run_search(cfg, run_dir=run_dir, resume=cmd.resume is not None,
+                         overwrite=cmd.overwrite)
     return 0 if outcome is not None else 1
 
 

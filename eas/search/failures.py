@@ -1,0 +1,48 @@
+"""Run-time failure checks: a diverged start network, a search in which every child failed.
+
+Both raise :class:`SearchFailed` (exit code 1 on the command line) with one
+line saying what happened and what to change, instead of searching on from NaN
+weights and reporting an empty table with exit code 0.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any
+
+__all__ = ["SearchFailed", "check_start", "check_children", "failure_counts"]
+
+
+class SearchFailed(RuntimeError):
+    """The search cannot go on; ``str()`` is one line with the reasons."""
+
+
+def check_start(accuracy: float | None, failed: bool = False, reason: str | None = None) -> None:
+    """Stop when the start network's training diverged or gave a non-finite accuracy."""
+    if failed or (accuracy is not None and not math.isfinite(accuracy)):
+        why = reason or f"validation accuracy {accuracy}"
+        raise SearchFailed(f"the start network diverged while training ({why}); lower child.lr "
+                           "or child.weight_decay, or give trained start.weights")
+
+
+def failure_counts(records: Iterable[dict[str, Any]]) -> Counter:
+    """How often each failure reason occurs among failed child records."""
+    return Counter(_short(r.get("reason")) for r in records if r.get("failed"))
+
+
+def _short(reason: Any) -> str:
+    text = " ".join(str(reason or "unknown reason").split())
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def check_children(history: list[dict[str, Any]]) -> None:
+    """Stop when every child evaluated so far failed (nothing to search from)."""
+    if not history or not all(r.get("failed") for r in history):
+        return
+    counts = failure_counts(history)
+    reasons = "; ".join(f"{n} x {why}" for why, n in counts.most_common(3))
+    more = f"; and {len(counts) - 3} other reasons" if len(counts) > 3 else ""
+    raise SearchFailed(f"every child failed ({len(history)} of {len(history)}): "
+                       f"{reasons}{more}")

@@ -1,0 +1,201 @@
+"""Checks that run before any work and before anything is written.
+
+:func:`preflight` looks at everything a search will need and raises
+:class:`~eas.search.config.ConfigError` (one line naming the field, file or
+folder) at the first problem: the device exists, the optional back-end can be
+imported, the start weights load and fit the start architecture, the run
+folder may be used (and its parent created and written), the dataset's folders
+are there with a readable first image, and on ``--resume`` the checkpoint
+reads and the overrides leave the search's meaning alone. It writes nothing.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from eas.checkpoint import CheckpointError, load_checkpoint, read_torch_file
+from eas.data import DatasetError, DatasetNotFoundError, check_image_folder
+from eas.network import build_network
+from eas.search.config import (
+    DATASET_SHAPES,
+    ConfigError,
+    SearchConfig,
+    config_to_dict,
+    resolve_start_arch,
+)
+from eas.search.rundir import check_run_dir
+from eas.search.state import CHECKPOINT, default_run_name
+
+__all__ = ["FIXED_ON_RESUME", "Plan", "check_resume_changes", "default_run_name", "preflight"]
+
+FIXED_ON_RESUME: tuple[str, ...] = (
+    "data.name", "search.agent", "search.seed", "search.children_per_step", "search.schedule",
+    "search.free_steps", "space.kernel_sizes", "space.filters", "space.fc_units",
+    "space.growth_rates", "space.max_layers",
+)
+"""Fields a resumed run may not change: they would give the rest of the run another meaning."""
+
+@dataclass
+class Plan:
+    """What :func:`preflight` found: where the run goes and what it continues from."""
+
+    run_dir: Path
+    """The run folder (for an auto-named new run: the first free candidate)."""
+    auto_name: bool
+    """The name was generated (a collision picks another name instead of failing)."""
+    checkpoint: dict[str, Any] | None
+    """The checkpoint to continue from (resume only), already read."""
+
+
+def check_device(name: str) -> None:
+    """``data.device`` names a device this machine has."""
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError("data.device", f"{name} asked for, but no CUDA GPU is available "
+                              "(torch.cuda.is_available() is False); use auto or cpu")
+        index = int(name.split(":")[1]) if ":" in name else 0
+        if index >= torch.cuda.device_count():
+            raise ConfigError("data.device", f"{name} asked for, but this machine has "
+                              f"{torch.cuda.device_count()} GPU(s) (cuda:0 ...)")
+    elif name == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("data.device", "mps asked for, but it is not available; use auto or cpu")
+
+
+def check_backend(cfg: SearchConfig) -> None:
+    """The optional back-end (Ray) can be imported."""
+    if cfg.search.backend != "ray":
+        return
+    try:  # find_spec alone is fooled by a stray folder named ray/ (e.g. /tmp/ray)
+        ray = importlib.import_module("ray")
+    except Exception:  # noqa: BLE001 - any import failure means no usable Ray
+        ray = None
+    if not hasattr(ray, "remote"):
+        raise ConfigError("search.backend", "ray is not installed (pip install 'ray[default]'); "
+                          "use serial or process")
+
+
+def _writable_parent(folder: Path, field: str) -> None:
+    """``folder`` is a writable folder, or can be created inside a writable one."""
+    p = folder.expanduser().absolute()
+    while not p.exists():
+        if p.parent == p:
+            break
+        p = p.parent
+    if not p.is_dir():
+        raise ConfigError(field, f"{p} is a file, not a folder (needed to hold {folder})")
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise ConfigError(field, f"cannot create {folder}: {p} is not writable")
+
+
+def check_data(cfg: SearchConfig) -> None:
+    """Dataset folders are present (never created here) and an ImageFolder's first image reads."""
+    d = cfg.data
+    key = d.name.lower().replace("_", "-")
+    root = Path(d.root).expanduser() if d.root is not None else None
+    if root is not None and not root.is_dir():
+        raise ConfigError("data.root", f"{root} is not an existing folder (it is not created "
+                          "for you; leave data.root unset to use the default locations)")
+    if key == "imagefolder":
+        if root is None:
+            raise ConfigError("data.root", "imagefolder needs data.root: a folder of class "
+                              "folders (or train/ and test/ holding class folders)")
+        parts = [root / "train", root / "test"] if (root / "train").is_dir() else [root]
+        try:
+            for part in parts:
+                check_image_folder(part)
+        except (DatasetError, DatasetNotFoundError) as exc:
+            raise ConfigError("data.root", str(exc)) from None
+
+
+def _input_shape(cfg: SearchConfig) -> tuple[tuple[int, int, int], int] | None:
+    key = cfg.data.name.lower().replace("_", "-")
+    if key in DATASET_SHAPES:
+        return DATASET_SHAPES[key], 100 if key == "cifar100" else 10
+    return None  # imagefolder: known once loaded
+
+
+def check_start_weights(cfg: SearchConfig) -> None:
+    """``start.weights`` loads and fits the start architecture (when the input shape is known)."""
+    path = cfg.start.weights
+    if path is None:
+        return
+    try:
+        obj = read_torch_file(path, weights_only=True)
+    except CheckpointError as exc:
+        raise ConfigError("start.weights", str(exc)) from None
+    state = obj
+    shape = _input_shape(cfg)
+    if shape is None:
+        return
+    arch = resolve_start_arch(cfg.start.arch, *shape)
+    if isinstance(obj, dict) and "state_dict" in obj and "arch" in obj:
+        if str(obj["arch"]) != str(arch):
+            raise ConfigError("start.weights", f"{path} holds {obj['arch']}, not the start "
+                              f"architecture {arch}; set start.arch to match")
+        state = obj["state_dict"]
+    if not isinstance(state, dict):
+        raise ConfigError("start.weights", f"{path} holds a {type(state).__name__}, not a "
+                          "network file or a state_dict")
+    net = build_network(arch, shape[0], dropout=cfg.start.dropout, seed=0)
+    try:
+        net.load_state_dict(state)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        first = " ".join(str(exc).split())[:300]
+        raise ConfigError("start.weights", f"{path} does not fit the start architecture "
+                          f"{arch}: {first}") from None
+
+
+def check_resume_changes(saved: dict[str, dict[str, Any]], cfg: SearchConfig) -> None:
+    """Refuse overrides of :data:`FIXED_ON_RESUME` fields (``saved``: the checkpoint's config)."""
+    now = config_to_dict(cfg)
+    for key in FIXED_ON_RESUME:
+        section, name = key.split(".")
+        if section not in saved or name not in saved[section]:
+            continue
+        old, new = saved[section][name], now[section][name]
+        if old != new:
+            raise ConfigError(key, f"cannot be changed when resuming (the run used {old!r}, "
+                              f"got {new!r}); start a new run for a different search")
+
+
+def preflight(cfg: SearchConfig, *, run_dir: str | Path | None, resume: bool,
+              overwrite: bool = False, needs_data: bool = True) -> Plan:
+    """Check everything the run needs; write nothing. Returns the :class:`Plan`.
+
+    ``needs_data``: the dataset will be loaded (False with a stand-in evaluator
+    and a known input shape).
+    """
+    check_device(cfg.data.device)
+    check_backend(cfg)
+    if needs_data:
+        check_data(cfg)
+    check_start_weights(cfg)
+    s = cfg.search
+    auto = run_dir is None and s.run_name is None
+    if run_dir is None:
+        _writable_parent(Path(s.runs_dir), "search.runs_dir")
+        run_dir = Path(s.runs_dir) / (s.run_name or default_run_name(cfg))
+    run_dir = Path(run_dir)
+    _writable_parent(run_dir.parent, "search.runs_dir")
+    checkpoint = None
+    if resume:
+        check_run_dir(run_dir, resume=True, overwrite=False)
+        ckpt = run_dir / CHECKPOINT
+        if ckpt.exists():
+            try:
+                checkpoint = load_checkpoint(ckpt)
+            except CheckpointError as exc:
+                raise ConfigError("--resume", str(exc)) from None
+            if not {"state", "agent", "rng"} <= set(checkpoint):
+                raise ConfigError("--resume", f"{ckpt} is not a search checkpoint (no "
+                                  "'state', 'agent' and 'rng' entries)")
+            check_resume_changes(checkpoint.get("config", {}), cfg)
+    elif not auto:
+        check_run_dir(run_dir, resume=False, overwrite=overwrite)
+    return Plan(run_dir=run_dir, auto_name=auto, checkpoint=checkpoint)
