@@ -209,7 +209,6 @@ class _LegalActionDict(spaces.Dict):
         return state
 
 
-# ------------------------------------------------------------------------ evaluation
 # ----------------------------------------------------------------------- environment
 class NetTransformEnv(gym.Env[dict[str, Any], dict[str, Any]]):
     """Architecture search by function-preserving network transformation (EAS).
