@@ -125,9 +125,8 @@ def run_search(
             metrics = run.agent.learn(results)
             record_round(run, results, finals, cbs)
             cbs.on_round_end(run, results, metrics, time.time() - round_start)
+            check_children(run.state.history)  # every child so far failed: stop, reasons counted
         cbs.on_sampling_end(run)
-        if run.state.sampling_done:
-            check_children(run.state.history)  # every child failed: stop with the reasons
 
         if not run.stopped:
             final_training(run, cbs)
