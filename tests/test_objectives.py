@@ -135,3 +135,24 @@ def test_latency_reaches_the_env_reward() -> None:
     _, r, _, _, info = env.step(env.action_space.sample())
     lat = info["extra"]["latency_ms"]
     assert r == pytest.approx(0.8 * (lat / 1e6) ** -0.07)
+
+
+@pytest.mark.slow
+def test_search_uses_the_configured_reward_and_records_latency(tmp_path) -> None:
+    from test_search import CheapEvaluator, cheap_config, quiet
+
+    from eas.search.loop import run_search
+
+    torch.set_num_threads(1)
+    cfg = cheap_config(tmp_path, **{"objectives.reward": "constrained",
+                                    "objectives.target": "50000", "objectives.beta": "-1",
+                                    "objectives.latency": "true",
+                                    "objectives.latency_repeats": "2"})
+    out = run_search(cfg, evaluator=CheapEvaluator(), log=quiet)
+    hist = out.state.history
+    assert len(hist) == 9
+    for rec in hist:
+        w = -0.07 if rec["params"] <= 50000 else -1.0
+        assert rec["reward"] == pytest.approx(rec["accuracy"] * (rec["params"] / 50000) ** w)
+        assert rec["latency_ms"] > 0
+    assert "latency_ms" in out.summary["pareto"]
