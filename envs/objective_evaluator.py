@@ -1,14 +1,15 @@
 """An evaluator wrapper that adds cost objectives (params, FLOPs, latency) to every result.
 
 ``ObjectivesEvaluator(inner, latency=True, device="cuda")`` evaluates children
-with ``inner`` (any evaluator, also one with ``evaluate_many`` such as the
-parallel evaluator) and writes into each result's ``extra``: ``params`` and
+with ``inner`` (any evaluator; it offers ``evaluate_many`` exactly when ``inner``
+does, e.g. the parallel evaluator) and writes into each result's ``extra``: ``params`` and
 ``flops`` (exact counts) and, with ``latency``, ``latency_ms``: the median time
 of ``repeats`` forward passes of a ``batch_size`` batch on ``device``
 (:func:`eas.objectives.measure_latency`). Latency does not depend on the
 weights, so it is measured on the child handed in, in this process, one child
 after another (never while other children are being timed). A failed child gets
-its counts but no latency. ``extra`` is kept by the evaluation cache and the
+its counts but no latency; an exception of ``inner`` propagates (the caller
+records the child as failed). ``extra`` is kept by the evaluation cache and the
 journal, so cached and replayed children keep their objectives.
 """
 
@@ -18,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from eas.envs.evaluators import EvalResult, evaluate_batch
+from eas.envs.evaluators import EvalResult, as_result, evaluate_batch
 
 from eas.network import ChildNet
 from eas.objectives import cost_objectives, measure_latency
@@ -39,6 +40,10 @@ class ObjectivesEvaluator:
         self.latency = bool(latency)
         self.batch_size, self.repeats, self.warmup = int(batch_size), int(repeats), int(warmup)
         self.device = device
+        if callable(getattr(inner, "evaluate_many", None)):
+            # offered only when the inner evaluator trains batches itself, so that a
+            # journal around this wrapper still stores each child the moment it finishes
+            self.evaluate_many = self._evaluate_many
 
     def _with_objectives(self, net: ChildNet, result: EvalResult) -> EvalResult:
         extra = dict(result.extra)
@@ -49,15 +54,19 @@ class ObjectivesEvaluator:
                 warmup=self.warmup, device=self.device)
         return replace(result, extra=extra)
 
-    def evaluate_many(self, nets: Sequence[ChildNet]) -> list[EvalResult]:
-        """Evaluate with the inner evaluator (concurrently if it can), then add objectives."""
+    def _evaluate_many(self, nets: Sequence[ChildNet]) -> list[EvalResult]:
+        """Evaluate with the inner evaluator's ``evaluate_many``, then add objectives."""
         nets = list(nets)
         results = evaluate_batch(self.inner, nets)
         return [self._with_objectives(n, r) for n, r in zip(nets, results)]
 
     def __call__(self, net: ChildNet) -> EvalResult:
-        """Evaluate one child and add its objectives."""
-        return self.evaluate_many([net])[0]
+        """Evaluate one child with the inner evaluator and add its objectives.
+
+        Exceptions of the inner evaluator propagate (callers such as the journal
+        and :func:`~envs.evaluators.evaluate_batch` turn them into failed children).
+        """
+        return self._with_objectives(net, as_result(self.inner(net)))
 
     def __getattr__(self, name: str) -> Any:
         # forward anything else (close, workers, ...) to the wrapped evaluator
