@@ -13,6 +13,7 @@ from eas.envs import (
     ObjectivesConfig,
     ObjectivesEvaluator,
     PaperReward,
+    evaluate_batch,
     make_reward,
     reward_of,
 )
@@ -107,23 +108,40 @@ def test_cost_objectives_and_latency() -> None:
 
 def test_objectives_evaluator_adds_costs_and_keeps_failures() -> None:
     nets = [build_network(ARCH, seed=0), build_network("C(4,3,1), P(2,2,MAX), FC(16), SM(10)",
-                                                       seed=0)]
+                                                       seed=0),
+            build_network("C(4,3,1), P(2,2,MAX), FC(8), SM(10)", seed=0)]
 
     def inner(net):
-        if len(net.arch.layers) == 4:
+        if "FC(16)" in str(net.arch):
             raise RuntimeError("boom")
+        if "FC(8)" in str(net.arch):
+            return EvalResult(0.0, failed=True, reason="diverged")
         return 0.7
 
     ev = ObjectivesEvaluator(inner, latency=True, repeats=2, warmup=0)
-    res = ev.evaluate_many(nets)
+    seen: list[int] = []  # each child reported the moment it is known, in order
+    res = evaluate_batch(ev, nets, on_result=lambda i, r: seen.append(i))
+    assert seen == [0, 1, 2]
     assert res[0].accuracy == 0.7 and not res[0].failed
     assert res[0].extra["params"] == count_parameters(nets[0])
     assert res[0].extra["flops"] == count_flops(nets[0].arch, (1, 28, 28))
     assert res[0].extra["latency_ms"] > 0
-    assert res[1].failed and "boom" in res[1].reason and "latency_ms" not in res[1].extra
-    assert res[1].extra["params"] == count_parameters(nets[1])
+    assert res[1].failed and "boom" in res[1].reason
+    assert res[2].failed and "latency_ms" not in res[2].extra
+    assert res[2].extra["params"] == count_parameters(nets[2])
     one = ObjectivesEvaluator(fixed(0.6))(nets[0])
     assert one.accuracy == 0.6 and "latency_ms" not in one.extra
+
+    class Batched:
+        def __call__(self, net):
+            return 0.5
+
+        def evaluate_many(self, batch):
+            return [EvalResult(0.5 + 0.1 * i) for i in range(len(batch))]
+
+    many = ObjectivesEvaluator(Batched()).evaluate_many(nets[:2])
+    assert [r.accuracy for r in many] == [0.5, 0.6]
+    assert many[1].extra["params"] == count_parameters(nets[1])
 
 
 def test_latency_reaches_the_env_reward() -> None:
@@ -135,3 +153,24 @@ def test_latency_reaches_the_env_reward() -> None:
     _, r, _, _, info = env.step(env.action_space.sample())
     lat = info["extra"]["latency_ms"]
     assert r == pytest.approx(0.8 * (lat / 1e6) ** -0.07)
+
+
+@pytest.mark.slow
+def test_search_uses_the_configured_reward_and_records_latency(tmp_path) -> None:
+    from test_search import CheapEvaluator, cheap_config, quiet
+
+    from eas.search.loop import run_search
+
+    torch.set_num_threads(1)
+    cfg = cheap_config(tmp_path, **{"objectives.reward": "constrained",
+                                    "objectives.target": "50000", "objectives.beta": "-1",
+                                    "objectives.latency": "true",
+                                    "objectives.latency_repeats": "2"})
+    out = run_search(cfg, evaluator=CheapEvaluator(), log=quiet)
+    hist = out.state.history
+    assert len(hist) == 9
+    for rec in hist:
+        w = -0.07 if rec["params"] <= 50000 else -1.0
+        assert rec["reward"] == pytest.approx(rec["accuracy"] * (rec["params"] / 50000) ** w)
+        assert rec["latency_ms"] > 0
+    assert "latency_ms" in out.summary["pareto"]
