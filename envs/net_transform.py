@@ -22,7 +22,7 @@ from eas.morphisms.legal import KINDS, SKIP_MODES, LegalActions, legal_actions
 from gymnasium import spaces
 
 from eas import morphisms
-from eas.arch import FC, Architecture, Dense, SearchSpace, Tokenizer, width_of
+from eas.arch import Architecture, Dense, SearchSpace, Tokenizer, width_of
 from eas.network import ChildNet, build_network
 
 __all__ = [

@@ -30,6 +30,7 @@ __all__ = [
     "KINDS",
     "SKIP_MODES",
     "LegalActions",
+    "clear_caches",
     "deeper_positions",
     "dense_insert_positions",
     "legal_actions",
@@ -256,9 +257,9 @@ class LegalActions:
             positions = self._facts.deeper
         L = self.max_layers
         kept = sorted((b, p) for b, p in positions if L is None or (b < L and p <= L))
+        blocks = self.arch.blocks()
         fc = frozenset() if self.densenet else frozenset(
-            (b, p) for b, p in kept
-            if isinstance(self.arch.layers[self.arch.blocks()[b][p]], FC))
+            (b, p) for b, p in kept if isinstance(self.arch.layers[blocks[b][p]], FC))
         if not self.kernels:
             kept = [bp for bp in kept if bp in fc]
         return tuple(kept), fc
@@ -275,8 +276,9 @@ class LegalActions:
     def skips(self) -> tuple[tuple[int, int, int], ...]:
         if self.densenet:
             return ()
-        return tuple((s, d, SKIP_MODES.index(m)) for s, d, m in self._facts.skips(self.input_shape)
-                     if self._fits(s) and self._fits(d))
+        L = self.max_layers if self.max_layers is not None else len(self.arch.layers)
+        return tuple((s, d, 0 if m == "ADD" else 1)
+                     for s, d, m in self._facts.skips(self.input_shape) if s < L and d < L)
 
     def has(self, kind: str) -> bool:
         """Whether ``kind`` (one of :data:`KINDS`) has at least one legal action."""
@@ -327,3 +329,10 @@ def skip_candidates(arch: Architecture,
                     input_shape: tuple[int, int, int]) -> list[tuple[int, int, str]]:
     """``(src, dst, mode)`` triples accepted by ``add_skip``."""
     return _facts(Architecture.parse(arch)).skips(tuple(int(v) for v in input_shape))
+
+
+def clear_caches() -> None:
+    """Forget every cached architecture (benchmarks use it to time cold computations)."""
+    _facts.cache_clear()
+    _shapes.cache_clear()
+    _cached.cache_clear()
