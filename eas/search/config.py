@@ -179,10 +179,22 @@ class SearchSection:
     """Add small noise to widened copies (breaks symmetry, as in EAS)."""
     cache: bool = True
     """Reuse the accuracy of a child already trained from the same start network."""
-    workers: int | None = 1
-    """Children trained concurrently (eas.envs.parallel; 1 = one after another, none = all cores/GPUs)."""
-    backend: str = "serial"
-    """How children are trained concurrently: serial, process, ray or auto (process if workers > 1)."""
+    workers: int | None = None
+    """Children trained concurrently (eas.envs.parallel); none = GPUs x children_per_gpu with CUDA, 1 on CPU."""
+    backend: str = "auto"
+    """How children are trained concurrently: auto (process if workers > 1, else serial), serial, process or ray."""
+    children_per_gpu: int = 4
+    """Children sharing one GPU at a time (process back-end)."""
+    gpu_memory_fraction: float | None = None
+    """Cap on each GPU worker's share of its GPU's memory, in (0, 1]; none = no cap."""
+    max_retries: int = 2
+    """Extra attempts for a child that failed for an infrastructure reason (worker died, OOM, timeout)."""
+    child_timeout: float | None = None
+    """Seconds one child may train before its worker is stopped (process/ray); none = no limit."""
+    ray_address: str | None = None
+    """Address of a running Ray cluster (backend ray); none = start or reuse a local one."""
+    ray_gpus_per_child: float = 0.25
+    """GPUs each Ray task asks for: a fraction in (0, 1] or a whole number."""
     final_top_k: int = 1
     """How many of the best distinct architectures get the final training."""
     final_epochs: int = 300
@@ -664,6 +676,20 @@ def validate(cfg: SearchConfig) -> None:
            f"must be >= 1 or none, got {r.workers}")
     _check(r.backend in _BACKENDS, "search.backend",
            f"unknown backend {r.backend!r}; allowed values: {', '.join(_BACKENDS)}")
+    _check(not (r.backend == "serial" and r.workers is not None and r.workers > 1),
+           "search.backend", f"'serial' trains one child at a time, but search.workers is "
+           f"{r.workers}; use backend auto, process or ray (or workers 1)")
+    _check(r.children_per_gpu >= 1, "search.children_per_gpu",
+           f"must be >= 1, got {r.children_per_gpu}")
+    _check(r.gpu_memory_fraction is None or 0 < r.gpu_memory_fraction <= 1,
+           "search.gpu_memory_fraction", f"must be in (0, 1] or none, got {r.gpu_memory_fraction}")
+    _check(r.max_retries >= 0, "search.max_retries", f"must be >= 0, got {r.max_retries}")
+    _check(r.child_timeout is None or (r.child_timeout > 0 and math.isfinite(r.child_timeout)),
+           "search.child_timeout", f"must be > 0 or none, got {r.child_timeout}")
+    _check(r.ray_gpus_per_child > 0 and (r.ray_gpus_per_child <= 1
+                                         or float(r.ray_gpus_per_child).is_integer()),
+           "search.ray_gpus_per_child",
+           f"must be in (0, 1] or a whole number, got {r.ray_gpus_per_child}")
     _check(r.max_rounds is None or r.max_rounds >= 1, "search.max_rounds",
            f"must be >= 1 or none, got {r.max_rounds}")
     kinds = tuple(KINDS)

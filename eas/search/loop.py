@@ -64,6 +64,7 @@ from eas.data import load_dataset
 from eas.envs.journal import Journal
 from eas.envs.parallel import ParallelEvaluator
 from eas.network import ChildNet, build_network
+from eas.search.concurrency import parallel_options, resolve_concurrency
 from eas.search.config import (
     DATASET_SHAPES,
     ConfigError,
@@ -314,9 +315,11 @@ def _search(
     # ------------------------------------------------------------------ evaluator
     if evaluator is None:
         evaluator = envs.TrainerEvaluator(get_data(), child_cfg, device=device, seed=seed)
-        if s.workers != 1 or s.backend in ("process", "ray"):
-            evaluator = ParallelEvaluator(evaluator, workers=s.workers, backend=s.backend,
-                                          device="cpu" if device == "cpu" else None)
+        conc = resolve_concurrency(s.workers, s.backend, s.children_per_gpu, device)
+        if conc.parallel:
+            evaluator = ParallelEvaluator(evaluator, workers=conc.workers, backend=conc.backend,
+                                          device="cpu" if device == "cpu" else None,
+                                          **parallel_options(s))
             cleanup.callback(evaluator.close)
     bar = _progress_bar(s.progress, s.stage1_networks + s.stage2_networks, state.global_step)
     if bar is not None:
