@@ -44,10 +44,11 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from eas.arch import TABLE1, densenet_bc  # noqa: E402
-from eas.data import AugmentConfig, Data  # noqa: E402
 from eas.envs import NetTransformEnv, TrainerEvaluator  # noqa: E402
 from eas.envs.parallel import ParallelEvaluator  # noqa: E402
+
+from eas.arch import TABLE1, densenet_bc  # noqa: E402
+from eas.data import AugmentConfig, Data  # noqa: E402
 from eas.network import ChildNet, build_network  # noqa: E402
 from eas.training import TrainConfig, make_optimizer, train_child  # noqa: E402
 
@@ -219,7 +220,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--round-children", type=int, default=10)
     p.add_argument("--at-once", type=int, nargs="+", default=[1, 4, 8],
                    help="children trained at once in the round section")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU runs)")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.device.startswith("cuda"):
         torch.backends.cudnn.benchmark = True
     print(f"# {machine(args.device)}; device={args.device}")

@@ -115,6 +115,8 @@ def mask_arrays(legal: LegalActions, kind_mask: np.ndarray) -> dict[str, np.ndar
     L, K = int(legal.max_layers or 0), len(legal.space.kernel_sizes)
     wider = np.zeros(L, np.int8)
     wider[list(legal.wider)] = 1
+    wider_fc = np.zeros(L, np.int8)
+    wider_fc[sorted(legal.wider_fc)] = 1
     deeper = np.zeros((L, L + 1), np.int8)
     is_fc = np.zeros((L, L + 1), np.int8)
     if legal.deeper:
@@ -129,6 +131,7 @@ def mask_arrays(legal: LegalActions, kind_mask: np.ndarray) -> dict[str, np.ndar
     return {
         "kind_mask": np.asarray(kind_mask, np.int8).copy(),
         "wider_mask": wider,
+        "wider_is_fc": wider_fc,
         "deeper_mask": deeper,
         "deeper_is_fc": is_fc,
         "kernel_mask": kernel,
@@ -307,10 +310,12 @@ class NetTransformEnv(gym.Env[dict[str, Any], dict[str, Any]]):
     padding), ``"length"`` (``Discrete(L+1)``, real tokens), ``"step"``
     (``Discrete(steps+1)``), and the masks of the legal actions: ``"kind_mask"``
     (``MultiBinary(3)``; schedule mode: one-hot of the scheduled kind, all zeros
-    once the episode ended), ``"wider_mask"`` (``MultiBinary(L)``), ``"deeper_mask"``
+    once the episode ended), ``"wider_mask"`` and ``"wider_is_fc"`` (``MultiBinary(L)``;
+    the latter marks the widenable layers that are FC layers), ``"deeper_mask"``
     and ``"deeper_is_fc"`` (``MultiBinary((L, L+1))``), ``"kernel_mask"``
     (``MultiBinary(K)``), ``"skip_mask"`` (``MultiBinary((L, L, 2))``, all zero on
-    DenseNets). Masks come from ``morphisms.legal``; "deeper" is masked out once
+    DenseNets). Masks are the sets of ``env.legal_actions``
+    (:class:`~eas.morphisms.legal.LegalActions`); "deeper" is masked out once
     the network has ``max_layers`` tokens.
 
     ## Rewards
@@ -414,6 +419,7 @@ class NetTransformEnv(gym.Env[dict[str, Any], dict[str, Any]]):
             "step": spaces.Discrete(self.steps + 1),
             "kind_mask": spaces.MultiBinary(len(KINDS)),
             "wider_mask": spaces.MultiBinary(L),
+            "wider_is_fc": spaces.MultiBinary(L),
             "deeper_mask": spaces.MultiBinary((L, L + 1)),
             "deeper_is_fc": spaces.MultiBinary((L, L + 1)),
             "kernel_mask": spaces.MultiBinary(K),

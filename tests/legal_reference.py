@@ -101,5 +101,9 @@ def ref_masks(arch: Architecture, shape: tuple[int, int, int], space: SearchSpac
     sm = np.zeros((L, L, 2), np.int8)
     for s, d, m in skips:
         sm[s, d, m] = 1
-    return {"kind_mask": kind_mask, "wider_mask": w, "deeper_mask": dm, "deeper_is_fc": fc,
+    # what hill climbing derived by re-parsing the architecture string
+    wfc = np.zeros(L, np.int8)
+    wfc[[i for i in wider if isinstance(arch.layers[i], FC)]] = 1
+    return {"kind_mask": kind_mask, "wider_mask": w, "wider_is_fc": wfc, "deeper_mask": dm,
+            "deeper_is_fc": fc,
             "kernel_mask": km, "skip_mask": sm}

@@ -76,6 +76,7 @@ def _obs_batch(n, schedule=None, start=SMALL, steps=3, seed=0):
         env = envs.NetTransformEnv(start=start, schedule=schedule, free_steps=steps + 1,
                                    evaluator=SyntheticEvaluator())
         o, _ = env.reset(seed=i)
+        env.action_space.seed(seed * 1000 + i)
         for _ in range(rng.integers(0, min(steps, env.steps - 1) + 1)):
             o, *_ = env.step(env.action_space.sample())
         obs.append(o)
