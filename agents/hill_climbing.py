@@ -67,7 +67,6 @@ from eas.envs.observation import (
     uniform_index,
 )
 
-from eas.arch import FC, Architecture
 from eas.checkpoint import network_from_record, network_record
 
 __all__ = ["HillClimbingAgent"]
@@ -205,15 +204,7 @@ class HillClimbingAgent(Agent):
         opts: dict[int, Any] = {}
         if WIDER in allowed:
             mask = np.asarray(one["wider_mask"]) != 0
-            try:
-                arch = Architecture.parse(str(one["arch"]))
-                not_fc = np.zeros_like(mask)
-                for i, layer in enumerate(arch.layers[:-1]):
-                    if i < len(not_fc):
-                        not_fc[i] = not isinstance(layer, FC)
-                conv = mask & not_fc
-            except (ValueError, TypeError):
-                conv = mask
+            conv = mask & (np.asarray(one["wider_is_fc"]) == 0)
             if conv.any():
                 opts[WIDER] = np.flatnonzero(conv)
         if DEEPER in allowed:

@@ -65,9 +65,11 @@ __all__ = [
     "DatasetNotFoundError",
     "check_image_folder",
     "augment_batch",
+    "crop_flip",
     "default_augment",
     "dataset_facts",
     "default_data_root",
+    "draw_augment",
     "load_dataset",
     "normalize_batch",
     "read_idx",
@@ -254,27 +256,55 @@ def augment_batch(
     """
     if x_uint8.dim() != 4:
         raise ValueError(f"expected an NCHW batch, got shape {tuple(x_uint8.shape)}")
-    n, c, h, w = x_uint8.shape
-    p = cfg.crop_padding
-    x = x_uint8
-    if (p > 0 or cfg.hflip) and n > 0:
-        dev = x.device
-        cols = torch.arange(w, device=dev).expand(n, w)
-        if p > 0:
-            offsets = torch.randint(0, 2 * p + 1, (2, n), generator=generator, device=dev)
-            dy, dx = offsets[0, :, None], offsets[1, :, None]
-            x = torch.nn.functional.pad(x, (p, p, p, p))
-        else:
-            dy = dx = torch.zeros((n, 1), dtype=torch.int64, device=dev)
-        if cfg.hflip:
-            flip = torch.rand(n, generator=generator, device=dev) < 0.5
-            cols = torch.where(flip[:, None], (w - 1) - cols, cols)
-        wp = w + 2 * p
-        rows = dy + torch.arange(h, device=dev)  # (n, h) rows of the padded image
-        index = rows[:, :, None] * wp + (dx + cols)[:, None, :]  # (n, h, w) flat positions
-        flat = x.reshape(n, c, -1)
-        x = torch.gather(flat, 2, index.view(n, 1, h * w).expand(n, c, h * w)).view(n, c, h, w)
+    offsets, flips = draw_augment(x_uint8.shape[0], cfg, generator, x_uint8.device)
+    x = crop_flip(x_uint8, cfg.crop_padding, offsets, flips)
     return normalize_batch(x, mean, std, normalize=cfg.normalize)
+
+
+def draw_augment(n: int, cfg: AugmentConfig, generator: torch.Generator,
+                 device: torch.device) -> tuple[Tensor | None, Tensor | None]:
+    """The random numbers :func:`augment_batch` draws for ``n`` images, in its order.
+
+    Returns ``(offsets, flips)``: crop offsets ``(2, n)`` int64 in ``[0, 2p]``
+    (None without padding) and uniform ``(n,)`` draws, an image being mirrored
+    when its draw is below 0.5 (None without flips).
+    """
+    if n == 0 or not (cfg.crop_padding > 0 or cfg.hflip):
+        return None, None
+    p = cfg.crop_padding
+    offsets = (torch.randint(0, 2 * p + 1, (2, n), generator=generator, device=device)
+               if p > 0 else None)
+    flips = torch.rand(n, generator=generator, device=device) if cfg.hflip else None
+    return offsets, flips
+
+
+def crop_flip(x_uint8: Tensor, padding: int, offsets: Tensor | None,
+              flips: Tensor | None) -> Tensor:
+    """Crop (zero padding ``padding``, window at ``offsets``) and mirror (``flips < 0.5``).
+
+    Both fused into one ``torch.gather``; ``offsets``/``flips`` as drawn by
+    :func:`draw_augment` (None: no crop / no flip). No host synchronisation,
+    so it can run inside a CUDA graph.
+    """
+    n, c, h, w = x_uint8.shape
+    if (offsets is None and flips is None) or n == 0:
+        return x_uint8
+    p = padding if offsets is not None else 0
+    dev = x_uint8.device
+    x = x_uint8
+    cols = torch.arange(w, device=dev).expand(n, w)
+    if offsets is not None:
+        dy, dx = offsets[0, :, None], offsets[1, :, None]
+        x = torch.nn.functional.pad(x, (p, p, p, p))
+    else:
+        dy = dx = torch.zeros((n, 1), dtype=torch.int64, device=dev)
+    if flips is not None:
+        cols = torch.where((flips < 0.5)[:, None], (w - 1) - cols, cols)
+    wp = w + 2 * p
+    rows = dy + torch.arange(h, device=dev)  # (n, h) rows of the padded image
+    index = rows[:, :, None] * wp + (dx + cols)[:, None, :]  # (n, h, w) flat positions
+    flat = x.reshape(n, c, -1)
+    return torch.gather(flat, 2, index.view(n, 1, h * w).expand(n, c, h * w)).view(n, c, h, w)
 
 
 def _channel_stats(x: Tensor, chunk: int = 4096) -> tuple[Tensor, Tensor]:

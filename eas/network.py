@@ -194,7 +194,7 @@ class _ConvUnit(nn.Module):
         self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.drop(torch.relu(self.bn(self.conv(x))))
+        return self.drop(torch.relu_(self.bn(self.conv(x))))
 
 
 class _FCUnit(nn.Module):
@@ -205,7 +205,7 @@ class _FCUnit(nn.Module):
         self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.drop(torch.relu(self.bn(self.fc(torch.flatten(x, 1)))))
+        return self.drop(torch.relu_(self.bn(self.fc(torch.flatten(x, 1)))))
 
 
 class _DenseUnit(nn.Module):
@@ -221,8 +221,8 @@ class _DenseUnit(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if hasattr(self, "bconv"):
-            x = torch.relu(self.bbn(self.bconv(x)))
-        return torch.relu(self.bn(self.conv(x)))
+            x = torch.relu_(self.bbn(self.bconv(x)))
+        return torch.relu_(self.bn(self.conv(x)))
 
 
 class _Pool(nn.Module):
@@ -278,22 +278,23 @@ class ChildNet(nn.Module):
         )
         self._sources = {s.src for s in arch.skips}
         self._dense = [isinstance(layer, Dense) for layer in arch.layers]
+        self._into = [arch.skips_into(i) for i in range(len(arch.layers))]
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits for a batch of normalised images ``(N, C, H, W)``."""
         kept: dict[int, Tensor] = {}
-        block: list[Tensor] | None = None
+        into = self.__dict__.get("_into")
+        if into is None:  # a network pickled before _into existed
+            into = self._into = [self.arch.skips_into(i) for i in range(len(self.arch.layers))]
         for i, module in enumerate(self.layers):
             if self._dense[i]:
-                if block is None:
-                    block = [x]
-                y = module(torch.cat(block, 1) if len(block) > 1 else block[0])
-                block.append(y)
-                x = torch.cat(block, 1)
-            else:
-                block = None
+                # x is the block's running concatenation: this layer's input; one
+                # concatenation per dense layer appends its output
                 y = module(x)
-                for s in self.arch.skips_into(i):
+                x = torch.cat((x, y), 1)
+            else:
+                y = module(x)
+                for s in into[i]:
                     if s.mode == "ADD":
                         y = y + self.gates[f"{s.src}_{s.dst}"] * kept[s.src]
                     else:

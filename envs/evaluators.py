@@ -134,6 +134,13 @@ class TrainerEvaluator:
         acc = float(res.val_accuracy)
         if not failed and not math.isfinite(acc):
             failed, reason = True, "no validation accuracy (the data has no validation split?)"
+        extra = {"epochs": res.epochs, "steps": res.steps,
+                 "images_per_second": res.images_per_second,
+                 "train_loss": res.train_loss, "train_accuracy": res.train_accuracy}
+        if res.cuda_graph:
+            extra["cuda_graph"] = True
+        if res.note is not None:
+            extra["note"] = res.note
         state = None
         if self.keep_weights and not failed:
             state = {k: v.detach().to("cpu", copy=True) for k, v in child.state_dict().items()}
@@ -143,9 +150,7 @@ class TrainerEvaluator:
             reason=reason,
             train_time=float(res.train_time),
             state_dict=state,
-            extra={"epochs": res.epochs, "steps": res.steps,
-                   "images_per_second": res.images_per_second,
-                   "train_loss": res.train_loss, "train_accuracy": res.train_accuracy},
+            extra=extra,
         )
 
     def __repr__(self) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import gymnasium as gym
 import numpy as np
@@ -19,11 +19,11 @@ from eas.envs.cache import EvalCache, evaluate_children, fingerprint
 from eas.envs.evaluators import EvalResult, TrainerEvaluator
 from eas.envs.rewards import MAX_ACCURACY, PaperReward
 from eas.envs.rewards import paper_reward as reward_of
-from eas.morphisms import legal
+from eas.morphisms.legal import KINDS, SKIP_MODES, LegalActions, legal_actions
 from gymnasium import spaces
 
 from eas import morphisms
-from eas.arch import FC, Architecture, Dense, SearchSpace, Tokenizer, width_of
+from eas.arch import Architecture, Dense, SearchSpace, Tokenizer, width_of
 from eas.network import ChildNet, build_network
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "FASHION_START",
     "KINDS",
     "MAX_ACCURACY",
+    "CheckedAction",
     "InvalidActionError",
     "NetTransformEnv",
     "evaluate_children",
@@ -38,8 +39,6 @@ __all__ = [
     "sample_legal_action",
 ]
 
-KINDS: tuple[str, ...] = ("wider", "deeper", "skip")
-"""Transformation kinds, in the index order of the ``kind`` action and ``kind_mask``."""
 
 FASHION_START = (
     "C(16,3,1), P(2,2,MAX), C(32,3,1), P(2,2,MAX), C(64,3,1), P(2,2,MAX), "
@@ -50,7 +49,7 @@ FASHION_START = (
 DEFAULT_SCHEDULE: tuple[str, ...] = ("wider",) * 4 + ("deeper",) * 5
 """The EAS schedule: 4 Net2Wider steps, then 5 Net2Deeper steps."""
 
-_SKIP_MODES = ("ADD", "CAT")
+_SKIP_MODES = SKIP_MODES
 _CHARSET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789(), ")
 
 
@@ -58,86 +57,72 @@ class InvalidActionError(ValueError):
     """An action the current masks rule out; the environment state is left unchanged."""
 
 
+class CheckedAction(NamedTuple):
+    """An action that :meth:`NetTransformEnv.check_action` accepted, ready to apply."""
+
+    kind: str
+    """The kind applied (one of :data:`KINDS`)."""
+    op: Callable[[ChildNet], ChildNet] | None
+    """The transformation, or None for a no-op."""
+    record: dict[str, Any]
+    """The action as recorded in the episode's ``actions``."""
+
+
 # ----------------------------------------------------------------------------- masks
 class _Masks:
-    """Legal actions of one state: the mask arrays plus the legal sets behind them."""
+    """Legal actions of one state (a :class:`LegalActions`) plus its kind mask.
 
-    def __init__(self, arch: Architecture, input_shape: tuple[int, int, int],
-                 space: SearchSpace, max_layers: int, step_kind: str | None,
-                 done: bool) -> None:
-        L, K = max_layers, len(space.kernel_sizes)
+    The legal sets are computed lazily per kind by ``LegalActions``; the mask
+    arrays are built once, on the first call of :meth:`arrays`.
+    """
 
-        n_tokens = len(arch.layers) - 1
-        self.densenet = arch.is_densenet
-        self.wider = sorted(i for i in legal.widenable_layers(arch, space) if 0 <= i < L)
-        if n_tokens >= L:
-            positions: list[tuple[int, int]] = []
-        elif self.densenet:
-            positions = list(legal.dense_insert_positions(arch))
-        else:
-            positions = list(legal.deeper_positions(arch))
-        self.deeper = {(int(b), int(p)) for b, p in positions if 0 <= b < L and 0 <= p <= L}
-        self.deeper_fc = {bp for bp in self.deeper if self._inserts_fc(arch, *bp)}
-        self.kernels = [k for k, ks in enumerate(space.kernel_sizes) if ks % 2 == 1]
-        if self.densenet:
-            skips: list[tuple[int, int, int]] = []
-        else:
-            skips = [
-                (int(s), int(d), _SKIP_MODES.index(m))
-                for s, d, m in legal.skip_candidates(arch, input_shape)
-            ]
-        self.skip = {t for t in skips if t[0] < L and t[1] < L}
-        if not self.kernels:
-            self.deeper = set(self.deeper_fc)
-        has = {"wider": bool(self.wider), "deeper": bool(self.deeper), "skip": bool(self.skip)}
-        self.has = has
+    def __init__(self, legal: LegalActions, step_kind: str | None, done: bool) -> None:
+        self.legal = legal
         kind_mask = np.zeros(len(KINDS), np.int8)
         if not done:
             if step_kind is not None:
                 kind_mask[KINDS.index(step_kind)] = 1
             else:
-                kind_mask[:] = [has[k] for k in KINDS]
+                kind_mask[:] = [legal.has(k) for k in KINDS]
                 if not kind_mask.any():  # nothing legal: an all-zero "wider" is a no-op
                     kind_mask[0] = 1
         self.kind_mask = kind_mask
-        self.shape = (L, K)
-
-    def _inserts_fc(self, arch: Architecture, block: int, position: int) -> bool:
-        if self.densenet:
-            return False
-        blocks = arch.blocks()
-        if block >= len(blocks):
-            return False
-        layers = blocks[block]
-        if position < len(layers):
-            return isinstance(arch.layers[layers[position]], FC)
-        # past the end of a block: FC only if the block is the (empty or FC) last block
-        return block == len(blocks) - 1 and all(isinstance(arch.layers[i], FC) for i in layers)
+        self._arrays: dict[str, np.ndarray] | None = None
 
     def arrays(self) -> dict[str, np.ndarray]:
         """Fresh mask arrays (new objects on every call)."""
-        L, K = self.shape
-        wider = np.zeros(L, np.int8)
-        wider[self.wider] = 1
-        deeper = np.zeros((L, L + 1), np.int8)
-        is_fc = np.zeros((L, L + 1), np.int8)
-        for b, p in self.deeper:
-            deeper[b, p] = 1
-        for b, p in self.deeper_fc:
-            is_fc[b, p] = 1
-        kernel = np.zeros(K, np.int8)
-        kernel[self.kernels] = 1
-        skip = np.zeros((L, L, 2), np.int8)
-        for s, d, m in self.skip:
-            skip[s, d, m] = 1
-        return {
-            "kind_mask": self.kind_mask.copy(),
-            "wider_mask": wider,
-            "deeper_mask": deeper,
-            "deeper_is_fc": is_fc,
-            "kernel_mask": kernel,
-            "skip_mask": skip,
-        }
+        if self._arrays is None:
+            self._arrays = mask_arrays(self.legal, self.kind_mask)
+        return {k: v.copy() for k, v in self._arrays.items()}
+
+
+def mask_arrays(legal: LegalActions, kind_mask: np.ndarray) -> dict[str, np.ndarray]:
+    """The observation's mask arrays for ``legal`` (its ``max_layers`` sets ``L``)."""
+    L, K = int(legal.max_layers or 0), len(legal.space.kernel_sizes)
+    wider = np.zeros(L, np.int8)
+    wider[list(legal.wider)] = 1
+    wider_fc = np.zeros(L, np.int8)
+    wider_fc[sorted(legal.wider_fc)] = 1
+    deeper = np.zeros((L, L + 1), np.int8)
+    is_fc = np.zeros((L, L + 1), np.int8)
+    if legal.deeper:
+        deeper[tuple(np.asarray(legal.deeper).T)] = 1
+    if legal.deeper_fc:
+        is_fc[tuple(np.asarray(sorted(legal.deeper_fc)).T)] = 1
+    kernel = np.zeros(K, np.int8)
+    kernel[list(legal.kernels)] = 1
+    skip = np.zeros((L, L, 2), np.int8)
+    if legal.skips:
+        skip[tuple(np.asarray(legal.skips).T)] = 1
+    return {
+        "kind_mask": np.asarray(kind_mask, np.int8).copy(),
+        "wider_mask": wider,
+        "wider_is_fc": wider_fc,
+        "deeper_mask": deeper,
+        "deeper_is_fc": is_fc,
+        "kernel_mask": kernel,
+        "skip_mask": skip,
+    }
 
 
 def sample_legal_action(obs: Mapping[str, Any], rng: np.random.Generator,
@@ -198,7 +183,7 @@ class _LegalActionDict(spaces.Dict):
                probability: dict[str, Any] | None = None) -> dict[str, Any]:
         env = self._owner() if self._owner is not None else None
         if mask is None and probability is None and env is not None:
-            obs = env._current_masks_obs()
+            obs = env.action_masks()
             if obs is not None:
                 return sample_legal_action(obs, self.np_random)
         return super().sample(mask=mask, probability=probability)
@@ -259,10 +244,12 @@ class NetTransformEnv(gym.Env[dict[str, Any], dict[str, Any]]):
     padding), ``"length"`` (``Discrete(L+1)``, real tokens), ``"step"``
     (``Discrete(steps+1)``), and the masks of the legal actions: ``"kind_mask"``
     (``MultiBinary(3)``; schedule mode: one-hot of the scheduled kind, all zeros
-    once the episode ended), ``"wider_mask"`` (``MultiBinary(L)``), ``"deeper_mask"``
+    once the episode ended), ``"wider_mask"`` and ``"wider_is_fc"`` (``MultiBinary(L)``;
+    the latter marks the widenable layers that are FC layers), ``"deeper_mask"``
     and ``"deeper_is_fc"`` (``MultiBinary((L, L+1))``), ``"kernel_mask"``
     (``MultiBinary(K)``), ``"skip_mask"`` (``MultiBinary((L, L, 2))``, all zero on
-    DenseNets). Masks come from ``morphisms.legal``; "deeper" is masked out once
+    DenseNets). Masks are the sets of ``env.legal_actions``
+    (:class:`~eas.morphisms.legal.LegalActions`); "deeper" is masked out once
     the network has ``max_layers`` tokens.
 
     ## Rewards
@@ -377,6 +364,7 @@ class NetTransformEnv(gym.Env[dict[str, Any], dict[str, Any]]):
             "step": spaces.Discrete(self.steps + 1),
             "kind_mask": spaces.MultiBinary(len(KINDS)),
             "wider_mask": spaces.MultiBinary(L),
+            "wider_is_fc": spaces.MultiBinary(L),
             "deeper_mask": spaces.MultiBinary((L, L + 1)),
             "deeper_is_fc": spaces.MultiBinary((L, L + 1)),
             "kernel_mask": spaces.MultiBinary(K),
@@ -430,12 +418,21 @@ class NetTransformEnv(gym.Env[dict[str, Any], dict[str, Any]]):
     def _compute_masks(self) -> _Masks:
         assert self._net is not None
         if self._masks is None:
-            self._masks = _Masks(self._net.arch, self.input_shape, self.space, self.max_layers,
-                                 self._kind_now(), self._step >= self.steps)
+            legal = legal_actions(self._net.arch, self.input_shape, self.space, self.max_layers)
+            self._masks = _Masks(legal, self._kind_now(), self._step >= self.steps)
         return self._masks
 
-    def _current_masks_obs(self) -> dict[str, np.ndarray] | None:
-        """The current mask arrays, or None before reset / after the episode ended."""
+    @property
+    def legal_actions(self) -> LegalActions | None:
+        """The legal actions of the current network (None before :meth:`reset`).
+
+        Each kind's set is computed when first read; the observation's masks
+        are these sets as arrays.
+        """
+        return None if self._net is None else self._compute_masks().legal
+
+    def action_masks(self) -> dict[str, np.ndarray] | None:
+        """The current mask arrays (fresh copies), or None before reset / after the episode."""
         if self._net is None or self._step >= self.steps:
             return None
         return self._compute_masks().arrays()
@@ -452,7 +449,8 @@ class NetTransformEnv(gym.Env[dict[str, Any], dict[str, Any]]):
         obs.update(self._compute_masks().arrays())
         return obs
 
-    def _get_evaluator(self) -> Callable[[ChildNet], Any]:
+    def resolve_evaluator(self) -> Callable[[ChildNet], Any]:
+        """The evaluator, creating the default Fashion-MNIST trainer on first use."""
         if self.evaluator is None:
             self.evaluator = TrainerEvaluator.fashion_mnist()
         return self.evaluator
@@ -504,15 +502,20 @@ class NetTransformEnv(gym.Env[dict[str, Any], dict[str, Any]]):
         return self._get_obs(), {"arch": str(net.arch), "fingerprint": self._fingerprint}
 
     # --------------------------------------------------------------------- step
-    def _parse(self, action: Any) -> tuple[str, Callable[[ChildNet], ChildNet] | None,
-                                            dict[str, Any]]:
-        """Check an action against the masks; return (kind, transformation or None, record)."""
+    def check_action(self, action: Any) -> CheckedAction:
+        """Check an action against the legal actions without applying it.
+
+        Returns a :class:`CheckedAction` for :meth:`apply_checked`; raises
+        :class:`InvalidActionError` saying why an action is ruled out. Only the
+        kind being applied has its legal set computed.
+        """
         if not isinstance(action, Mapping):
             raise InvalidActionError(
                 f"an action must be a dict with keys {list(self.action_space.spaces)}, got "
                 f"{type(action).__name__}"
             )
         masks = self._compute_masks()
+        legal = masks.legal
         L = self.max_layers
 
         def field(name: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -555,7 +558,7 @@ class NetTransformEnv(gym.Env[dict[str, Any], dict[str, Any]]):
             if np.any((w != 0) & (w != 1)):
                 raise InvalidActionError("action['wider'] must be 0/1 per layer")
             marked = [int(i) for i in np.flatnonzero(w)]
-            bad = [i for i in marked if i not in set(masks.wider)]
+            bad = [i for i in marked if i not in set(legal.wider)]
             if bad:
                 why = []
                 for i in bad:
@@ -568,45 +571,46 @@ class NetTransformEnv(gym.Env[dict[str, Any], dict[str, Any]]):
                     else:
                         why.append(f"{i} {arch.layers[i]} (tied to an ADD skip)")
                 raise InvalidActionError(
-                    f"wider: layer(s) {', '.join(why)} cannot be widened; widenable: {masks.wider}"
+                    f"wider: layer(s) {', '.join(why)} cannot be widened; widenable: {list(legal.wider)}"
                 )
             record["wider"] = w.astype(np.int8)
             if not marked:
-                return kind, None, record
-            return kind, self._widen_op(marked), record
+                return CheckedAction(kind, None, record)
+            return CheckedAction(kind, self._widen_op(marked), record)
         if kind == "deeper":
             d = field("deeper", (3,))
-            if not masks.deeper:
-                return kind, None, record  # schedule mode, nothing insertable: no-op
+            if not legal.deeper:
+                return CheckedAction(kind, None, record)  # schedule mode, nothing insertable
             b, p, k = (int(v) for v in d)
-            if (b, p) not in masks.deeper:
-                where = "dense block" if masks.densenet else "block"
+            if (b, p) not in set(legal.deeper):
+                where = "dense block" if legal.densenet else "block"
                 raise InvalidActionError(
                     f"deeper: cannot insert at {where} {b}, position {p} "
-                    f"(legal (block, position): {sorted(masks.deeper)[:20]}"
-                    f"{' ...' if len(masks.deeper) > 20 else ''}"
+                    f"(legal (block, position): {list(legal.deeper[:20])}"
+                    f"{' ...' if len(legal.deeper) > 20 else ''}"
                     + (f"; max_layers={L} reached" if len(arch.layers) - 1 >= L else "") + ")"
                 )
-            is_fc = (b, p) in masks.deeper_fc
-            if not is_fc and k not in masks.kernels:
+            is_fc = (b, p) in legal.deeper_fc
+            if not is_fc and k not in legal.kernels:
                 raise InvalidActionError(
                     f"deeper: kernel index {k} is not allowed (kernel sizes "
-                    f"{self.space.kernel_sizes}, legal indices {masks.kernels})"
+                    f"{self.space.kernel_sizes}, legal indices {list(legal.kernels)})"
                 )
             record["deeper"] = d
-            return kind, self._deeper_op(masks.densenet, b, p, None if is_fc else k), record
+            op = self._deeper_op(legal.densenet, b, p, None if is_fc else k)
+            return CheckedAction(kind, op, record)
         s = field("skip", (3,))
-        if not masks.skip:
-            return kind, None, record  # schedule mode, no skip possible: no-op
+        if not legal.skips:
+            return CheckedAction(kind, None, record)  # schedule mode, no skip possible
         src, dst, m = (int(v) for v in s)
-        if (src, dst, m) not in masks.skip:
+        if (src, dst, m) not in set(legal.skips):
             mode = _SKIP_MODES[m] if 0 <= m < 2 else str(m)
             raise InvalidActionError(
                 f"skip: S({src},{dst},{mode}) is not a legal skip connection "
-                f"(legal: {sorted(masks.skip)[:20]}{' ...' if len(masks.skip) > 20 else ''})"
+                f"(legal: {list(legal.skips[:20])}{' ...' if len(legal.skips) > 20 else ''})"
             )
         record["skip"] = s
-        return kind, self._skip_op(src, dst, _SKIP_MODES[m]), record
+        return CheckedAction(kind, self._skip_op(src, dst, _SKIP_MODES[m]), record)
 
     def _widen_op(self, layers: list[int]) -> Callable[[ChildNet], ChildNet]:
         mm = morphisms
@@ -649,21 +653,25 @@ class NetTransformEnv(gym.Env[dict[str, Any], dict[str, Any]]):
         masks rule out, and ``RuntimeError`` when called before :meth:`reset` or
         after the episode ended.
         """
-        self._check_ready()
-        kind, op, record = self._parse(action)
-        return self._apply(kind, op, record)
+        self.check_ready()
+        return self.apply_checked(self.check_action(action))
 
-    def _check_ready(self) -> None:
+    def check_ready(self) -> None:
+        """Raise ``RuntimeError`` unless an episode is running (reset, not yet ended)."""
         if self._net is None:
             raise RuntimeError("call reset() before step()")
         if self._step >= self.steps:
             raise RuntimeError("the episode has ended; call reset() to start a new one")
 
-    def _apply(self, kind: str, op: Callable[[ChildNet], ChildNet] | None,
-               record: dict[str, Any]) -> tuple[dict[str, Any], float, bool, bool,
-                                                dict[str, Any]]:
-        """Apply a checked action (from :meth:`_parse`); evaluate on the last step."""
+    def apply_checked(self, checked: CheckedAction) -> tuple[dict[str, Any], float, bool, bool,
+                                                             dict[str, Any]]:
+        """Apply an action from :meth:`check_action`; evaluate the child on the last step.
+
+        Returns what :meth:`step` returns (with ``defer_evaluation`` the last
+        step leaves the child pending).
+        """
         assert self._net is not None
+        kind, op, record = checked
         new_net = self._net
         if op is not None:
             try:
@@ -686,7 +694,7 @@ class NetTransformEnv(gym.Env[dict[str, Any], dict[str, Any]]):
             info["pending"] = True
             return self._get_obs(), 0.0, True, False, info
         key = EvalCache.key(self._fingerprint or "", child.arch)
-        ((result, cached),) = evaluate_children(self._get_evaluator(), [child], [key],
+        ((result, cached),) = evaluate_children(self.resolve_evaluator(), [child], [key],
                                                 self.cache)
         reward, final = self._finish(child, result, cached)
         info.update(final)

@@ -118,11 +118,11 @@ class VectorNetTransformEnv(gym.vector.VectorEnv):
 
     # ------------------------------------------------------------------ helpers
     def _all_masks(self) -> list[dict[str, np.ndarray] | None]:
-        return [env._current_masks_obs() for env in self.envs]
+        return [env.action_masks() for env in self.envs]
 
     def _get_evaluator(self) -> Callable[[ChildNet], Any]:
         if self.evaluator is None:
-            self.evaluator = self.envs[0]._get_evaluator()
+            self.evaluator = self.envs[0].resolve_evaluator()
             for env in self.envs:
                 env.evaluator = self.evaluator
         return self.evaluator
@@ -202,14 +202,14 @@ class VectorNetTransformEnv(gym.vector.VectorEnv):
         """Step every copy; on the last step evaluate all children in one batch."""
         per_env = self._split(actions)
         for env in self.envs:
-            env._check_ready()
+            env.check_ready()
         plans = []
         for i, (env, action) in enumerate(zip(self.envs, per_env)):
             try:
-                plans.append(env._parse(action))
+                plans.append(env.check_action(action))
             except InvalidActionError as exc:
                 raise InvalidActionError(f"environment {i}: {exc}") from exc
-        results = [env._apply(*plan) for env, plan in zip(self.envs, plans)]
+        results = [env.apply_checked(plan) for env, plan in zip(self.envs, plans)]
         observations = [r[0] for r in results]
         rewards = np.array([r[1] for r in results], dtype=np.float64)
         terminations = np.array([r[2] for r in results], dtype=np.bool_)

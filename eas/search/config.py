@@ -282,10 +282,22 @@ class SearchSection(_Section):
     """Add small noise to widened copies (breaks symmetry, as in EAS)."""
     cache: bool = True
     """Reuse the accuracy of a child already trained from the same start network."""
-    workers: int | None = 1
-    """Children trained concurrently (eas.envs.parallel; 1 = one after another, none = all cores/GPUs)."""
-    backend: str = "serial"
-    """How children are trained concurrently: serial, process, ray or auto (process if workers > 1)."""
+    workers: int | None = None
+    """Children trained concurrently (eas.envs.parallel); none = GPUs x children_per_gpu with CUDA, 1 on CPU."""
+    backend: str = "auto"
+    """How children are trained concurrently: auto (process if workers > 1, else serial), serial, process or ray."""
+    children_per_gpu: int = 4
+    """Children sharing one GPU at a time (process back-end)."""
+    gpu_memory_fraction: float | None = None
+    """Cap on each GPU worker's share of its GPU's memory, in (0, 1]; none = no cap."""
+    max_retries: int = 2
+    """Extra attempts for a child that failed for an infrastructure reason (worker died, OOM, timeout)."""
+    child_timeout: float | None = None
+    """Seconds one child may train before its worker is stopped (process/ray); none = no limit."""
+    ray_address: str | None = None
+    """Address of a running Ray cluster (backend ray); none = start or reuse a local one."""
+    ray_gpus_per_child: float = 0.25
+    """GPUs each Ray task asks for: a fraction in (0, 1] or a whole number."""
     final_top_k: int = 1
     """How many of the best distinct architectures get the final training."""
     final_epochs: int = 300
@@ -324,6 +336,20 @@ class SearchSection(_Section):
                f"{self.final_init!r} is not allowed; allowed values: weights, scratch")
         _check(self.backend in _BACKENDS, "search.backend",
                f"unknown backend {self.backend!r}; allowed values: {', '.join(_BACKENDS)}")
+        _check(not (self.backend == "serial" and self.workers is not None and self.workers > 1),
+               "search.backend", f"'serial' trains one child at a time, but search.workers is "
+               f"{self.workers}; use backend auto, process or ray (or workers 1)")
+        _check_count("search", self, ("children_per_gpu",), 1)
+        _check_count("search", self, ("max_retries",), 0)
+        _check(self.gpu_memory_fraction is None or 0 < self.gpu_memory_fraction <= 1,
+               "search.gpu_memory_fraction",
+               f"must be in (0, 1] or none, got {self.gpu_memory_fraction}")
+        _check(self.child_timeout is None or self.child_timeout > 0, "search.child_timeout",
+               f"must be > 0 or none, got {self.child_timeout}")
+        _check(self.ray_gpus_per_child > 0 and (self.ray_gpus_per_child <= 1
+                                                or float(self.ray_gpus_per_child).is_integer()),
+               "search.ray_gpus_per_child",
+               f"must be in (0, 1] or a whole number, got {self.ray_gpus_per_child}")
         sched = schedule_tuple(self.schedule) if isinstance(self.schedule, str) else ("?",)
         bad = [tok for tok in sched or () if tok not in KINDS]
         _check(not bad, "search.schedule",

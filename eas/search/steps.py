@@ -33,6 +33,7 @@ from eas.envs.journal import Journal
 from eas.envs.parallel import ParallelEvaluator
 from eas.network import ChildNet, build_network
 from eas.search.callbacks import SearchCallback
+from eas.search.concurrency import parallel_options, resolve_concurrency
 from eas.search.config import (
     ConfigError,
     SearchConfig,
@@ -233,9 +234,11 @@ def build_evaluator(run: SearchRun, evaluator: Callable[[ChildNet], Any] | None,
     if evaluator is None:
         evaluator = envs.TrainerEvaluator(run.get_data(), run.child_cfg, device=run.device,
                                           seed=int(s.seed))
-        if s.workers != 1 or s.backend in ("process", "ray"):
-            evaluator = ParallelEvaluator(evaluator, workers=s.workers, backend=s.backend,
-                                          device="cpu" if run.device == "cpu" else None)
+        conc = resolve_concurrency(s.workers, s.backend, s.children_per_gpu, run.device)
+        if conc.parallel:
+            evaluator = ParallelEvaluator(evaluator, workers=conc.workers, backend=conc.backend,
+                                          device="cpu" if run.device == "cpu" else None,
+                                          **parallel_options(s))
             cleanup.callback(evaluator.close)
     if run.cfg.halving.enabled:  # successive halving of each round's children (eas.envs.halving)
         evaluator = HalvingEvaluator(evaluator, run.cfg.halving.rungs, run.cfg.halving.eta)
