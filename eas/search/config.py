@@ -183,6 +183,8 @@ class SearchSection:
     """Children trained concurrently (eas.envs.parallel; 1 = one after another, none = all cores/GPUs)."""
     backend: str = "serial"
     """How children are trained concurrently: serial, process, ray or auto (process if workers > 1)."""
+    ray_address: str | None = None
+    """backend = 'ray': address of a running Ray cluster (from `ray start --head`); None = a local Ray."""
     final_top_k: int = 1
     """How many of the best distinct architectures get the final training."""
     final_epochs: int = 300

@@ -316,7 +316,8 @@ def _search(
         evaluator = envs.TrainerEvaluator(get_data(), child_cfg, device=device, seed=seed)
         if s.workers != 1 or s.backend in ("process", "ray"):
             evaluator = ParallelEvaluator(evaluator, workers=s.workers, backend=s.backend,
-                                          device="cpu" if device == "cpu" else None)
+                                          device="cpu" if device == "cpu" else None,
+                                          ray_address=s.ray_address)
             cleanup.callback(evaluator.close)
     bar = _progress_bar(s.progress, s.stage1_networks + s.stage2_networks, state.global_step)
     if bar is not None:
