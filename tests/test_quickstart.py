@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 import torchvision.datasets as tvd
-from eas.data import DatasetNotFoundError, load_dataset
-from eas.search.train_controller import main
 
 import eas.data
+from eas.data import DatasetNotFoundError, load_dataset
+from eas.search.train_controller import main
 
 FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
          "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
