@@ -5,7 +5,9 @@ comes from."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import io
 import os
 import struct
 from collections.abc import Sequence
@@ -129,30 +131,52 @@ def _idx_file(d: Path, stem: str) -> Path:
     return gz if gz.is_file() else d / stem
 
 
-def _how_to_get(name: str) -> str:
-    hints = []
-    if name == "fashion-mnist":
-        hints.append("install the Debian package: apt-get install dataset-fashion-mnist")
-    hints.append(
-        "pass --data.root (or root=) pointing to a folder with the files"
-        + (
-            f" ({', '.join(s + '.gz' for s in _IDX_FILES.values())})"
-            if name in _TORCHVISION_FOLDER
-            else " (torchvision layout)"
-        )
-    )
-    hints.append("or be online with download=True so torchvision can download it")
-    return "; ".join(hints)
+_TORCHVISION_HOW = (
+    "pass --data.root (or root=) pointing to a folder with the files (torchvision layout); "
+    "or be online with download=True so torchvision can download it"
+)
+"""How to get a torchvision-format dataset (cifar10/cifar100/svhn)."""
 
 
 def _not_found(
     name: str, looked: Sequence[Path], cause: BaseException | None
 ) -> DatasetNotFoundError:
     where = ", ".join(str(p) for p in looked)
-    msg = f"dataset {name!r} not found; looked in: {where}. To get it: {_how_to_get(name)}."
+    msg = f"dataset {name!r} not found; looked in: {where}. To get it: {_TORCHVISION_HOW}."
     if cause is not None:
         msg += f" (download failed: {type(cause).__name__}: {cause})"
     return DatasetNotFoundError(msg)
+
+
+def _idx_not_found(
+    name: str, root: Path | None, looked: Sequence[Path], download: bool
+) -> DatasetNotFoundError:
+    """One line for missing IDX files: where it looked, why no download, what to run or pass."""
+    where = ", ".join(str(p) for p in looked)
+    if not download:
+        why = "downloading is off (data.download = false)"
+    else:
+        # The cause's text (URLs, DNS errors) is left out: the fix does not depend on it.
+        why = "it could not be downloaded (offline?)"
+    files = ", ".join(s + ".gz" for s in _IDX_FILES.values())
+    if root is None and name == "fashion-mnist":
+        todo = (
+            "run `sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu), or pass "
+            f"--data.root DIR where DIR holds {files}"
+        )
+    else:
+        todo = f"pass --data.root DIR where DIR holds {files}"
+    return DatasetNotFoundError(f"dataset {name!r} not found (looked in {where}) and {why}; {todo}")
+
+
+def _quiet_download(name: str, dl_root: Path) -> None:
+    """Fetch ``name`` with torchvision, keeping its progress and per-mirror messages off the terminal."""
+    import torchvision.datasets as tvd
+
+    cls = tvd.FashionMNIST if name == "fashion-mnist" else tvd.MNIST
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        cls(str(dl_root), train=True, download=True)
+        cls(str(dl_root), train=False, download=True)
 
 
 def _load_idx_dataset(
@@ -167,19 +191,14 @@ def _load_idx_dataset(
         candidates = [DEBIAN_DATASET_DIR / name, cache / folder / "raw", cache / name]
         dl_root = cache
     found = _find_idx_dir(candidates)
-    cause: BaseException | None = None
     if found is None and download:
         try:
-            import torchvision.datasets as tvd
-
-            cls = tvd.FashionMNIST if name == "fashion-mnist" else tvd.MNIST
-            cls(str(dl_root), train=True, download=True)
-            cls(str(dl_root), train=False, download=True)
-        except Exception as exc:
-            cause = exc
+            _quiet_download(name, dl_root)
+        except Exception:
+            pass  # reported below as "could not be downloaded", without the URL/DNS details
         found = _find_idx_dir(candidates)
     if found is None:
-        raise _not_found(name, candidates, cause)
+        raise _idx_not_found(name, root, candidates, download)
     arrays = {k: read_idx(_idx_file(found, stem)) for k, stem in _IDX_FILES.items()}
     return (
         arrays["train_x"][:, None],
