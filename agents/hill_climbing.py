@@ -62,6 +62,7 @@ from eas.envs.observation import (
     WIDER,
     allowed_kinds,
     empty_action,
+    sample_legal_action,
     split_obs,
     stack_actions,
     uniform_index,
@@ -219,27 +220,12 @@ class HillClimbingAgent(Agent):
         return opts
 
     def _morph(self, one: dict[str, Any]) -> dict[str, Any]:
-        act = empty_action(self.ctx.max_layers)
         opts = self._options(one)
         if not opts:
-            # Nothing NASH would do is legal: fall back to any legal kind (e.g. FC-only growth).
-            kinds = allowed_kinds(one)
-            if not kinds:
-                return act
-            kind = kinds[int(self.rng.integers(len(kinds)))]
-            act["kind"] = np.int64(kind)
-            if kind == WIDER:
-                act["wider"] = (np.asarray(one["wider_mask"]) != 0).astype(np.int8)
-            elif kind == DEEPER:
-                where = uniform_index(one["deeper_mask"], self.rng)
-                if where is not None:
-                    k = uniform_index(one["kernel_mask"], self.rng)
-                    act["deeper"] = np.asarray([*where, 0 if k is None else k[0]], dtype=np.int64)
-            else:
-                where = uniform_index(one["skip_mask"], self.rng)
-                if where is not None:
-                    act["skip"] = np.asarray(where, dtype=np.int64)
-            return act
+            # Nothing NASH would do is legal: a random legal action of any kind (e.g. FC-only
+            # growth), widening every widenable layer.
+            return sample_legal_action(one, self.rng, wider_prob=None, kernel_for_fc=True)
+        act = empty_action(self.ctx.max_layers)
         kinds = sorted(opts)
         kind = kinds[int(self.rng.integers(len(kinds)))]
         act["kind"] = np.int64(kind)

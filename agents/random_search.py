@@ -14,8 +14,9 @@ instead of by a learned controller:
   kernel uniformly from ``kernel_mask`` (ignored where the new layer is FC).
 * **skip**: a legal ``(src, dst, mode)`` uniformly from ``skip_mask``.
 
-:meth:`RandomSearchAgent.learn` only records results. The observation helpers
-it uses live with the observation, in :mod:`eas.envs.observation`.
+The draws are :func:`eas.envs.observation.sample_legal_action` (the one
+definition of a random legal action, shared with ``env.action_space.sample()``).
+:meth:`RandomSearchAgent.learn` only records results.
 """
 
 from __future__ import annotations
@@ -25,15 +26,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 from eas.agents.base import Agent, AgentContext, ChildResult
-from eas.envs.observation import (
-    DEEPER,
-    WIDER,
-    allowed_kinds,
-    empty_action,
-    split_obs,
-    stack_actions,
-    uniform_index,
-)
+from eas.envs.observation import sample_legal_action, split_obs, stack_actions
 
 __all__ = ["RandomSearchAgent"]
 
@@ -69,33 +62,8 @@ class RandomSearchAgent(Agent):
     def propose(self, obs: dict[str, Any]) -> dict[str, np.ndarray]:
         """One uniformly random legal action per environment in the batch."""
         ones, batched = split_obs(obs)
-        return stack_actions([self._propose_one(one) for one in ones], batched)
-
-    def _propose_one(self, one: dict[str, Any]) -> dict[str, Any]:
-        act = empty_action(self.ctx.max_layers)
-        kinds = allowed_kinds(one)
-        if not kinds:
-            return act
-        kind = kinds[int(self.rng.integers(len(kinds)))] if len(kinds) > 1 else kinds[0]
-        act["kind"] = np.int64(kind)
-        if kind == WIDER:
-            mask = np.asarray(one["wider_mask"]) != 0
-            draws = self.rng.random(mask.shape[0]) < self.config.wider_prob
-            act["wider"] = (mask & draws).astype(np.int8)
-        elif kind == DEEPER:
-            where = uniform_index(one["deeper_mask"], self.rng)
-            if where is not None:
-                block, position = where
-                kernel = 0
-                if not np.asarray(one["deeper_is_fc"])[block, position]:
-                    k = uniform_index(one["kernel_mask"], self.rng)
-                    kernel = 0 if k is None else k[0]
-                act["deeper"] = np.asarray([block, position, kernel], dtype=np.int64)
-        else:
-            where = uniform_index(one["skip_mask"], self.rng)
-            if where is not None:
-                act["skip"] = np.asarray(where, dtype=np.int64)
-        return act
+        actions = [sample_legal_action(one, self.rng, self.config.wider_prob) for one in ones]
+        return stack_actions(actions, batched)
 
     # --------------------------------------------------------------- learning
     def learn(self, results: list[ChildResult]) -> dict[str, float]:

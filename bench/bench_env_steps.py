@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from eas.envs.net_transform import _Masks  # noqa: E402
+from eas.envs.spaces import Masks  # noqa: E402
 from eas.morphisms import legal  # noqa: E402
 from legal_reference import ref_masks  # noqa: E402
 
@@ -99,14 +99,14 @@ def main(argv: list[str] | None = None) -> None:
 
     def new_all(arch: Architecture) -> dict[str, np.ndarray]:
         legal.clear_caches()
-        return _Masks(legal.legal_actions(arch, SHAPE, space, L), None, False).arrays()
+        return Masks(legal.legal_actions(arch, SHAPE, space, L), None, False).arrays()
 
     def new_one(arch: Architecture) -> object:
         legal.clear_caches()
         return legal.legal_actions(arch, SHAPE, space, L).wider
 
     def cached(arch: Architecture) -> dict[str, np.ndarray]:
-        return _Masks(legal.legal_actions(arch, SHAPE, space, L), None, False).arrays()
+        return Masks(legal.legal_actions(arch, SHAPE, space, L), None, False).arrays()
 
     print(f"machine: {_machine()}; median of {args.repeats}; max_layers={L}\n")
     print("| network | reference ms | all masks, cold ms | one kind, cold ms | "

@@ -47,8 +47,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from eas.agents.base import AgentContext, ChildResult  # noqa: E402
 from eas.agents.reinforce import ReinforceAgent, ReinforceConfig  # noqa: E402
-from eas.envs.net_transform import _Masks  # noqa: E402
-from eas.morphisms import legal  # noqa: E402  (the env's own mask computation)
+from eas.envs.spaces import Masks  # noqa: E402  (the env's own mask computation)
+from eas.morphisms import legal  # noqa: E402
 
 from eas import envs  # noqa: E402
 from eas.arch import Architecture, Conv, SearchSpace, Tokenizer  # noqa: E402
@@ -100,7 +100,7 @@ class WiderSim:
     """The environment's Net2Wider steps at the architecture level (no networks built).
 
     Observations are what ``NetTransformEnv`` gives for the same architecture (its
-    tokenizer and its ``_Masks``), and a "wider" action moves each chosen layer to
+    tokenizer and its ``Masks``), and a "wider" action moves each chosen layer to
     the next width of the space, as ``net2wider`` does; only the weights are
     missing, which the synthetic reward does not read. Masks are cached per
     architecture string.
@@ -116,7 +116,8 @@ class WiderSim:
         for a in archs:
             key = str(a)
             if key not in self._masks:
-                self._masks[key] = _Masks(legal.legal_actions(a, SHAPE, self.space, 50), "wider", False).arrays()
+                self._masks[key] = Masks(legal.legal_actions(a, SHAPE, self.space, 50), "wider",
+                                         False).arrays()
             rows.append({"tokens": np.asarray(self.tokenizer.encode(a, max_len=50), np.int64),
                          "length": np.int64(len(a.layers) - 1), **self._masks[key]})
         return {k: np.stack([r[k] for r in rows]) for k in rows[0]}

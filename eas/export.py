@@ -7,7 +7,7 @@ API::
     export_run(run, which="best", max_params=1e5)  # the best network under a budget
     export_run(run, which="front", cost="flops")   # the whole accuracy/FLOPs front
 
-Command line: ``python -m eas.export RUN [--which best|front] [--cost params]
+Command line: ``eas export RUN`` (or ``python -m eas.export RUN``) ``[--which best|front] [--cost params]
 [--max-params N] [--max-flops N] [--max-latency-ms M] [--out DIR]``.
 
 Each network ``k`` becomes ``net_<k>.onnx`` (input ``images`` of shape
@@ -165,10 +165,10 @@ def export_run(run_dir: str | Path, *, which: str = "best", cost: str = "params"
     return export_networks(items, out, opset=opset)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m eas.export RUN ...``: export a run's best network or its front."""
+def main(argv: Sequence[str] | None = None, prog: str = "python -m eas.export") -> int:
+    """``python -m eas.export RUN ...`` (``eas export RUN ...``): export a run's best network or its front."""
     parser = argparse.ArgumentParser(
-        prog="python -m eas.export",
+        prog=prog,
         description="Export a search run's best network (optionally under a budget) or its "
                     "Pareto front as ONNX + TorchScript with an export.json manifest.")
     parser.add_argument("run", help="the run folder (runs/<run name>)")
@@ -193,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                           max_latency_ms=args.max_latency_ms, out_dir=args.out,
                           opset=args.opset)
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 2
     manifest = json.loads(path.read_text())
     for e in manifest["networks"]:

@@ -18,9 +18,9 @@ from eas.envs.net_transform import (
     NetTransformEnv,
     evaluate_children,
     reward_of,
-    sample_legal_action,
 )
 from eas.envs.objective_evaluator import ObjectivesEvaluator
+from eas.envs.observation import sample_legal_action
 from eas.envs.rewards import ConstrainedReward, ObjectivesConfig, PaperReward, make_reward
 from eas.envs.vector import VectorNetTransformEnv
 

@@ -9,21 +9,21 @@ evaluated; its validation accuracy ``acc`` gives the reward ``tan(acc * pi/2)``.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from eas.envs.actions import CheckedAction, InvalidActionError, check_action
 from eas.envs.cache import EvalCache, evaluate_children, fingerprint
 from eas.envs.evaluators import EvalResult, TrainerEvaluator
+from eas.envs.observation import sample_legal_action
 from eas.envs.rewards import MAX_ACCURACY, PaperReward
 from eas.envs.rewards import paper_reward as reward_of
-from eas.morphisms.legal import KINDS, SKIP_MODES, LegalActions, legal_actions
-from gymnasium import spaces
+from eas.envs.spaces import LegalActionDict, Masks, observation_space
+from eas.morphisms.legal import KINDS, LegalActions, legal_actions
 
-from eas import morphisms
-from eas.arch import Architecture, Dense, SearchSpace, Tokenizer, width_of
+from eas.arch import Architecture, SearchSpace, Tokenizer
 from eas.network import ChildNet, build_network
 
 __all__ = [
@@ -48,151 +48,6 @@ FASHION_START = (
 
 DEFAULT_SCHEDULE: tuple[str, ...] = ("wider",) * 4 + ("deeper",) * 5
 """The EAS schedule: 4 Net2Wider steps, then 5 Net2Deeper steps."""
-
-_SKIP_MODES = SKIP_MODES
-_CHARSET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789(), ")
-
-
-class InvalidActionError(ValueError):
-    """An action the current masks rule out; the environment state is left unchanged."""
-
-
-class CheckedAction(NamedTuple):
-    """An action that :meth:`NetTransformEnv.check_action` accepted, ready to apply."""
-
-    kind: str
-    """The kind applied (one of :data:`KINDS`)."""
-    op: Callable[[ChildNet], ChildNet] | None
-    """The transformation, or None for a no-op."""
-    record: dict[str, Any]
-    """The action as recorded in the episode's ``actions``."""
-
-
-# ----------------------------------------------------------------------------- masks
-class _Masks:
-    """Legal actions of one state (a :class:`LegalActions`) plus its kind mask.
-
-    The legal sets are computed lazily per kind by ``LegalActions``; the mask
-    arrays are built once, on the first call of :meth:`arrays`.
-    """
-
-    def __init__(self, legal: LegalActions, step_kind: str | None, done: bool) -> None:
-        self.legal = legal
-        kind_mask = np.zeros(len(KINDS), np.int8)
-        if not done:
-            if step_kind is not None:
-                kind_mask[KINDS.index(step_kind)] = 1
-            else:
-                kind_mask[:] = [legal.has(k) for k in KINDS]
-                if not kind_mask.any():  # nothing legal: an all-zero "wider" is a no-op
-                    kind_mask[0] = 1
-        self.kind_mask = kind_mask
-        self._arrays: dict[str, np.ndarray] | None = None
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        """Fresh mask arrays (new objects on every call)."""
-        if self._arrays is None:
-            self._arrays = mask_arrays(self.legal, self.kind_mask)
-        return {k: v.copy() for k, v in self._arrays.items()}
-
-
-def mask_arrays(legal: LegalActions, kind_mask: np.ndarray) -> dict[str, np.ndarray]:
-    """The observation's mask arrays for ``legal`` (its ``max_layers`` sets ``L``)."""
-    L, K = int(legal.max_layers or 0), len(legal.space.kernel_sizes)
-    wider = np.zeros(L, np.int8)
-    wider[list(legal.wider)] = 1
-    wider_fc = np.zeros(L, np.int8)
-    wider_fc[sorted(legal.wider_fc)] = 1
-    deeper = np.zeros((L, L + 1), np.int8)
-    is_fc = np.zeros((L, L + 1), np.int8)
-    if legal.deeper:
-        deeper[tuple(np.asarray(legal.deeper).T)] = 1
-    if legal.deeper_fc:
-        is_fc[tuple(np.asarray(sorted(legal.deeper_fc)).T)] = 1
-    kernel = np.zeros(K, np.int8)
-    kernel[list(legal.kernels)] = 1
-    skip = np.zeros((L, L, 2), np.int8)
-    if legal.skips:
-        skip[tuple(np.asarray(legal.skips).T)] = 1
-    return {
-        "kind_mask": np.asarray(kind_mask, np.int8).copy(),
-        "wider_mask": wider,
-        "wider_is_fc": wider_fc,
-        "deeper_mask": deeper,
-        "deeper_is_fc": is_fc,
-        "kernel_mask": kernel,
-        "skip_mask": skip,
-    }
-
-
-def sample_legal_action(obs: Mapping[str, Any], rng: np.random.Generator,
-                        wider_prob: float = 0.5) -> dict[str, Any]:
-    """Draw an action that the masks of ``obs`` allow (uniform over legal choices).
-
-    The kind is uniform over ``kind_mask``; for "wider" each widenable layer is
-    marked with probability ``wider_prob`` (possibly none: a legal no-op); for
-    "deeper" a legal ``(block, position)`` and a legal kernel are uniform; for
-    "skip" a legal ``(src, dst, mode)`` is uniform. Fields of the other kinds
-    are zeros. Works for a single (unbatched) observation.
-    """
-    kind_mask = np.asarray(obs["kind_mask"])
-    L = int(np.asarray(obs["wider_mask"]).shape[0])
-    K = int(np.asarray(obs["kernel_mask"]).shape[0])
-    allowed = np.flatnonzero(kind_mask)
-    kind = int(rng.choice(allowed)) if allowed.size else 0
-    action: dict[str, Any] = {
-        "kind": np.int64(kind),
-        "wider": np.zeros(L, np.int8),
-        "deeper": np.zeros(3, np.int64),
-        "skip": np.zeros(3, np.int64),
-    }
-    name = KINDS[kind]
-    if name == "wider":
-        wm = np.asarray(obs["wider_mask"]).astype(bool)
-        action["wider"] = (wm & (rng.random(L) < wider_prob)).astype(np.int8)
-    elif name == "deeper":
-        legal = np.argwhere(np.asarray(obs["deeper_mask"]))
-        if len(legal):
-            b, p = legal[int(rng.integers(len(legal)))]
-            kernels = np.flatnonzero(np.asarray(obs["kernel_mask"]))
-            k = int(rng.choice(kernels)) if kernels.size else 0
-            action["deeper"] = np.array([b, p, min(k, K - 1)], np.int64)
-    else:
-        legal = np.argwhere(np.asarray(obs["skip_mask"]))
-        if len(legal):
-            action["skip"] = np.asarray(legal[int(rng.integers(len(legal)))], np.int64)
-    return action
-
-
-class _LegalActionDict(spaces.Dict):
-    """The action space; ``sample()`` without a mask draws an action legal *now*.
-
-    An ordinary :class:`gymnasium.spaces.Dict` in every other respect
-    (``contains``, batching, ``sample(mask=...)`` with gymnasium's semantics).
-    Because most of the space is illegal in any given state, an unmasked
-    ``sample()`` asks the environment it belongs to for the current masks and
-    draws with :func:`sample_legal_action` from the space's own RNG
-    (``action_space.seed(...)``), so ``env.step(env.action_space.sample())``
-    always works. Detached (copied into a batch, pickled, or before the first
-    ``reset``) it samples like a plain ``Dict``.
-    """
-
-    _owner: Callable[[], NetTransformEnv | None] | None = None
-
-    def sample(self, mask: dict[str, Any] | None = None,
-               probability: dict[str, Any] | None = None) -> dict[str, Any]:
-        env = self._owner() if self._owner is not None else None
-        if mask is None and probability is None and env is not None:
-            obs = env.action_masks()
-            if obs is not None:
-                return sample_legal_action(obs, self.np_random)
-        return super().sample(mask=mask, probability=probability)
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state.pop("_owner", None)
-        return state
-
 
 # ----------------------------------------------------------------------- environment
 class NetTransformEnv(gym.Env[dict[str, Any], dict[str, Any]]):
@@ -235,7 +90,7 @@ class NetTransformEnv(gym.Env[dict[str, Any], dict[str, Any]]):
     and leaves the environment unchanged. If the scheduled kind has no legal
     action at all (e.g. "deeper" with ``max_layers`` reached), the step is a
     no-op (``info["noop"] = True``). ``env.action_space.sample()`` draws a legal
-    action for the current state (see :func:`sample_legal_action`).
+    action for the current state (see :func:`~envs.observation.sample_legal_action`).
 
     ## Observation Space
 
@@ -357,32 +212,15 @@ class NetTransformEnv(gym.Env[dict[str, Any], dict[str, Any]]):
         self.start = self._as_start(start)
 
         L, K = self.max_layers, len(self.space.kernel_sizes)
-        self.observation_space = spaces.Dict({
-            "arch": spaces.Text(32 * (L + 1) + 20 * L * (L - 1) // 2, charset=_CHARSET),
-            "tokens": spaces.Box(0, self.tokenizer.vocab_size - 1, (L,), np.int64),
-            "length": spaces.Discrete(L + 1),
-            "step": spaces.Discrete(self.steps + 1),
-            "kind_mask": spaces.MultiBinary(len(KINDS)),
-            "wider_mask": spaces.MultiBinary(L),
-            "wider_is_fc": spaces.MultiBinary(L),
-            "deeper_mask": spaces.MultiBinary((L, L + 1)),
-            "deeper_is_fc": spaces.MultiBinary((L, L + 1)),
-            "kernel_mask": spaces.MultiBinary(K),
-            "skip_mask": spaces.MultiBinary((L, L, 2)),
-        })
-        self.action_space = _LegalActionDict({
-            "kind": spaces.Discrete(len(KINDS)),
-            "wider": spaces.MultiBinary(L),
-            "deeper": spaces.MultiDiscrete([L, L + 1, K]),
-            "skip": spaces.MultiDiscrete([L, L, 2]),
-        })
-        self.action_space._owner = weakref.ref(self)
+        self.observation_space = observation_space(L, K, self.steps, self.tokenizer.vocab_size)
+        self.action_space = LegalActionDict.for_layers(L, K)
+        self.action_space.attach(self)
 
         self._start_net: ChildNet | None = None
         self._net: ChildNet | None = None
         self._fingerprint: str | None = None
         self._step = 0
-        self._masks: _Masks | None = None
+        self._masks: Masks | None = None
         self._actions: list[dict[str, Any]] = []
         self._pending: ChildNet | None = None
 
@@ -415,11 +253,11 @@ class NetTransformEnv(gym.Env[dict[str, Any], dict[str, Any]]):
             return None
         return self.schedule[self._step]
 
-    def _compute_masks(self) -> _Masks:
+    def _compute_masks(self) -> Masks:
         assert self._net is not None
         if self._masks is None:
             legal = legal_actions(self._net.arch, self.input_shape, self.space, self.max_layers)
-            self._masks = _Masks(legal, self._kind_now(), self._step >= self.steps)
+            self._masks = Masks(legal, self._kind_now(), self._step >= self.steps)
         return self._masks
 
     @property
@@ -507,7 +345,7 @@ class NetTransformEnv(gym.Env[dict[str, Any], dict[str, Any]]):
 
         Returns a :class:`CheckedAction` for :meth:`apply_checked`; raises
         :class:`InvalidActionError` saying why an action is ruled out. Only the
-        kind being applied has its legal set computed.
+        kind being applied has its legal set computed (see :mod:`envs.actions`).
         """
         if not isinstance(action, Mapping):
             raise InvalidActionError(
@@ -515,135 +353,10 @@ class NetTransformEnv(gym.Env[dict[str, Any], dict[str, Any]]):
                 f"{type(action).__name__}"
             )
         masks = self._compute_masks()
-        legal = masks.legal
-        L = self.max_layers
-
-        def field(name: str, shape: tuple[int, ...]) -> np.ndarray:
-            if name not in action:
-                raise InvalidActionError(f"the action has no {name!r} field")
-            try:
-                arr = np.asarray(action[name])
-                if arr.dtype.kind not in "biu":
-                    if arr.dtype.kind == "f" and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
-                        arr = arr.astype(np.int64)
-                    else:
-                        raise TypeError
-                arr = arr.astype(np.int64)
-            except (TypeError, ValueError):
-                raise InvalidActionError(
-                    f"action[{name!r}] must hold integers, got {action[name]!r}"
-                ) from None
-            if arr.shape != shape:
-                raise InvalidActionError(
-                    f"action[{name!r}] must have shape {shape}, got {arr.shape}"
-                )
-            return arr
-
-        if self.schedule is not None:
-            kind = self.schedule[self._step]
-        else:
-            k = int(field("kind", ()))
-            if not 0 <= k < len(KINDS):
-                raise InvalidActionError(f"action['kind']={k} is not in 0..{len(KINDS) - 1}")
-            kind = KINDS[k]
-            if not masks.kind_mask[k]:
-                raise InvalidActionError(
-                    f"kind {kind!r} is not allowed now: it has no legal action "
-                    f"(kind_mask={masks.kind_mask.tolist()})"
-                )
-        record: dict[str, Any] = {"kind": np.int64(KINDS.index(kind))}
-        arch = self._net.arch  # type: ignore[union-attr]
-        if kind == "wider":
-            w = field("wider", (L,))
-            if np.any((w != 0) & (w != 1)):
-                raise InvalidActionError("action['wider'] must be 0/1 per layer")
-            marked = [int(i) for i in np.flatnonzero(w)]
-            bad = [i for i in marked if i not in set(legal.wider)]
-            if bad:
-                why = []
-                for i in bad:
-                    if i >= len(arch.layers) - 1:
-                        why.append(f"{i} (padding: the network has {len(arch.layers) - 1} layers)")
-                    elif width_of(arch.layers[i]) is None:
-                        why.append(f"{i} {arch.layers[i]} (pooling has no width)")
-                    elif self.space.next_width(arch.layers[i]) is None:
-                        why.append(f"{i} {arch.layers[i]} (already at the search space's top width)")
-                    else:
-                        why.append(f"{i} {arch.layers[i]} (tied to an ADD skip)")
-                raise InvalidActionError(
-                    f"wider: layer(s) {', '.join(why)} cannot be widened; widenable: {list(legal.wider)}"
-                )
-            record["wider"] = w.astype(np.int8)
-            if not marked:
-                return CheckedAction(kind, None, record)
-            return CheckedAction(kind, self._widen_op(marked), record)
-        if kind == "deeper":
-            d = field("deeper", (3,))
-            if not legal.deeper:
-                return CheckedAction(kind, None, record)  # schedule mode, nothing insertable
-            b, p, k = (int(v) for v in d)
-            if (b, p) not in set(legal.deeper):
-                where = "dense block" if legal.densenet else "block"
-                raise InvalidActionError(
-                    f"deeper: cannot insert at {where} {b}, position {p} "
-                    f"(legal (block, position): {list(legal.deeper[:20])}"
-                    f"{' ...' if len(legal.deeper) > 20 else ''}"
-                    + (f"; max_layers={L} reached" if len(arch.layers) - 1 >= L else "") + ")"
-                )
-            is_fc = (b, p) in legal.deeper_fc
-            if not is_fc and k not in legal.kernels:
-                raise InvalidActionError(
-                    f"deeper: kernel index {k} is not allowed (kernel sizes "
-                    f"{self.space.kernel_sizes}, legal indices {list(legal.kernels)})"
-                )
-            record["deeper"] = d
-            op = self._deeper_op(legal.densenet, b, p, None if is_fc else k)
-            return CheckedAction(kind, op, record)
-        s = field("skip", (3,))
-        if not legal.skips:
-            return CheckedAction(kind, None, record)  # schedule mode, no skip possible
-        src, dst, m = (int(v) for v in s)
-        if (src, dst, m) not in set(legal.skips):
-            mode = _SKIP_MODES[m] if 0 <= m < 2 else str(m)
-            raise InvalidActionError(
-                f"skip: S({src},{dst},{mode}) is not a legal skip connection "
-                f"(legal: {list(legal.skips[:20])}{' ...' if len(legal.skips) > 20 else ''})"
-            )
-        record["skip"] = s
-        return CheckedAction(kind, self._skip_op(src, dst, _SKIP_MODES[m]), record)
-
-    def _widen_op(self, layers: list[int]) -> Callable[[ChildNet], ChildNet]:
-        mm = morphisms
-
-        def op(net: ChildNet) -> ChildNet:
-            for i in layers:
-                if isinstance(net.arch.layers[i], Dense):
-                    net = mm.dense_widen(net, i, space=self.space, rng=self.np_random,
-                                         noise=self.noise)
-                else:
-                    net = mm.net2wider(net, i, space=self.space, rng=self.np_random,
-                                       noise=self.noise)
-            return net
-
-        return op
-
-    def _deeper_op(self, densenet: bool, block: int, position: int,
-                   kernel_index: int | None) -> Callable[[ChildNet], ChildNet]:
-        mm = morphisms
-        kw: dict[str, Any] = {"rng": self.np_random}
-        if kernel_index is not None:
-            kw["kernel"] = self.space.kernel_sizes[kernel_index]
-
-        def op(net: ChildNet) -> ChildNet:
-            if densenet:
-                return mm.dense_insert(net, block, position, **kw)
-            return mm.net2deeper(net, block, position, **kw)
-
-        return op
-
-    def _skip_op(self, src: int, dst: int, mode: str) -> Callable[[ChildNet], ChildNet]:
-        mm = morphisms
-        return lambda net: mm.add_skip(net, src, dst, mode=mode)
+        scheduled = None if self.schedule is None else self.schedule[self._step]
+        return check_action(action, masks.legal, masks.kind_mask, scheduled,
+                            self._net.arch, self.space, self.max_layers,  # type: ignore[union-attr]
+                            self.np_random, self.noise)
 
     def step(self, action: dict[str, Any]) -> tuple[dict[str, Any], float, bool, bool,
                                                     dict[str, Any]]:

@@ -2,16 +2,20 @@
 
 The helpers agents use to handle one observation at a time: split a batched
 (vector-env) observation into one dict per child, read which kinds are allowed,
-draw a legal index from a mask, and build or stack action dicts. The kinds and
-their indices come from :data:`envs.net_transform.KINDS` (the one definition).
+draw a legal index from a mask, draw a whole legal action
+(:func:`sample_legal_action`, the one definition of a uniformly random legal
+action: the environment's ``action_space.sample()``, random search and hill
+climbing's fallback all use it), and build or stack action dicts. The kinds and
+their indices come from :data:`eas.morphisms.legal.KINDS` (the one definition).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from eas.envs.net_transform import KINDS
+from eas.morphisms.legal import KINDS
 
 __all__ = [
     "DEEPER",
@@ -19,6 +23,7 @@ __all__ = [
     "WIDER",
     "allowed_kinds",
     "empty_action",
+    "sample_legal_action",
     "split_obs",
     "stack_actions",
     "uniform_index",
@@ -80,6 +85,53 @@ def uniform_index(mask: np.ndarray, rng: np.random.Generator) -> tuple[int, ...]
     return tuple(int(v) for v in legal[rng.integers(len(legal))])
 
 
-def allowed_kinds(one: dict[str, Any]) -> list[int]:
+def allowed_kinds(one: Mapping[str, Any]) -> list[int]:
     """Indices of the kinds allowed now for one environment's observation."""
     return [int(k) for k in np.flatnonzero(np.asarray(one["kind_mask"]))]
+
+
+def sample_legal_action(one: Mapping[str, Any], rng: np.random.Generator,
+                        wider_prob: float | None = 0.5, *,
+                        kernel_for_fc: bool = False) -> dict[str, Any]:
+    """Draw an action that the masks of one (unbatched) observation allow.
+
+    * **kind**: uniform over ``kind_mask`` (no draw when only one kind is allowed,
+      as in schedule mode);
+    * **wider**: each widenable layer (``wider_mask``) is marked independently
+      with probability ``wider_prob`` (one draw per layer; all-zero is a legal
+      "no change"); ``wider_prob=None`` marks every widenable layer, drawing nothing;
+    * **deeper**: a legal ``(block, position)`` uniformly from ``deeper_mask``,
+      then the kernel uniformly from ``kernel_mask``, except where the new
+      layer is FC (``deeper_is_fc``: no kernel, index 0); ``kernel_for_fc=True``
+      draws (and records) a kernel there too, which the environment ignores;
+    * **skip**: a legal ``(src, dst, mode)`` uniformly from ``skip_mask``.
+
+    Fields of the other kinds are zeros; with no kind allowed the action is the
+    all-zero no-op. The draws, in this order from ``rng``, are what makes a
+    seeded random search reproducible: changing them changes its children.
+    """
+    act = empty_action(int(np.asarray(one["wider_mask"]).shape[0]))
+    kinds = allowed_kinds(one)
+    if not kinds:
+        return act
+    kind = kinds[int(rng.integers(len(kinds)))] if len(kinds) > 1 else kinds[0]
+    act["kind"] = np.int64(kind)
+    if kind == WIDER:
+        mask = np.asarray(one["wider_mask"]) != 0
+        if wider_prob is not None:
+            mask &= rng.random(mask.shape[0]) < wider_prob
+        act["wider"] = mask.astype(np.int8)
+    elif kind == DEEPER:
+        where = uniform_index(one["deeper_mask"], rng)
+        if where is not None:
+            block, position = where
+            kernel = 0
+            if kernel_for_fc or not np.asarray(one["deeper_is_fc"])[block, position]:
+                k = uniform_index(one["kernel_mask"], rng)
+                kernel = 0 if k is None else k[0]
+            act["deeper"] = np.asarray([block, position, kernel], dtype=np.int64)
+    else:
+        where = uniform_index(one["skip_mask"], rng)
+        if where is not None:
+            act["skip"] = np.asarray(where, dtype=np.int64)
+    return act

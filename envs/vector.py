@@ -18,12 +18,8 @@ import gymnasium as gym
 import numpy as np
 from eas.envs.cache import EvalCache, fingerprint
 from eas.envs.evaluators import EvalResult
-from eas.envs.net_transform import (
-    InvalidActionError,
-    NetTransformEnv,
-    evaluate_children,
-    sample_legal_action,
-)
+from eas.envs.net_transform import InvalidActionError, NetTransformEnv, evaluate_children
+from eas.envs.observation import sample_legal_action
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
@@ -38,7 +34,7 @@ class _LegalBatchDict(spaces.Dict):
     """The batched action space; ``sample()`` without a mask draws legal actions for every copy.
 
     Otherwise a plain batched :class:`gymnasium.spaces.Dict` (see
-    ``envs.net_transform._LegalActionDict`` for the reasoning).
+    ``envs.spaces.LegalActionDict`` for the reasoning).
     """
 
     _masks: Callable[[], list[dict[str, np.ndarray] | None]] | None = None

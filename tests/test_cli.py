@@ -16,7 +16,7 @@ SMALL = "C(16,3,1), P(2,2,MAX), C(16,3,1), P(2,2,MAX), C(32,3,1), P(7,7,AVG), FC
 def test_help_lists_the_subcommands(capsys):
     assert cli.main(["--help"]) == 0
     out = capsys.readouterr().out
-    assert "search" in out and "compare" in out
+    assert "search" in out and "compare" in out and "export" in out
     assert cli.main([]) == 2  # no command: usage, exit 2
 
 
@@ -40,6 +40,16 @@ def test_compare_runs(tmp_path):
                      "--start", SMALL, "--out", str(out)]) == 0
     rows = list(csv.DictReader(open(out / "comparison.csv")))
     assert [(r["agent"], r["children"]) for r in rows] == [("random", "2")]
+
+
+def test_export_goes_to_eas_export(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["export", "--help"])
+    out = capsys.readouterr().out
+    assert exc.value.code == 0 and out.startswith("usage: eas export") and "--max-params" in out
+    assert cli.main(["export", str(tmp_path / "nope")]) == 2  # bad input: one line, no traceback
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("eas export: error:") and "nope" in err[0]
 
 
 def test_console_script_is_registered():

@@ -14,6 +14,7 @@ from eas.arch import Architecture
 from eas.network import build_network
 from eas.search.compare import RunRecord, compare, load_evaluator, main, write_outputs
 from eas.search.config import resolve_start_arch
+from eas.search.pareto_report import common_hypervolumes
 
 SMALL = "C(16,3,1), P(2,2,MAX), C(16,3,1), P(2,2,MAX), C(32,3,1), P(7,7,AVG), FC(64), SM(10)"
 
@@ -71,6 +72,49 @@ def test_best_so_far_and_summary(tmp_path):
     rows = write_outputs(recs, tmp_path)
     assert rows[0]["best_acc_mean"] == pytest.approx(0.6)
     assert rows[0]["best_acc_min"] == 0.5 and rows[0]["best_acc_max"] == 0.7
+
+
+def test_rank_by_accuracy_or_front_hypervolume(tmp_path):
+    def rec(agent: str, acc: float, params: int) -> RunRecord:
+        front = {"front": [{"arch": f"{agent}-net", "accuracy": acc, "params": params}],
+                 "reference": [1.0, 1.1 * params]}  # as a run's summary["pareto"]["params"]
+        return RunRecord(agent, 0, 0.5, accuracies=[acc], archs=[f"{agent}-net"], front=front)
+
+    recs = [rec("big", 0.9, 100), rec("small", 0.8, 10)]
+    given = write_outputs(recs, tmp_path / "given")
+    by_acc = write_outputs(recs, tmp_path / "acc", rank_by="accuracy")
+    by_hv = write_outputs(recs, tmp_path / "hv", rank_by="hypervolume")
+    assert [r["agent"] for r in given] == [r["agent"] for r in by_acc] == ["big", "small"]
+    assert [r["agent"] for r in by_hv] == ["small", "big"]
+    # one reference for all runs: 1.1 x the largest parameter count (100)
+    hv = {r["agent"]: r["hypervolume_params"] for r in by_hv}
+    assert hv["big"] == pytest.approx(0.9 * (110 - 100) / 110)
+    assert hv["small"] == pytest.approx(0.8 * (110 - 10) / 110)
+    md = (tmp_path / "hv" / "comparison.md").read_text()
+    assert "hypervolume (params)" in md and md.index("| small |") < md.index("| big |")
+    rows = list(csv.DictReader(open(tmp_path / "hv" / "comparison.csv")))
+    assert float(rows[0]["hypervolume_params"]) == pytest.approx(hv["small"])
+    with pytest.raises(ValueError, match="rank_by"):
+        write_outputs(recs, tmp_path / "bad", rank_by="speed")
+
+
+def test_cli_rank_by_hypervolume(tmp_path):
+    out = tmp_path / "cli"
+    assert main(["--agents", "random,hill_climbing", "--seeds", "0", "--children", "2",
+                 "--start", SMALL, "--out", str(out), "--rank-by", "hypervolume"]) == 0
+    rows = list(csv.DictReader(open(out / "comparison.csv")))
+    hvs = [float(r["hypervolume_params"]) for r in rows]
+    assert sorted(r["agent"] for r in rows) == ["hill_climbing", "random"]
+    assert all(0 < v < 1 for v in hvs) and hvs == sorted(hvs, reverse=True)
+    # the same numbers as pareto_report.common_hypervolumes over the runs' full histories
+    histories = {}
+    for name in ("random", "hill_climbing"):
+        with open(out / "runs" / f"{name}__seed0" / "pareto.csv") as f:
+            histories[name] = [{"arch": r["arch"], "accuracy": float(r["accuracy"]),
+                                "params": float(r["params"]), "failed": r["failed"] == "True"}
+                               for r in csv.DictReader(f)]
+    expected = common_hypervolumes(histories, "params")
+    assert {r["agent"]: float(r["hypervolume_params"]) for r in rows} == pytest.approx(expected)
 
 
 def test_cli_cheap(tmp_path, capsys):

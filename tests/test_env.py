@@ -116,6 +116,24 @@ def test_action_space_sample_is_legal_and_plain_sample_with_mask_still_works() -
     assert action["kind"] == 0 and not action["wider"].any()
 
 
+def test_action_space_sample_draws_what_the_shared_sampler_draws() -> None:
+    # one definition of a random legal action: the space samples with random search's draws
+    env = NetTransformEnv(evaluator=param_evaluator, schedule=None, free_steps=6)
+    obs, _ = env.reset(seed=0)
+    env.action_space.seed(3)
+    rng = np.random.default_rng()
+    rng.bit_generator.state = env.action_space.np_random.bit_generator.state
+    kinds = set()
+    for _ in range(6):
+        action = env.action_space.sample()
+        expected = sample_legal_action(obs, rng)
+        assert action.keys() == expected.keys()
+        assert all(np.array_equal(action[k], expected[k]) for k in action)
+        kinds.add(int(action["kind"]))
+        obs, *_ = env.step(action)
+    assert len(kinds) > 1  # free mode: the kind was drawn, not fixed
+
+
 # ------------------------------------------------------------------ determinism
 def test_same_seed_same_trajectory_and_weights() -> None:
     def play(seed: int) -> tuple[list[str], torch.nn.Module]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from eas.envs import NetTransformEnv
-from eas.envs.net_transform import _Masks
+from eas.envs.spaces import Masks
 from eas.morphisms import legal
 from legal_reference import ref_deeper, ref_dense_insert, ref_masks, ref_skips, ref_widenable
 
@@ -88,7 +88,7 @@ def test_mask_arrays_equal_the_reference(index: int) -> None:
     for L in sorted({max(n - 3, 1), n, n + 1, 50}):
         for step_kind, done in ((None, False), ("wider", False), ("skip", False), (None, True)):
             want = ref_masks(arch, SHAPE, SPACE, L, step_kind, done)
-            got = _Masks(legal.legal_actions(arch, SHAPE, SPACE, L), step_kind, done).arrays()
+            got = Masks(legal.legal_actions(arch, SHAPE, SPACE, L), step_kind, done).arrays()
             assert set(got) == set(want)
             for key in want:
                 assert got[key].dtype == want[key].dtype, (str(arch), L, key)

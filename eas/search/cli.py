@@ -4,11 +4,12 @@
 
     eas search [--config FILE] [--section.field VALUE ...] [--resume RUN]   # an architecture search
     eas compare --agents random,hill_climbing --children 30                 # compare agents
+    eas export runs/<run> [--which best|front] [--max-params N]             # ONNX + TorchScript
     eas --help
 
 ``eas search`` is ``python -m eas.train_controller`` (also installed as the
-``eas-search`` alias); ``eas compare`` is ``python -m eas.compare``. Each
-subcommand's ``--help`` lists its options.
+``eas-search`` alias); ``eas compare`` is ``python -m eas.compare``; ``eas export``
+is ``python -m eas.export``. Each subcommand's ``--help`` lists its options.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 
+from eas import export
 from eas.search import compare, train_controller
 
 __all__ = ["COMMANDS", "main"]
@@ -24,16 +26,22 @@ def _compare(argv: list[str]) -> int:
     return compare.main(argv, prog="eas compare")
 
 
+def _export(argv: list[str]) -> int:
+    return export.main(argv, prog="eas export")
+
+
 COMMANDS: dict[str, tuple[str, Callable[[list[str]], int]]] = {
     "search": ("run or resume an architecture search (= python -m eas.train_controller)",
                train_controller.main),
     "compare": ("compare search agents on one budget (= python -m eas.compare)", _compare),
+    "export": ("export a run's best network or Pareto front as ONNX + TorchScript "
+               "(= python -m eas.export)", _export),
 }
 """Subcommand name -> (one-line help, entry point taking the remaining arguments)."""
 
 
 def _usage() -> str:
-    lines = ["usage: eas {search,compare} [options]", "",
+    lines = ["usage: eas {" + ",".join(COMMANDS) + "} [options]", "",
              "Efficient architecture search by network transformation.", "", "commands:"]
     lines += [f"  {name:<9s}{text}" for name, (text, _) in COMMANDS.items()]
     lines += ["", "Run 'eas <command> --help' for the options of a command."]

@@ -16,7 +16,11 @@ from those runs' summaries. Per agent the output folder gets a row in
 
 * ``comparison.csv`` / ``comparison.md``: best validation accuracy (mean ± std
   and min/max over seeds), children evaluated (and how many were actually
-  trained, i.e. not answered by the cache), wall time per run, best architecture;
+  trained, i.e. not answered by the cache), wall time per run, best architecture,
+  and the hypervolume of the (accuracy, parameters) Pareto front (mean over
+  seeds, every run against one common reference: 1.1 x the largest child of all
+  runs; see :mod:`eas.search.pareto_report`); ``--rank-by accuracy|hypervolume``
+  orders the rows by either (default: the ``--agents`` order);
 * ``runs.csv``: one row per (agent, seed); ``curves.csv``: every child's accuracy
   and the best-so-far accuracy after it;
 * ``comparison.png``: best-so-far validation accuracy against children evaluated,
@@ -72,6 +76,7 @@ from eas.search.config import (
     resolve_start_arch,
 )
 from eas.search.loop import run_search
+from eas.search.pareto_report import front_hypervolume
 from eas.training import train_child
 
 matplotlib.use("Agg")
@@ -79,6 +84,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only bac
 
 __all__ = [
     "EVALUATORS",
+    "RANK_BY",
     "RunRecord",
     "compare",
     "load_evaluator",
@@ -89,6 +95,8 @@ __all__ = [
 
 EVALUATORS = ("cheap", "train")
 """Built-in evaluator names (or give a ``module:callable`` path)."""
+RANK_BY = ("accuracy", "hypervolume")
+"""How ``--rank-by`` may order the comparison's rows (best accuracy or front hypervolume)."""
 
 
 @dataclass
@@ -106,6 +114,9 @@ class RunRecord:
     failed: int = 0
     wall_time: float = 0.0
     best_arch: str = ""
+    front: dict[str, Any] = field(default_factory=dict, repr=False)
+    """The run's (accuracy, params) Pareto front: its summary's ``pareto["params"]``
+    (``front`` records and ``reference``); empty if the run recorded no parameters."""
 
     @property
     def best_so_far(self) -> list[float]:
@@ -132,6 +143,7 @@ def record_from_summary(agent: str, seed: int, summary: dict[str, Any],
         cached=sum(bool(h.get("cached")) for h in hist),
         failed=sum(bool(h.get("failed")) for h in hist),
         wall_time=float(summary.get("elapsed_seconds", 0.0)),
+        front=dict((summary.get("pareto") or {}).get("params") or {}),
     )
     best = int(np.argmax(record.accuracies)) if record.accuracies else -1
     if best >= 0 and record.accuracies[best] > record.start_accuracy:
@@ -217,7 +229,8 @@ def compare(agents: Sequence[str], seeds: Sequence[int], children: int, *,
             data_root: str | None = None, start: str = "default",
             out: str | Path | None = None, per_round: int = 5, train_subset: int = 2000,
             val_size: int = 1000, epochs: int = 1, max_batches: int | None = 20,
-            start_epochs: int = 2, progress: bool = True) -> list[RunRecord]:
+            start_epochs: int = 2, progress: bool = True,
+            rank_by: str | None = None) -> list[RunRecord]:
     """Run every agent under every seed with the same start, evaluator and budget; write outputs.
 
     Every run is :func:`eas.search.run_search` with one stage of ``children``
@@ -226,7 +239,8 @@ def compare(agents: Sequence[str], seeds: Sequence[int], children: int, *,
     ``start`` a start architecture (``default`` = the paper's Table-1 network
     fitted to the dataset). With ``train`` the start network is trained once
     (``start_epochs``) and shared by every run. Returns one :class:`RunRecord`
-    per (agent, seed), in order. Bad settings raise ``ValueError`` (a
+    per (agent, seed), in order; ``rank_by`` orders the table (see :data:`RANK_BY`).
+    Bad settings raise ``ValueError`` (a
     :class:`ConfigError` names the field) before anything is written.
     """
     ev = load_evaluator(evaluator)
@@ -271,7 +285,7 @@ def compare(agents: Sequence[str], seeds: Sequence[int], children: int, *,
                 print(f"{name:>14s} seed {seed}: best {rec.best_accuracy:.4f} after "
                       f"{len(rec.accuracies)} children ({rec.cached} cached) "
                       f"in {rec.wall_time:.1f}s")
-    write_outputs(records, out_dir)
+    write_outputs(records, out_dir, rank_by)
     if progress:
         print((out_dir / "comparison.md").read_text())
         print(f"wrote {out_dir}/comparison.csv, comparison.md, comparison.png, runs.csv, "
@@ -283,10 +297,26 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "_-" else "-" for c in name)
 
 
-def _summary(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
+def _hypervolumes(records: Sequence[RunRecord]) -> list[float]:
+    """Each run's front hypervolume against one reference for all runs (NaN without a front).
+
+    The reference cost is the largest of the runs' own references, i.e. 1.1 x the
+    largest parameter count of any child of any run (as in
+    :func:`eas.search.pareto_report.common_hypervolumes`).
+    """
+    refs = [float(r.front["reference"][1]) for r in records if r.front.get("front")]
+    if not refs:
+        return [float("nan")] * len(records)
+    return [front_hypervolume(r.front["front"], "params", max(refs)) if r.front.get("front")
+            else float("nan") for r in records]
+
+
+def _summary(records: Sequence[RunRecord], rank_by: str | None = None) -> list[dict[str, Any]]:
+    hv = _hypervolumes(records)
     rows = []
     for name in dict.fromkeys(r.agent for r in records):
         runs = [r for r in records if r.agent == name]
+        hvs = [h for h, r in zip(hv, records) if r.agent == name]
         best = np.asarray([r.best_accuracy for r in runs])
         top = max(runs, key=lambda r: r.best_accuracy)
         rows.append({
@@ -302,15 +332,27 @@ def _summary(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
             "failed": float(np.mean([r.failed for r in runs])),
             "wall_time_s": float(np.mean([r.wall_time for r in runs])),
             "best_arch": top.best_arch,
+            "hypervolume_params": float(np.mean(hvs)),
         })
+    if rank_by is not None:
+        if rank_by not in RANK_BY:
+            raise ValueError(f"rank_by must be one of {', '.join(RANK_BY)}, got {rank_by!r}")
+        key = "best_acc_mean" if rank_by == "accuracy" else "hypervolume_params"
+        rows.sort(key=lambda row: -row[key] if np.isfinite(row[key]) else np.inf)
     return rows
 
 
-def write_outputs(records: Sequence[RunRecord], out_dir: str | Path) -> list[dict[str, Any]]:
-    """Write comparison.csv/.md/.png, runs.csv and curves.csv; return the summary rows."""
+def write_outputs(records: Sequence[RunRecord], out_dir: str | Path,
+                  rank_by: str | None = None) -> list[dict[str, Any]]:
+    """Write comparison.csv/.md/.png, runs.csv and curves.csv; return the summary rows.
+
+    The rows are in agent order, or ranked best first by ``rank_by`` ("accuracy":
+    mean best accuracy; "hypervolume": mean hypervolume of the (accuracy,
+    parameters) fronts).
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows = _summary(records)
+    rows = _summary(records, rank_by)
     with open(out_dir / "comparison.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
@@ -332,15 +374,15 @@ def write_outputs(records: Sequence[RunRecord], out_dir: str | Path) -> list[dic
                 w.writerow([r.agent, r.seed, i, f"{acc:.6f}", f"{best[i]:.6f}", arch])
     lines = [
         "| agent | best val. accuracy (mean ± std) | min – max | seeds | children | trained "
-        "| wall time / run | best architecture |",
-        "|---|---|---|---|---|---|---|---|",
+        "| wall time / run | hypervolume (params) | best architecture |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         lines.append(
             f"| {row['agent']} | {row['best_acc_mean']:.4f} ± {row['best_acc_std']:.4f} "
             f"| {row['best_acc_min']:.4f} – {row['best_acc_max']:.4f} | {row['seeds']} "
             f"| {row['children']} | {row['trained']:.1f} | {row['wall_time_s']:.1f} s "
-            f"| `{row['best_arch']}` |")
+            f"| {row['hypervolume_params']:.4f} | `{row['best_arch']}` |")
     lines.append("")
     lines.append(f"Start network accuracy: {rows[0]['start_acc']:.4f}.")
     (out_dir / "comparison.md").write_text("\n".join(lines) + "\n")
@@ -396,6 +438,9 @@ def build_parser(prog: str = "eas compare") -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=1, help="train: epochs per child")
     p.add_argument("--max-batches", type=int, default=20, help="train: batches per epoch cap")
     p.add_argument("--start-epochs", type=int, default=2, help="train: epochs for the start network")
+    p.add_argument("--rank-by", choices=RANK_BY, default=None,
+                   help="order the table best first by mean best accuracy or by the mean "
+                        "hypervolume of the (accuracy, parameters) fronts (default: --agents order)")
     return p
 
 
@@ -423,7 +468,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "eas compare") -> int:
                 data_root=args.data_root, start=args.start, out=args.out,
                 per_round=args.per_round, train_subset=args.train_subset,
                 val_size=args.val_size, epochs=args.epochs, max_batches=args.max_batches,
-                start_epochs=args.start_epochs)
+                start_epochs=args.start_epochs, rank_by=args.rank_by)
     except (ConfigError, DatasetNotFoundError, ValueError) as exc:
         p.error(str(exc))
     return 0
