@@ -496,7 +496,7 @@ def test_resume_after_a_bad_override_still_resumes(tmp_path: Path, capsys,
     out = run_search(cheap_config(tmp_path, **{"search.max_rounds": "1"}),
                      evaluator=CheapEvaluator(), log=quiet)
     saved = (out.run_dir / "config.toml").read_text()
-    for bad in (["--search.seed", "-1"], ["--search.backend", "ray"],
+    for bad in (["--search.seed", "-1"], ["--search.children_per_step", "7"],
                 ["--controller.entropy_coef", "nan"]):
         assert main(["--resume", str(out.run_dir), *bad]) == 2
         assert (out.run_dir / "config.toml").read_text() == saved
