@@ -169,8 +169,9 @@ def test_kill_mid_round_loses_only_the_child_in_training(tmp_path: Path) -> None
     reference = run_search(cheap_config(tmp_path / "ref"), evaluator=CheapEvaluator(),
                            log=quiet)
     # Killed while training the 5th child (round 2, its 2nd child): the 4th is journaled.
-    killer = CheapEvaluator(interrupt_at=6)  # call 1 is stage 1's parent control
-    cfg = cheap_config(tmp_path / "killed")
+    killer = CheapEvaluator(interrupt_at=5)
+    # no parent control: the evaluator's calls are then exactly the children
+    cfg = cheap_config(tmp_path / "killed", **{"search.parent_control": "false"})
     with pytest.raises(KeyboardInterrupt):
         run_search(cfg, evaluator=killer, log=quiet)
     run = tmp_path / "killed" / "cheap"
