@@ -165,3 +165,38 @@ def test_custom_evaluator_and_dataset_table1_start(tmp_path, monkeypatch):
     assert records[0].start_accuracy == pytest.approx(0.5 + 0.01 * len(start.layers))
     for arch, acc in zip(records[0].archs, records[0].accuracies):
         assert acc == pytest.approx(min(0.99, 0.5 + 0.01 * len(Architecture.parse(arch).layers)))
+
+
+def test_equal_child_seconds_budget(tmp_path, monkeypatch):
+    """--seconds: every run trains children until their train_time sums to the budget."""
+    (tmp_path / "eas_seconds_evaluator.py").write_text(textwrap.dedent("""
+        from eas.envs import EvalResult
+
+        def timed(net):  # deeper children cost more (0.01 s per layer)
+            n = len(net.arch.layers)
+            return EvalResult(accuracy=min(0.99, 0.5 + 0.01 * n), train_time=0.01 * n)
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "eas_seconds_evaluator", raising=False)
+    out = tmp_path / "cmp"
+    records = compare(["random", "hill_climbing"], [0], 10_000,
+                      evaluator="eas_seconds_evaluator:timed", out=out, per_round=2,
+                      start=SMALL, progress=False, seconds=1.0)
+    for rec in records:
+        arch_seconds = sum(0.01 * len(Architecture.parse(a).layers) for a in rec.archs)
+        assert rec.child_seconds == pytest.approx(arch_seconds)
+        assert rec.child_seconds >= 1.0  # the budget is spent ...
+        assert 1 < len(rec.accuracies) < 100  # ... and ends the run long before the cap
+        # ... in the round that reached it (rounds of <= 8 children of <= 0.2 s)
+        assert rec.child_seconds < 1.0 + 8 * 0.2
+    runs = list(csv.DictReader(open(out / "runs.csv")))
+    assert [float(r["child_seconds"]) for r in runs] == pytest.approx(
+        [r.child_seconds for r in records], abs=1e-3)
+    assert "child s / run" in (out / "comparison.md").read_text()
+
+
+def test_cli_rejects_bad_seconds(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--agents", "random", "--seeds", "0", "--seconds", "-1"])
+    assert exc.value.code == 2
+    assert "--seconds" in capsys.readouterr().err

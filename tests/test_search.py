@@ -170,7 +170,8 @@ def test_kill_mid_round_loses_only_the_child_in_training(tmp_path: Path) -> None
                            log=quiet)
     # Killed while training the 5th child (round 2, its 2nd child): the 4th is journaled.
     killer = CheapEvaluator(interrupt_at=5)
-    cfg = cheap_config(tmp_path / "killed")
+    # no parent control: the evaluator's calls are then exactly the children
+    cfg = cheap_config(tmp_path / "killed", **{"search.parent_control": "false"})
     with pytest.raises(KeyboardInterrupt):
         run_search(cfg, evaluator=killer, log=quiet)
     run = tmp_path / "killed" / "cheap"

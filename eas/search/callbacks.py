@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from eas.agents.base import ChildResult
 from eas.search.config import agent_section, config_to_dict
+from eas.search.stages import stage_budgets
 from eas.search.state import (
     SearchRun,
     is_number,
@@ -83,6 +84,9 @@ class SearchCallback:
     def on_stage_end(self, run: SearchRun, next_stage: int | None) -> None:
         """A stage ended; ``next_stage`` is the stage now starting, None when sampling is done."""
 
+    def on_parent_control(self, run: SearchRun, entry: dict[str, Any]) -> None:
+        """The stage's start network was trained as a child (``entry``: stage, accuracy, ...)."""
+
     def on_sampling_end(self, run: SearchRun) -> None:
         """No more children will be sampled in this invocation."""
 
@@ -127,6 +131,10 @@ class CallbackList(SearchCallback):
     def on_stage_end(self, run: SearchRun, next_stage: int | None) -> None:
         for cb in self.callbacks:
             cb.on_stage_end(run, next_stage)
+
+    def on_parent_control(self, run: SearchRun, entry: dict[str, Any]) -> None:
+        for cb in self.callbacks:
+            cb.on_parent_control(run, entry)
 
     def on_sampling_end(self, run: SearchRun) -> None:
         for cb in self.callbacks:
@@ -223,6 +231,11 @@ class TensorBoardCallback(SearchCallback):
                                    nan_if_none(run.state.starts[-1].get("accuracy")),
                                    run.state.global_step)
 
+    def on_parent_control(self, run: SearchRun, entry: dict[str, Any]) -> None:
+        assert self.writer is not None
+        self.writer.add_scalar("charts/parent_control_accuracy", nan_if_none(entry["accuracy"]),
+                               run.state.global_step)
+
     def on_final_network(self, run: SearchRun, entry: dict[str, Any]) -> None:
         assert self.writer is not None
         self.writer.add_scalar(f"charts/final_test_accuracy_{entry['rank']}",
@@ -269,7 +282,7 @@ class ProgressCallback(SearchCallback):
         if not self.enabled:
             return
         s = run.cfg.search
-        self.bar = tqdm(total=s.stage1_networks + s.stage2_networks,
+        self.bar = tqdm(total=sum(stage_budgets(s)),
                         initial=run.state.global_step, desc="children", unit="child",
                         dynamic_ncols=True)
         if run.log is print:  # keep messages from breaking the progress bar
@@ -318,6 +331,9 @@ class CheckpointCallback(SearchCallback):
         save_checkpoint(run)
 
     def on_stage_end(self, run: SearchRun, next_stage: int | None) -> None:
+        save_checkpoint(run)
+
+    def on_parent_control(self, run: SearchRun, entry: dict[str, Any]) -> None:
         save_checkpoint(run)
 
     def on_final_network(self, run: SearchRun, entry: dict[str, Any]) -> None:

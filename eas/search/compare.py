@@ -39,8 +39,13 @@ Evaluators:
 * ``module:callable``: your own evaluator, any callable ``net -> accuracy`` or
   ``net -> EvalResult`` (a class is instantiated without arguments).
 
-Budgets are equalised by children: hill climbing gets enough rounds
+Budgets are equalised by children (default): hill climbing gets enough rounds
 (``n_steps``) for the budget and, with ``train``, ``e_neigh`` = ``--epochs``.
+With ``--seconds S`` they are equalised by compute instead: every run samples
+until its children's training time (the sum of their ``train_time``; GPU
+seconds on a GPU) reaches ``S`` (``search.max_child_seconds``), so an agent
+whose children grow larger gets fewer of them; ``--children`` is then only a
+cap (default 10000). Every table reports both children and child seconds.
 When the start network is not trained (``cheap`` or a custom evaluator) its
 accuracy is unknown to the agents, so hill climbing spends child 0 of its first
 round evaluating the start (its parent slot); the best-so-far curves start at
@@ -117,6 +122,8 @@ class RunRecord:
     front: dict[str, Any] = field(default_factory=dict, repr=False)
     """The run's (accuracy, params) Pareto front: its summary's ``pareto["params"]``
     (``front`` records and ``reference``); empty if the run recorded no parameters."""
+    child_seconds: float = 0.0
+    """Seconds spent training children (sum of their ``train_time``)."""
 
     @property
     def best_so_far(self) -> list[float]:
@@ -144,6 +151,7 @@ def record_from_summary(agent: str, seed: int, summary: dict[str, Any],
         failed=sum(bool(h.get("failed")) for h in hist),
         wall_time=float(summary.get("elapsed_seconds", 0.0)),
         front=dict((summary.get("pareto") or {}).get("params") or {}),
+        child_seconds=float(summary.get("child_seconds", 0.0)),
     )
     best = int(np.argmax(record.accuracies)) if record.accuracies else -1
     if best >= 0 and record.accuracies[best] > record.start_accuracy:
@@ -198,9 +206,12 @@ def _budget_overrides(name: str, children: int, epochs: int | None) -> dict[str,
 
 def _base_overrides(dataset: str, data_root: str | None, start: str, children: int,
                     per_round: int, train: bool, train_subset: int, val_size: int,
-                    epochs: int, max_batches: int | None) -> dict[str, Any]:
-    """The configuration every run shares: one stage of ``children``, no final training."""
+                    epochs: int, max_batches: int | None, seconds: float | None = None
+                    ) -> dict[str, Any]:
+    """The configuration every run shares: one stage of ``children`` (or of ``seconds`` of
+    child training), no final training, no parent control."""
     over: dict[str, Any] = {
+        "search.max_child_seconds": seconds, "search.parent_control": False, "search.stages": None,
         "data.name": dataset, "data.device": "cpu", "start.arch": start, "start.epochs": 0,
         "search.children_per_step": per_round, "search.stage1_networks": children,
         "search.stage2_networks": 0, "search.final_top_k": 0, "search.final_epochs": 0,
@@ -230,7 +241,7 @@ def compare(agents: Sequence[str], seeds: Sequence[int], children: int, *,
             out: str | Path | None = None, per_round: int = 5, train_subset: int = 2000,
             val_size: int = 1000, epochs: int = 1, max_batches: int | None = 20,
             start_epochs: int = 2, progress: bool = True,
-            rank_by: str | None = None) -> list[RunRecord]:
+            rank_by: str | None = None, seconds: float | None = None) -> list[RunRecord]:
     """Run every agent under every seed with the same start, evaluator and budget; write outputs.
 
     Every run is :func:`eas.search.run_search` with one stage of ``children``
@@ -240,13 +251,14 @@ def compare(agents: Sequence[str], seeds: Sequence[int], children: int, *,
     fitted to the dataset). With ``train`` the start network is trained once
     (``start_epochs``) and shared by every run. Returns one :class:`RunRecord`
     per (agent, seed), in order; ``rank_by`` orders the table (see :data:`RANK_BY`).
-    Bad settings raise ``ValueError`` (a
+    ``seconds`` equalises compute instead of children (``children`` is then a
+    cap). Bad settings raise ``ValueError`` (a
     :class:`ConfigError` names the field) before anything is written.
     """
     ev = load_evaluator(evaluator)
     train = ev is None
     base = _base_overrides(dataset, data_root, start, children, per_round, train,
-                           train_subset, val_size, epochs, max_batches)
+                           train_subset, val_size, epochs, max_batches, seconds)
     cfg = load_config(overrides=base)  # bad dataset / start architecture: stop here
     agent_over = {name: _budget_overrides(name, children, epochs if train else None)
                   for name in agents}
@@ -283,8 +295,8 @@ def compare(agents: Sequence[str], seeds: Sequence[int], children: int, *,
             records.append(rec)
             if progress:
                 print(f"{name:>14s} seed {seed}: best {rec.best_accuracy:.4f} after "
-                      f"{len(rec.accuracies)} children ({rec.cached} cached) "
-                      f"in {rec.wall_time:.1f}s")
+                      f"{len(rec.accuracies)} children ({rec.cached} cached), "
+                      f"{rec.child_seconds:.1f} child s, in {rec.wall_time:.1f}s")
     write_outputs(records, out_dir, rank_by)
     if progress:
         print((out_dir / "comparison.md").read_text())
@@ -331,6 +343,7 @@ def _summary(records: Sequence[RunRecord], rank_by: str | None = None) -> list[d
             "trained": float(np.mean([len(r.accuracies) - r.cached for r in runs])),
             "failed": float(np.mean([r.failed for r in runs])),
             "wall_time_s": float(np.mean([r.wall_time for r in runs])),
+            "child_seconds": float(np.mean([r.child_seconds for r in runs])),
             "best_arch": top.best_arch,
             "hypervolume_params": float(np.mean(hvs)),
         })
@@ -360,10 +373,10 @@ def write_outputs(records: Sequence[RunRecord], out_dir: str | Path,
     with open(out_dir / "runs.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["agent", "seed", "best_accuracy", "children", "cached", "failed",
-                    "wall_time_s", "best_arch"])
+                    "wall_time_s", "best_arch", "child_seconds"])
         for r in records:
             w.writerow([r.agent, r.seed, f"{r.best_accuracy:.6f}", len(r.accuracies), r.cached,
-                        r.failed, f"{r.wall_time:.3f}", r.best_arch])
+                        r.failed, f"{r.wall_time:.3f}", r.best_arch, f"{r.child_seconds:.3f}"])
     with open(out_dir / "curves.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["agent", "seed", "child", "accuracy", "best_so_far", "arch"])
@@ -374,14 +387,15 @@ def write_outputs(records: Sequence[RunRecord], out_dir: str | Path,
                 w.writerow([r.agent, r.seed, i, f"{acc:.6f}", f"{best[i]:.6f}", arch])
     lines = [
         "| agent | best val. accuracy (mean ± std) | min – max | seeds | children | trained "
-        "| wall time / run | hypervolume (params) | best architecture |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| child s / run | wall time / run | hypervolume (params) | best architecture |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         lines.append(
             f"| {row['agent']} | {row['best_acc_mean']:.4f} ± {row['best_acc_std']:.4f} "
             f"| {row['best_acc_min']:.4f} – {row['best_acc_max']:.4f} | {row['seeds']} "
-            f"| {row['children']} | {row['trained']:.1f} | {row['wall_time_s']:.1f} s "
+            f"| {row['children']} | {row['trained']:.1f} | {row['child_seconds']:.1f} s "
+            f"| {row['wall_time_s']:.1f} s "
             f"| {row['hypervolume_params']:.4f} | `{row['best_arch']}` |")
     lines.append("")
     lines.append(f"Start network accuracy: {rows[0]['start_acc']:.4f}.")
@@ -421,7 +435,12 @@ def build_parser(prog: str = "eas compare") -> argparse.ArgumentParser:
     p.add_argument("--agents", default="reinforce,random,hill_climbing",
                    help="comma-separated agent names or module:Class paths")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated integer seeds")
-    p.add_argument("--children", type=int, default=30, help="children evaluated per run (budget)")
+    p.add_argument("--children", type=int, default=None,
+                   help="children evaluated per run: the budget (default 30), or with --seconds "
+                        "a cap (default 10000)")
+    p.add_argument("--seconds", type=float, default=None,
+                   help="equal compute instead: child-training seconds per run (sum of the "
+                        "children's train_time; GPU seconds on a GPU)")
     p.add_argument("--evaluator", default="cheap",
                    help="cheap: deterministic synthetic score; train: real CPU training; "
                         "or module:callable (net -> accuracy)")
@@ -455,8 +474,12 @@ def main(argv: Sequence[str] | None = None, prog: str = "eas compare") -> int:
     agents = [a.strip() for a in args.agents.split(",") if a.strip()]
     if not agents or not seeds:
         p.error("need at least one agent and one seed")
+    if args.children is None:
+        args.children = 30 if args.seconds is None else 10_000
     if args.children < 1:
         p.error("--children must be >= 1")
+    if args.seconds is not None and not (0 < args.seconds < float("inf")):
+        p.error(f"--seconds must be a positive number of seconds, got {args.seconds}")
     for name in agents:
         try:
             get_agent_class(name)
@@ -468,7 +491,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "eas compare") -> int:
                 data_root=args.data_root, start=args.start, out=args.out,
                 per_round=args.per_round, train_subset=args.train_subset,
                 val_size=args.val_size, epochs=args.epochs, max_batches=args.max_batches,
-                start_epochs=args.start_epochs, rank_by=args.rank_by)
+                start_epochs=args.start_epochs, rank_by=args.rank_by, seconds=args.seconds)
     except (ConfigError, DatasetNotFoundError, ValueError) as exc:
         p.error(str(exc))
     return 0

@@ -13,8 +13,11 @@ Read top to bottom, :func:`run_search` does what the EAS paper describes:
    child from the round's start network, lets the agent propose transformations
    until the episodes end (the environment trains each child on the last step),
    and hands the :class:`~agents.base.ChildResult` list to ``agent.learn``;
-5. the best stage-1 network is trained ``stage1_best_epochs`` longer and becomes
-   the start of **stage 2** (``stage2_networks`` more children);
+5. the best network so far is trained ``stage1_best_epochs`` longer and becomes
+   the start of **stage 2** (``stage2_networks`` more children); ``search.stages``
+   gives any number of stages (:mod:`eas.search.stages`), and at the start of
+   each stage its start network is trained once as a child would be (the
+   *parent control*, the search's baseline of plain further training);
 6. the top ``final_top_k`` distinct architectures (by validation accuracy over
    the whole search) are trained ``final_epochs`` on train + validation with
    :func:`eas.training.final_train`, starting from their searched weights
@@ -48,6 +51,7 @@ from eas.network import ChildNet
 from eas.search.callbacks import CallbackList, SearchCallback, default_callbacks
 from eas.search.config import SearchConfig
 from eas.search.failures import check_children
+from eas.search.stages import parent_control
 from eas.search.state import (
     CHECKPOINT,
     CONFIG_FILE,
@@ -119,6 +123,7 @@ def run_search(
             if cfg.search.max_rounds is not None and run.rounds_now >= cfg.search.max_rounds:
                 run.stopped = True
                 break
+            parent_control(run, cbs)  # once per stage: its start trained as a child
             cbs.on_round_start(run)
             round_start = time.time()
             results, finals = play_round(run)

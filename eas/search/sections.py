@@ -234,6 +234,14 @@ class SearchSection(_Section):
     """Extra epochs (child recipe, full epochs) for stage 1's best network before it starts stage 2."""
     stage2_networks: int = 150
     """Children sampled in stage 2, starting from stage 1's retrained best (0 = one stage)."""
+    stages: tuple[int, ...] | None = None
+    """Children per stage, e.g. [35, 20, 20] (each stage starts from the best so far); none = [stage1_networks, stage2_networks]."""
+    stage_start_epochs: tuple[int, ...] | None = None
+    """Extra epochs for the start of stages 2, 3, ...: one value for all or one per stage; none = stage1_best_epochs."""
+    parent_control: bool = True
+    """Train each stage's start network as one more child (same recipe) and report it: the search's gain over plain further training."""
+    max_child_seconds: float | None = None
+    """End the sampling once the children's training time (sum of train_time, seconds) reaches this; none = no limit."""
     schedule: str = PAPER_SCHEDULE
     """Transformation kinds of one episode, comma-separated (wider, deeper, skip), or 'free'."""
     free_steps: int = 5
@@ -289,6 +297,7 @@ class SearchSection(_Section):
                                       "stage2_networks", "final_top_k", "final_epochs",
                                       "keep_best"), 0)
         _check_count("search", self, ("workers", "max_rounds"), 1)
+        check_stages(self)
         require(self.final_lr is None or (isinstance(self.final_lr, (int, float))
                                           and self.final_lr > 0), "search.final_lr",
                 f"must be > 0 or none, got {self.final_lr!r}")
@@ -325,6 +334,26 @@ class SearchSection(_Section):
         require(isinstance(self.runs_dir, str) and self.runs_dir.strip() != ""
                 and "\0" not in self.runs_dir, "search.runs_dir",
                 f"must be a folder, got {self.runs_dir!r}")
+
+
+def check_stages(s: Any) -> None:
+    """search.stages, search.stage_start_epochs and search.max_child_seconds."""
+    def counts(v: Any, low: int) -> bool:
+        return (isinstance(v, (list, tuple)) and len(v) > 0
+                and all(isinstance(x, int) and not isinstance(x, bool)
+                        and low <= x <= _MAX_COUNT for x in v))
+
+    require(s.stages is None or counts(s.stages, 1), "search.stages",
+            f"must be a non-empty list of children per stage (integers >= 1) or none, "
+            f"got {s.stages!r}")
+    n = len(s.stages) if s.stages is not None else 2
+    e = s.stage_start_epochs
+    require(e is None or (counts(e, 0) and len(e) in (1, n - 1)), "search.stage_start_epochs",
+            f"must be one epoch count (integer >= 0) or one per stage after the first "
+            f"({n - 1}), or none, got {e!r}")
+    m = s.max_child_seconds
+    require(m is None or (isinstance(m, (int, float)) and not isinstance(m, bool) and m > 0),
+            "search.max_child_seconds", f"must be > 0 (seconds) or none, got {m!r}")
 
 
 def schedule_tuple(schedule: str) -> tuple[str, ...] | None:

@@ -50,7 +50,7 @@ class SearchState:
     """Everything about the search's progress that a checkpoint must restore."""
 
     stage: int = 1
-    """Current stage (1 or 2)."""
+    """Current stage (1, 2, ...)."""
     rounds: int = 0
     """Rounds completed so far (all stages)."""
     global_step: int = 0
@@ -71,6 +71,8 @@ class SearchState:
     """The whole run (incl. final training and reports) finished."""
     elapsed: float = 0.0
     """Seconds spent in earlier invocations (for resumed runs)."""
+    parent_controls: list[dict[str, Any]] = field(default_factory=list)
+    """Per stage: its start network trained as a child (``eas.search.stages.parent_control``)."""
     front_nets: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Architectures on a Pareto front -> network record with weights (for ``eas.export``)."""
 

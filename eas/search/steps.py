@@ -54,6 +54,14 @@ from eas.search.report import (
     write_summary,
 )
 from eas.search.rundir import claim_run_dir
+from eas.search.stages import (
+    child_seconds,
+    format_stage_report,
+    seconds_spent,
+    stage_budgets,
+    stage_report,
+    stage_start_epochs,
+)
 from eas.search.state import (
     CHECKPOINT,
     CONFIG_FILE,
@@ -258,51 +266,59 @@ def build_evaluator(run: SearchRun, evaluator: Callable[[ChildNet], Any] | None,
 
 # ---------------------------------------------------------------------- stages
 def stage_is_over(run: SearchRun) -> bool:
-    """The stage's budget of children is spent, or the agent is finished with it."""
-    budget = {1: run.cfg.search.stage1_networks, 2: run.cfg.search.stage2_networks}
-    return (run.state.stage_children >= budget.get(run.state.stage, 0)
-            or bool(run.agent.finished))
+    """The stage's budget of children (or the search's child seconds) is spent, or the agent
+    is finished with it."""
+    budgets = stage_budgets(run.cfg.search)
+    budget = budgets[run.state.stage - 1] if run.state.stage <= len(budgets) else 0
+    return (run.state.stage_children >= budget or bool(run.agent.finished)
+            or seconds_spent(run))
 
 
 def end_stage(run: SearchRun) -> int | None:
-    """Move to stage 2 (from the best network so far, trained longer) or end the sampling.
+    """Move to the next stage (from the best network so far, trained longer) or end the sampling.
 
-    Returns the stage now starting, or None when all stages are done.
+    Returns the stage now starting, or None when all stages are done (or
+    ``search.max_child_seconds`` is spent).
     """
-    s, state = run.cfg.search, run.state
-    if state.stage == 1 and s.stage2_networks > 0 and state.best:
-        run.start_net = _next_stage_start(run)
-        save_network(run.start_net, run.run_dir / "start_2.pt", **record_meta(state.starts[-1]))
-        state.stage, state.stage_children = 2, 0
-        return 2
-    if state.stage == 1 and s.stage2_networks > 0:
-        run.log("stage 2 cannot start: no child of stage 1 trained successfully")
+    state = run.state
+    budgets = stage_budgets(run.cfg.search)
+    more = state.stage < len(budgets) and budgets[state.stage] > 0 and not seconds_spent(run)
+    if more and state.best:
+        nxt = state.stage + 1
+        run.start_net = _next_stage_start(run, nxt)
+        save_network(run.start_net, run.run_dir / f"start_{nxt}.pt",
+                     **record_meta(state.starts[-1]))
+        state.stage, state.stage_children = nxt, 0
+        return nxt
+    if more:
+        run.log(f"stage {state.stage + 1} cannot start: no child of stage {state.stage} "
+                "trained successfully")
     state.sampling_done = True
     return None
 
 
-def _next_stage_start(run: SearchRun) -> ChildNet:
-    """Train the best network so far ``stage1_best_epochs`` longer; it starts stage 2."""
+def _next_stage_start(run: SearchRun, stage: int) -> ChildNet:
+    """Train the best network so far ``stage_start_epochs`` longer; it starts ``stage``."""
     s, state = run.cfg.search, run.state
     best = state.best[0]
     net = network_from_record(best["network"])
     acc = best["accuracy"]
-    if s.stage1_best_epochs > 0:
-        run.log(f"stage 1 best ({100 * acc:.2f}%): training it {s.stage1_best_epochs} more "
-                f"epochs to start stage 2: {best['arch']}")
-        longer = dataclasses.replace(run.child_cfg, epochs=s.stage1_best_epochs,
-                                     max_batches_per_epoch=None)
+    epochs = stage_start_epochs(s, stage)
+    if epochs > 0:
+        run.log(f"best so far ({100 * acc:.2f}%): training it {epochs} more "
+                f"epochs to start stage {stage}: {best['arch']}")
+        longer = dataclasses.replace(run.child_cfg, epochs=epochs, max_batches_per_epoch=None)
         res = train_child(net, run.get_data(), longer, device=run.device, seed=int(s.seed),
                           progress=s.progress)
         net.cpu()
         if not res.failed:
             acc = res.val_accuracy
         else:  # keep the searched weights rather than a diverged network
-            run.log(f"  retraining failed ({res.reason}); stage 2 starts from the searched "
-                    "weights")
+            run.log(f"  retraining failed ({res.reason}); stage {stage} starts from the "
+                    "searched weights")
             net = network_from_record(best["network"])
-        run.log(f"  stage 2 start: val acc {100 * acc:.2f}%")
-    state.starts.append(network_record(net, accuracy=acc, stage=2, epochs=s.stage1_best_epochs))
+        run.log(f"  stage {stage} start: val acc {100 * acc:.2f}%")
+    state.starts.append(network_record(net, accuracy=acc, stage=stage, epochs=epochs))
     return net
 
 
@@ -328,7 +344,7 @@ def play_round(run: SearchRun) -> tuple[list[ChildResult], list[dict[str, Any]]]
     children's results (for ``agent.learn``) and the environments' final infos.
     """
     s, state, agent = run.cfg.search, run.state, run.agent
-    budget = s.stage1_networks if state.stage == 1 else s.stage2_networks
+    budget = stage_budgets(s)[state.stage - 1]
     n = min(max(int(agent.children_this_round()), 1), budget - state.stage_children)
     venv = _vector_env(run, n)
     start = agent.start_network()
@@ -441,6 +457,9 @@ def write_reports(run: SearchRun) -> tuple[dict[str, Any], str]:
         "elapsed_seconds": run.elapsed(),
         "start_accuracies": start_accs,
         "stage_starts": [st["arch"] for st in state.starts],
+        "child_seconds": child_seconds(state.history),
+        "stages": stage_report(state),
+        "parent_controls": state.parent_controls,
         "best_accuracy": top[0]["accuracy"] if top else None,
         "best_arch": top[0]["arch"] if top else None,
         "final": state.final,
@@ -453,7 +472,7 @@ def write_reports(run: SearchRun) -> tuple[dict[str, Any], str]:
     write_summary(run.run_dir, summary, rows)
     plot_progress(state.history, run.run_dir / "progress.png", start_accuracies=start_accs,
                   title=f"{cfg.data.name} — {s.agent} (seed {s.seed})")
-    return summary, format_table(rows)
+    return summary, f"{format_table(rows)}\n{format_stage_report(summary['stages'])}"
 
 
 def _load_start_weights(net: ChildNet, path: str) -> None:
