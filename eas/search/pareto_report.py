@@ -30,6 +30,7 @@ from typing import Any
 from eas.checkpoint import atomic_write_text, network_record
 from eas.objectives import COSTS
 from eas.pareto import hypervolume_2d, non_dominated
+from eas.search.report import save_figure
 
 __all__ = ["PARETO_COLUMNS", "common_hypervolumes", "front_hypervolume", "front_records", "pareto_summary",
            "plot_pareto", "update_front_networks", "write_pareto_reports"]
@@ -168,11 +169,7 @@ def plot_pareto(history: Sequence[dict[str, Any]], path: str | Path, *,
                 ax.legend(loc="lower right", fontsize=8)
         fig.suptitle(title)
         fig.tight_layout()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp.png")
-        fig.savefig(tmp)
-        tmp.replace(path)
+        path = save_figure(fig, path)
     finally:
         plt.close(fig)
     return path

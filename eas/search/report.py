@@ -19,7 +19,7 @@ from typing import Any
 
 from eas.checkpoint import atomic_write_text
 
-__all__ = ["SUMMARY_COLUMNS", "format_table", "plot_progress", "top_architectures",
+__all__ = ["SUMMARY_COLUMNS", "format_table", "plot_progress", "save_figure", "top_architectures",
            "write_summary"]
 
 SUMMARY_COLUMNS = ("rank", "arch", "val_accuracy", "params", "flops", "stage", "step",
@@ -179,11 +179,17 @@ def plot_progress(
         if history:
             ax.legend(loc="lower right", fontsize=8)
         fig.tight_layout()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp.png")
-        fig.savefig(tmp)
-        tmp.replace(path)
+        path = save_figure(fig, path)
     finally:
         plt.close(fig)
+    return path
+
+
+def save_figure(fig: Any, path: str | Path) -> Path:
+    """Write a matplotlib figure atomically (a temporary file renamed into place)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp)
+    tmp.replace(path)
     return path
