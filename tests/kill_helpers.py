@@ -61,6 +61,7 @@ def config(runs_dir: str, rounds: int, per_round: int):
         "search.schedule": "wider,deeper", "search.final_top_k": "0",
         "search.progress": "false", "search.runs_dir": runs_dir, "search.run_name": "run",
         "search.seed": "3",
+        "search.parent_control": "false",  # evaluator calls are then exactly the children
     })
 
 

@@ -608,6 +608,7 @@ def test_sigterm_stops_like_ctrl_c(tmp_path: Path) -> None:
             "--search.children_per_step", "2", "--search.stage1_networks", "6",
             "--search.stage2_networks", "0", "--search.final_top_k", "0",
             "--search.schedule", "wider,deeper", "--search.progress", "false",
+            "--search.parent_control", "false",  # logged evaluator calls = children
             "--search.runs_dir", str(runs), "--search.run_name", "term"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(REPO)])}
     proc = subprocess.Popen([sys.executable, "-c", code, str(log), *argv], env=env,
