@@ -231,6 +231,7 @@ def test_search_loop_records_fidelity_and_resumes(tmp_path: Path) -> None:
         "search.schedule": "wider,deeper", "search.final_top_k": "0",
         "search.progress": "false", "search.runs_dir": str(tmp_path), "search.run_name": "sh",
         "search.cache": "false", "halving.rungs": "1,3", "halving.eta": "2",
+        "search.parent_control": "false",  # evaluator calls are then exactly the children
     }
     calls: list = []
     out = run_search(load_config(None, values), evaluator=CheapBudgetEvaluator(calls=calls),
