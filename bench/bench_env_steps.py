@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -38,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
+from _machine import cpu_model  # noqa: E402  (bench/ is on sys.path when run)
 from eas.envs.spaces import Masks  # noqa: E402
 from eas.morphisms import legal  # noqa: E402
 from legal_reference import ref_masks  # noqa: E402
@@ -74,14 +74,7 @@ def _median_ms(fn: Callable[[], object], repeats: int) -> float:
 
 
 def _machine() -> str:
-    model = platform.processor() or "unknown CPU"
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                model = line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
+    model = cpu_model()
     return f"{model}, Python {platform.python_version()}, torch {torch.__version__}"
 
 

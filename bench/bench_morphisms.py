@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import argparse
 import copy
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -29,6 +27,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _machine import cpu_model  # noqa: E402  (bench/ is on sys.path when run)
 
 from eas import SearchSpace, build_network, densenet_bc  # noqa: E402
 from eas import morphisms as M  # noqa: E402
@@ -41,14 +41,7 @@ PLAIN20 = ", ".join(
 
 
 def _machine() -> str:
-    model = platform.processor() or "unknown CPU"
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                model = line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
+    model = cpu_model()
     return f"{model}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
 
 
