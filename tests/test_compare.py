@@ -74,6 +74,20 @@ def test_best_so_far_and_summary(tmp_path):
     assert rows[0]["best_acc_min"] == 0.5 and rows[0]["best_acc_max"] == 0.7
 
 
+def test_curves_record_child_seconds(tmp_path):
+    recs = [RunRecord("a", 0, 0.5, accuracies=[0.4, 0.7], archs=["x", "y"],
+                      train_times=[1.5, 2.0], child_seconds=3.5),
+            RunRecord("a", 1, 0.5, accuracies=[0.6], archs=["x"], train_times=[4.0],
+                      child_seconds=4.0)]
+    assert recs[0].seconds_so_far == [0.0, 1.5, 3.5]
+    write_outputs(recs, tmp_path)
+    with open(tmp_path / "curves.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [float(r["child_seconds"]) for r in rows] == [0.0, 1.5, 3.5, 0.0, 4.0]
+    assert [float(r["best_so_far"]) for r in rows] == [0.5, 0.5, 0.7, 0.5, 0.6]
+    assert (tmp_path / "comparison.png").stat().st_size > 0
+
+
 def test_rank_by_accuracy_or_front_hypervolume(tmp_path):
     def rec(agent: str, acc: float, params: int) -> RunRecord:
         front = {"front": [{"arch": f"{agent}-net", "accuracy": acc, "params": params}],
