@@ -151,7 +151,9 @@ def test_cli_rejects_unknown_agent(capsys):
 def test_cli_rejects_bad_evaluator_and_start(capsys):
     for argv, needle in ((["--evaluator", "nope"], "evaluator 'nope'"),
                          (["--evaluator", "no_such_mod_xyz:f"], "cannot import"),
-                         (["--start", "C(16,3,1), SM(10"], "start.arch")):
+                         (["--start", "C(16,3,1), SM(10"], "start.arch"),
+                         (["--lr", "-0.1"], "--lr must be"),
+                         (["--start-lr", "nan"], "--start-lr must be")):
         with pytest.raises(SystemExit) as exc:
             main(["--agents", "random", "--children", "1", *argv])
         assert exc.value.code == 2

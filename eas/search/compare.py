@@ -142,8 +142,8 @@ def _budget_overrides(name: str, children: int, epochs: int | None) -> dict[str,
 
 def _base_overrides(dataset: str, data_root: str | None, start: str, children: int,
                     per_round: int, train: bool, train_subset: int, val_size: int,
-                    epochs: int, max_batches: int | None, seconds: float | None = None
-                    ) -> dict[str, Any]:
+                    epochs: int, max_batches: int | None, seconds: float | None = None,
+                    lr: float = 0.02) -> dict[str, Any]:
     """The configuration every run shares: one stage of ``children`` (or of ``seconds`` of
     child training), no final training, no parent control."""
     over: dict[str, Any] = {
@@ -157,7 +157,7 @@ def _base_overrides(dataset: str, data_root: str | None, start: str, children: i
         over["data.root"] = data_root
     if train:
         over.update({"data.val_size": val_size, "data.train_subset": train_subset,
-                     "child.epochs": epochs, "child.batch_size": 64, "child.lr": 0.02,
+                     "child.epochs": epochs, "child.batch_size": 64, "child.lr": lr,
                      "child.max_batches_per_epoch": max_batches, "child.amp": False,
                      "child.channels_last": False})
     return over
@@ -177,7 +177,8 @@ def compare(agents: Sequence[str], seeds: Sequence[int], children: int, *,
             out: str | Path | None = None, per_round: int = 5, train_subset: int = 2000,
             val_size: int = 1000, epochs: int = 1, max_batches: int | None = 20,
             start_epochs: int = 2, progress: bool = True,
-            rank_by: str | None = None, seconds: float | None = None) -> list[RunRecord]:
+            rank_by: str | None = None, seconds: float | None = None,
+            lr: float = 0.02, start_lr: float = 0.02) -> list[RunRecord]:
     """Run every agent under every seed with the same start, evaluator and budget; write outputs.
 
     Every run is :func:`eas.search.run_search` with one stage of ``children``
@@ -185,7 +186,8 @@ def compare(agents: Sequence[str], seeds: Sequence[int], children: int, *,
     ``cheap``, ``train`` or a ``module:callable`` path (see :func:`load_evaluator`);
     ``start`` a start architecture (``default`` = the paper's Table-1 network
     fitted to the dataset). With ``train`` the start network is trained once
-    (``start_epochs``) and shared by every run. Returns one :class:`RunRecord`
+    (``start_epochs`` at ``start_lr``) and shared by every run; children train at
+    ``lr``. Returns one :class:`RunRecord`
     per (agent, seed), in order; ``rank_by`` orders the table (see :data:`RANK_BY`).
     ``seconds`` equalises compute instead of children (``children`` is then a
     cap). Bad settings raise ``ValueError`` (a
@@ -194,7 +196,7 @@ def compare(agents: Sequence[str], seeds: Sequence[int], children: int, *,
     ev = load_evaluator(evaluator)
     train = ev is None
     base = _base_overrides(dataset, data_root, start, children, per_round, train,
-                           train_subset, val_size, epochs, max_batches, seconds)
+                           train_subset, val_size, epochs, max_batches, seconds, lr)
     cfg = load_config(overrides=base)  # bad dataset / start architecture: stop here
     agent_over = {name: _budget_overrides(name, children, epochs if train else None)
                   for name in agents}
@@ -208,7 +210,8 @@ def compare(agents: Sequence[str], seeds: Sequence[int], children: int, *,
     start_net = _start(cfg, data)
     if train:
         res = train_child(start_net, data, dataclasses.replace(
-            cfg.child, epochs=start_epochs, max_batches_per_epoch=None), device="cpu", seed=0)
+            cfg.child, epochs=start_epochs, max_batches_per_epoch=None, lr=start_lr),
+            device="cpu", seed=0)
         start_accuracy = float(res.val_accuracy)
         weights_path = out_dir / "start_weights.pt"
         torch.save(start_net.state_dict(), weights_path)
@@ -275,6 +278,10 @@ def build_parser(prog: str = "eas compare") -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=1, help="train: epochs per child")
     p.add_argument("--max-batches", type=int, default=20, help="train: batches per epoch cap")
     p.add_argument("--start-epochs", type=int, default=2, help="train: epochs for the start network")
+    p.add_argument("--lr", type=float, default=0.02,
+                   help="train: children's initial learning rate (cosine to 0)")
+    p.add_argument("--start-lr", type=float, default=0.02,
+                   help="train: the start network's initial learning rate (cosine to 0)")
     p.add_argument("--rank-by", choices=RANK_BY, default=None,
                    help="order the table best first by mean best accuracy or by the mean "
                         "hypervolume of the (accuracy, parameters) fronts (default: --agents order)")
@@ -298,6 +305,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "eas compare") -> int:
         p.error("--children must be >= 1")
     if args.seconds is not None and not (0 < args.seconds < float("inf")):
         p.error(f"--seconds must be a positive number of seconds, got {args.seconds}")
+    for flag, value in (("--lr", args.lr), ("--start-lr", args.start_lr)):
+        if not (0 < value < float("inf")):
+            p.error(f"{flag} must be a positive learning rate, got {value}")
     for name in agents:
         try:
             get_agent_class(name)
@@ -309,7 +319,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "eas compare") -> int:
                 data_root=args.data_root, start=args.start, out=args.out,
                 per_round=args.per_round, train_subset=args.train_subset,
                 val_size=args.val_size, epochs=args.epochs, max_batches=args.max_batches,
-                start_epochs=args.start_epochs, rank_by=args.rank_by, seconds=args.seconds)
+                start_epochs=args.start_epochs, rank_by=args.rank_by, seconds=args.seconds,
+                lr=args.lr, start_lr=args.start_lr)
     except (ConfigError, DatasetNotFoundError, ValueError) as exc:
         p.error(str(exc))
     return 0
