@@ -110,6 +110,7 @@ def test_help_lists_every_field_with_doc_and_default(capsys: pytest.CaptureFixtu
         (["--data.name", "imagenet"], "data.name", "fashion-mnist"),
         (["--child.epochs", "-1"], "child.epochs", ">= 0"),
         (["--start.epochs", "-3"], "start.epochs", ">= 0"),
+        (["--start.lr", "-0.5"], "start.lr", "positive learning rate"),
         (["--agent", "no_such_agent"], "search.agent", "reinforce"),
         (["--search.schedule", "wider,sideways"], "search.schedule", "deeper"),
         (["--start.arch", "C(16,3,1), P(2,2"], "start.arch", "densenet_bc(L,k)"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ from eas.checkpoint import network_from_record
 from eas.search.config import ConfigError, load_config
 from eas.search.loop import run_search
 from eas.search.stages import stage_budgets, stage_start_epochs
+from eas.search.steps import start_train_config
 
 HC = {"hill_climbing.n_neigh": "3", "hill_climbing.n_nm": "2", "hill_climbing.n_steps": "20"}
 
@@ -37,6 +39,15 @@ def test_stage_budgets_default_to_the_two_paper_fields() -> None:
     cfg = load_config(None, {"search.stages": "5,4,3", "search.stage_start_epochs": "1,2"})
     assert stage_budgets(cfg.search) == (5, 4, 3)
     assert [stage_start_epochs(cfg.search, k) for k in (2, 3)] == [1, 2]
+
+
+def test_start_networks_train_at_start_lr_or_the_child_lr() -> None:
+    for over, lr in (({}, 0.02), ({"start.lr": "0.05"}, 0.05)):
+        cfg = load_config(None, {"child.lr": "0.02", "child.max_batches_per_epoch": "30", **over})
+        recipe = start_train_config(SimpleNamespace(cfg=cfg), cfg.child, 3)
+        assert recipe.lr == pytest.approx(lr)
+        assert recipe.epochs == 3 and recipe.max_batches_per_epoch is None  # full epochs
+        assert recipe.momentum == cfg.child.momentum  # the rest is the child recipe
 
 
 @pytest.mark.parametrize("over, field", [

@@ -166,6 +166,8 @@ class StartConfig(_Section):
     """Epochs to train the start network first when it has no weights (child recipe, full epochs)."""
     weights: str | None = None
     """A .pt file with trained start weights (a best_k.pt file or a state_dict); skips pre-training."""
+    lr: float | None = None
+    """Initial learning rate when a start network is trained (this one, and each later stage's start); none = child.lr."""
     dropout: float = 0.0
     """Dropout after every conv but the first and after FC layers (SVHN in the paper: 0.2)."""
 
@@ -175,6 +177,9 @@ class StartConfig(_Section):
                 f"must be 'default', 'densenet_bc(L,k)' or an architecture string, "
                 f"got {self.arch!r}")
         _check_count("start", self, ("epochs",), 0)
+        require(self.lr is None or (isinstance(self.lr, (int, float)) and not isinstance(self.lr, bool)
+                                    and 0 < self.lr < float("inf")),
+                "start.lr", f"must be a positive learning rate or none, got {self.lr!r}")
         require(isinstance(self.dropout, (int, float)) and 0 <= self.dropout < 1,
                 "start.dropout", f"must be in [0, 1), got {self.dropout!r}")
         require(self.weights is None or (isinstance(self.weights, str) and self.weights.strip()),
