@@ -81,8 +81,8 @@ class NetTransformEnv(gym.Env[dict[str, Any], dict[str, Any]]):
 
     ``Dict`` (``L = max_layers``, ``K = len(space.kernel_sizes)``):
 
-    - ``"kind"``: ``Discrete(3)``, index into ``KINDS = ("wider", "deeper", "skip")``;
-      read only in free mode.
+    - ``"kind"``: ``Discrete(3)``, index into ``KINDS = ("wider", "deeper", "skip")``
+      (``Discrete(5)`` with ``shrink``: ``+ ("narrow", "remove")``); read only in free mode.
     - ``"wider"``: ``MultiBinary(L)``: widen every marked layer to its next width in
       ``space`` (Net2Wider for C/FC, ``dense_widen`` for DL), all in one step;
       all zeros = no change.
@@ -168,23 +168,16 @@ class NetTransformEnv(gym.Env[dict[str, Any], dict[str, Any]]):
     - ``defer_evaluation``: keyword-only, used by the vector environment: the
       last step returns reward 0 and ``info["pending"] = True`` and the caller
       finishes with :meth:`complete_evaluation`.
-    - ``shrink``: keyword-only, default False. True adds the approximate
-      shrinking kinds ``narrow`` and ``remove`` (:data:`~eas.morphisms.legal.SHRINK_KINDS`,
-      indices 3 and 4 of ``kind``; schedules may name them): actions
+    - ``shrink``: keyword-only; True adds the approximate kinds ``narrow``/``remove``
+      (:data:`~eas.morphisms.legal.SHRINK_KINDS`; schedules may name them): actions
       ``"narrow"`` (``MultiDiscrete([L, W])``: layer, index into
-      ``space.levels_for(layer)``, a width below the current one; ``W`` =
-      ``max(len(space.filters), len(space.fc_units))``; ``morphisms.narrow`` keeps
-      the most important units) and ``"remove"`` (``Discrete(L)``: a conv/FC
-      layer keeping its input's shape; ``morphisms.remove_layer``), with masks
-      ``"narrow_mask"`` (``MultiBinary((L, W))``) and ``"remove_mask"``
-      (``MultiBinary(L)``), and the last step's info gets ``shrunk`` and
-      ``distilled``. With False (the paper's setting) the spaces, masks,
-      observations and random draws are exactly those of the exact kinds.
-    - ``distill``: keyword-only, ``distill(child, parent, seed) -> child`` (e.g.
-      :class:`~envs.shrink.ShrinkDistiller`): at the end of an episode that
-      applied a shrink action, the child is distilled from the episode's start
-      network before evaluation (skipped when the cache already holds it);
-      ``None`` = the evaluator's training alone fine-tunes it.
+      ``space.levels_for(layer)`` below its width; ``W`` = ``narrow_levels(space)``)
+      and ``"remove"`` (``Discrete(L)``), masks ``"narrow_mask"`` (``(L, W)``) and
+      ``"remove_mask"`` (``(L,)``), and ``shrunk``/``distilled`` in the last info.
+      False (default, the paper's setting): spaces, masks and draws as without it.
+    - ``distill``: keyword-only, ``distill(child, parent, seed) -> child``
+      (:class:`~envs.shrink.ShrinkDistiller`): a shrunk child is distilled from the
+      episode's start network before evaluation (not when the cache holds it).
     """
 
     metadata: dict[str, Any] = {"render_modes": []}
