@@ -100,6 +100,10 @@ class Agent(ABC):
 
     name: ClassVar[str] = "agent"
     Config: ClassVar[type] = NoConfig
+    shrink_actions: ClassVar[bool] = False
+    """Whether :meth:`propose` can pick the shrink kinds (``narrow``, ``remove``) of an
+    environment with shrinking on (``search.shrink``); the config refuses shrinking
+    for agents that cannot."""
 
     def __init__(self, ctx: AgentContext, config: Any = None) -> None:
         self.ctx = ctx

@@ -25,7 +25,11 @@ environment allows right now:
   drawn twice among the n_NM morphisms. This is the honest mapping of the
   paper's factor onto the environment's discrete widths;
 * **skip** adds a skip connection: the mode (ADD / CAT) uniform among modes with
-  a legal connection, then a legal ``(src, dst)`` pair uniformly.
+  a legal connection, then a legal ``(src, dst)`` pair uniformly;
+* with ``search.shrink`` (not in the paper; LEMONADE's approximate morphisms) the
+  kind may also be **narrow** (a legal ``(layer, width level)``, uniformly) or
+  **remove** (a legal layer, uniformly); the environment distils such a child
+  from the round's start network before it is trained.
 
 **The parent competes.** After a round the best child replaces the current best
 only if its validation accuracy is strictly higher. The current best's accuracy
@@ -58,6 +62,8 @@ import numpy as np
 from eas.agents.base import Agent, AgentContext, ChildResult
 from eas.envs.observation import (
     DEEPER,
+    NARROW,
+    REMOVE,
     SKIP,
     WIDER,
     allowed_kinds,
@@ -82,6 +88,7 @@ class HillClimbingAgent(Agent):
     """
 
     name: ClassVar[str] = "hill_climbing"
+    shrink_actions: ClassVar[bool] = True
 
     @dataclass
     class Config:
@@ -217,6 +224,9 @@ class HillClimbingAgent(Agent):
             skip = np.asarray(one["skip_mask"]) != 0
             if skip.any():
                 opts[SKIP] = skip
+        for kind, key in ((NARROW, "narrow_mask"), (REMOVE, "remove_mask")):  # shrinking on
+            if kind in allowed and np.asarray(one[key]).any():
+                opts[kind] = np.asarray(one[key]) != 0
         return opts
 
     def _morph(self, one: dict[str, Any]) -> dict[str, Any]:
@@ -226,6 +236,8 @@ class HillClimbingAgent(Agent):
             # growth), widening every widenable layer.
             return sample_legal_action(one, self.rng, wider_prob=None, kernel_for_fc=True)
         act = empty_action(self.ctx.max_layers)
+        if "narrow_mask" in one:
+            act["narrow"], act["remove"] = np.zeros(2, dtype=np.int64), np.int64(0)
         kinds = sorted(opts)
         kind = kinds[int(self.rng.integers(len(kinds)))]
         act["kind"] = np.int64(kind)
@@ -237,6 +249,10 @@ class HillClimbingAgent(Agent):
         elif kind == DEEPER:
             block, position = uniform_index(opts[DEEPER], self.rng)  # type: ignore[misc]
             act["deeper"] = np.asarray([block, position, self._kernel(one)], dtype=np.int64)
+        elif kind == NARROW:
+            act["narrow"] = np.asarray(uniform_index(opts[NARROW], self.rng), dtype=np.int64)
+        elif kind == REMOVE:
+            act["remove"] = np.int64(uniform_index(opts[REMOVE], self.rng)[0])  # type: ignore[index]
         else:
             skip = opts[SKIP]
             modes = [m for m in range(skip.shape[-1]) if skip[..., m].any()]

@@ -13,6 +13,8 @@ instead of by a learned controller:
 * **deeper**: a legal ``(block, position)`` uniformly from ``deeper_mask``, the
   kernel uniformly from ``kernel_mask`` (ignored where the new layer is FC).
 * **skip**: a legal ``(src, dst, mode)`` uniformly from ``skip_mask``.
+* **narrow**, **remove** (only with ``search.shrink``): a legal ``(layer, width
+  level)`` from ``narrow_mask`` / a legal layer from ``remove_mask``, uniformly.
 
 The draws are :func:`eas.envs.observation.sample_legal_action` (the one
 definition of a random legal action, shared with ``env.action_space.sample()``).
@@ -38,6 +40,7 @@ class RandomSearchAgent(Agent):
     """
 
     name: ClassVar[str] = "random"
+    shrink_actions: ClassVar[bool] = True
 
     @dataclass
     class Config:

@@ -22,6 +22,7 @@ from eas.envs.net_transform import (
 from eas.envs.objective_evaluator import ObjectivesEvaluator
 from eas.envs.observation import sample_legal_action
 from eas.envs.rewards import ConstrainedReward, ObjectivesConfig, PaperReward, make_reward
+from eas.envs.shrink import ShrinkDistiller
 from eas.envs.vector import VectorNetTransformEnv
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "ObjectivesConfig",
     "ObjectivesEvaluator",
     "PaperReward",
+    "ShrinkDistiller",
     "TrainerEvaluator",
     "VectorNetTransformEnv",
     "as_result",

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
-from eas.morphisms.legal import KINDS, SKIP_MODES, LegalActions
+from eas.morphisms.legal import KINDS, SHRINK_KINDS, SKIP_MODES, LegalActions
 
 from eas import morphisms
 from eas.arch import Architecture, Dense, SearchSpace, width_of
@@ -31,7 +31,7 @@ class CheckedAction(NamedTuple):
     """An action that :meth:`NetTransformEnv.check_action` accepted, ready to apply."""
 
     kind: str
-    """The kind applied (one of :data:`KINDS`)."""
+    """The kind applied (one of the environment's kinds: :data:`KINDS`, plus the shrink kinds)."""
     op: Callable[[ChildNet], ChildNet] | None
     """The transformation, or None for a no-op."""
     record: dict[str, Any]
@@ -63,26 +63,32 @@ def _field(action: Mapping[str, Any], name: str, shape: tuple[int, ...]) -> np.n
 
 def check_action(action: Mapping[str, Any], legal: LegalActions, kind_mask: np.ndarray,
                  scheduled: str | None, arch: Architecture, space: SearchSpace, L: int,
-                 rng: np.random.Generator, noise: bool) -> CheckedAction:
+                 rng: np.random.Generator, noise: bool,
+                 kinds: tuple[str, ...] = KINDS) -> CheckedAction:
     """Check ``action`` for the state ``arch`` whose legal actions are ``legal``.
 
     ``scheduled`` is the kind the schedule imposes (None in free mode, where
     ``action["kind"]`` must be allowed by ``kind_mask``); ``L`` is ``max_layers``.
     The returned transformation draws its noise from ``rng`` (``noise`` on/off).
+    ``kinds`` is the environment's kind tuple (with the shrink kinds when on).
     """
     if scheduled is not None:
         kind = scheduled
     else:
         k = int(_field(action, "kind", ()))
-        if not 0 <= k < len(KINDS):
-            raise InvalidActionError(f"action['kind']={k} is not in 0..{len(KINDS) - 1}")
-        kind = KINDS[k]
+        if not 0 <= k < len(kinds):
+            extra = "" if len(kinds) > len(KINDS) else (
+                "; the shrink kinds (narrow, remove) need an environment with shrink=True")
+            raise InvalidActionError(f"action['kind']={k} is not in 0..{len(kinds) - 1}{extra}")
+        kind = kinds[k]
         if not kind_mask[k]:
             raise InvalidActionError(
                 f"kind {kind!r} is not allowed now: it has no legal action "
                 f"(kind_mask={kind_mask.tolist()})"
             )
-    record: dict[str, Any] = {"kind": np.int64(KINDS.index(kind))}
+    record: dict[str, Any] = {"kind": np.int64(kinds.index(kind))}
+    if kind in SHRINK_KINDS:
+        return _check_shrink(kind, action, legal, arch, space, record)
     if kind == "wider":
         w = _field(action, "wider", (L,))
         if np.any((w != 0) & (w != 1)):
@@ -142,6 +148,43 @@ def check_action(action: Mapping[str, Any], legal: LegalActions, kind_mask: np.n
     record["skip"] = s
     mode = SKIP_MODES[m]
     return CheckedAction(kind, lambda net: morphisms.add_skip(net, src, dst, mode=mode), record)
+
+
+def _check_shrink(kind: str, action: Mapping[str, Any], legal: LegalActions,
+                  arch: Architecture, space: SearchSpace, record: dict[str, Any]) -> CheckedAction:
+    """The narrow / remove branch of :func:`check_action` (approximate, deterministic)."""
+    if kind == "narrow":
+        n = _field(action, "narrow", (2,))
+        if not legal.narrow:
+            return CheckedAction(kind, None, record)  # schedule mode, nothing narrowable
+        layer, level = (int(v) for v in n)
+        if (layer, level) not in set(legal.narrow):
+            layers = sorted({i for i, _ in legal.narrow})
+            if 0 <= layer < len(arch.layers) - 1:
+                levels = space.levels_for(arch.layers[layer])
+                to = f" to {levels[level]}" if 0 <= level < len(levels) else \
+                    f" to width level {level} (the layer has {len(levels)} levels)"
+                what = f"layer {layer} {arch.layers[layer]}{to}"
+            else:
+                what = f"layer {layer} (the network has {len(arch.layers) - 1} layers)"
+            raise InvalidActionError(
+                f"narrow: {what} is not a legal narrowing (a conv/FC layer, not tied to a skip, "
+                f"to a width level of the space below its width; narrowable layers: {layers})")
+        width = space.levels_for(arch.layers[layer])[level]
+        record["narrow"] = n
+        return CheckedAction(kind, lambda net: morphisms.narrow(net, layer, width), record)
+    r = _field(action, "remove", ())
+    if not legal.remove:
+        return CheckedAction(kind, None, record)  # schedule mode, nothing removable
+    layer = int(r)
+    if layer not in set(legal.remove):
+        what = (f"layer {layer} {arch.layers[layer]}" if 0 <= layer < len(arch.layers) - 1
+                else f"layer {layer} (the network has {len(arch.layers) - 1} layers)")
+        raise InvalidActionError(
+            f"remove: {what} cannot be removed (a conv/FC layer keeping its input's shape, not "
+            f"tied to a skip; removable: {list(legal.remove)})")
+    record["remove"] = r
+    return CheckedAction(kind, lambda net: morphisms.remove_layer(net, layer), record)
 
 
 def _widen_op(layers: list[int], space: SearchSpace, rng: np.random.Generator,

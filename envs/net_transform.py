@@ -21,7 +21,14 @@ from eas.envs.observation import sample_legal_action
 from eas.envs.rewards import MAX_ACCURACY, PaperReward
 from eas.envs.rewards import paper_reward as reward_of
 from eas.envs.spaces import LegalActionDict, Masks, observation_space
-from eas.morphisms.legal import KINDS, LegalActions, legal_actions
+from eas.morphisms.legal import (
+    KINDS,
+    SHRINK_KINDS,
+    LegalActions,
+    kinds_for,
+    legal_actions,
+    narrow_levels,
+)
 
 from eas.arch import Architecture, SearchSpace, Tokenizer
 from eas.network import ChildNet, build_network
@@ -74,8 +81,8 @@ class NetTransformEnv(gym.Env[dict[str, Any], dict[str, Any]]):
 
     ``Dict`` (``L = max_layers``, ``K = len(space.kernel_sizes)``):
 
-    - ``"kind"``: ``Discrete(3)``, index into ``KINDS = ("wider", "deeper", "skip")``;
-      read only in free mode.
+    - ``"kind"``: ``Discrete(3)``, index into ``KINDS = ("wider", "deeper", "skip")``
+      (``Discrete(5)`` with ``shrink``: ``+ ("narrow", "remove")``); read only in free mode.
     - ``"wider"``: ``MultiBinary(L)``: widen every marked layer to its next width in
       ``space`` (Net2Wider for C/FC, ``dense_widen`` for DL), all in one step;
       all zeros = no change.
@@ -161,6 +168,16 @@ class NetTransformEnv(gym.Env[dict[str, Any], dict[str, Any]]):
     - ``defer_evaluation``: keyword-only, used by the vector environment: the
       last step returns reward 0 and ``info["pending"] = True`` and the caller
       finishes with :meth:`complete_evaluation`.
+    - ``shrink``: keyword-only; True adds the approximate kinds ``narrow``/``remove``
+      (:data:`~eas.morphisms.legal.SHRINK_KINDS`; schedules may name them): actions
+      ``"narrow"`` (``MultiDiscrete([L, W])``: layer, index into
+      ``space.levels_for(layer)`` below its width; ``W`` = ``narrow_levels(space)``)
+      and ``"remove"`` (``Discrete(L)``), masks ``"narrow_mask"`` (``(L, W)``) and
+      ``"remove_mask"`` (``(L,)``), and ``shrunk``/``distilled`` in the last info.
+      False (default, the paper's setting): spaces, masks and draws as without it.
+    - ``distill``: keyword-only, ``distill(child, parent, seed) -> child``
+      (:class:`~envs.shrink.ShrinkDistiller`): a shrunk child is distilled from the
+      episode's start network before evaluation (not when the cache holds it).
     """
 
     metadata: dict[str, Any] = {"render_modes": []}
@@ -179,6 +196,8 @@ class NetTransformEnv(gym.Env[dict[str, Any], dict[str, Any]]):
         *,
         reward: Callable[..., float] | None = None,
         defer_evaluation: bool = False,
+        shrink: bool = False,
+        distill: Callable[[ChildNet, ChildNet, int], ChildNet] | None = None,
     ) -> None:
         self.space = space if space is not None else SearchSpace()
         if len(tuple(input_shape)) != 3:
@@ -189,12 +208,21 @@ class NetTransformEnv(gym.Env[dict[str, Any], dict[str, Any]]):
             raise ValueError(f"max_layers must be >= 1, got {max_layers}")
         if isinstance(schedule, str):
             raise ValueError("schedule must be a sequence of kinds, e.g. ('wider', 'deeper')")
+        self.shrink = bool(shrink)
+        self.kinds = kinds_for(self.shrink)
+        """The kinds of the ``kind`` action, in index order (:func:`~eas.morphisms.legal.kinds_for`)."""
+        self.distill = distill
         self.schedule = None if schedule is None else tuple(str(k) for k in schedule)
         if self.schedule is not None:
-            bad = [k for k in self.schedule if k not in KINDS]
+            shrinking = [k for k in self.schedule if k in SHRINK_KINDS]
+            if shrinking and not self.shrink:
+                raise ValueError(
+                    f"schedule names the shrink kind {shrinking[0]!r}; build the environment "
+                    "with shrink=True to use narrow/remove")
+            bad = [k for k in self.schedule if k not in self.kinds]
             if bad or not self.schedule:
                 raise ValueError(
-                    f"schedule must be a non-empty sequence of kinds from {KINDS}, got "
+                    f"schedule must be a non-empty sequence of kinds from {self.kinds}, got "
                     f"{list(self.schedule)}"
                 )
         self.free_steps = int(free_steps)
@@ -212,8 +240,9 @@ class NetTransformEnv(gym.Env[dict[str, Any], dict[str, Any]]):
         self.start = self._as_start(start)
 
         L, K = self.max_layers, len(self.space.kernel_sizes)
-        self.observation_space = observation_space(L, K, self.steps, self.tokenizer.vocab_size)
-        self.action_space = LegalActionDict.for_layers(L, K)
+        W = narrow_levels(self.space) if self.shrink else None
+        self.observation_space = observation_space(L, K, self.steps, self.tokenizer.vocab_size, W)
+        self.action_space = LegalActionDict.for_layers(L, K, W)
         self.action_space.attach(self)
 
         self._start_net: ChildNet | None = None
@@ -223,6 +252,7 @@ class NetTransformEnv(gym.Env[dict[str, Any], dict[str, Any]]):
         self._masks: Masks | None = None
         self._actions: list[dict[str, Any]] = []
         self._pending: ChildNet | None = None
+        self._shrunk = False
 
     # ------------------------------------------------------------------ helpers
     def _as_start(self, start: Any) -> ChildNet:
@@ -257,7 +287,7 @@ class NetTransformEnv(gym.Env[dict[str, Any], dict[str, Any]]):
         assert self._net is not None
         if self._masks is None:
             legal = legal_actions(self._net.arch, self.input_shape, self.space, self.max_layers)
-            self._masks = Masks(legal, self._kind_now(), self._step >= self.steps)
+            self._masks = Masks(legal, self._kind_now(), self._step >= self.steps, self.kinds)
         return self._masks
 
     @property
@@ -337,6 +367,7 @@ class NetTransformEnv(gym.Env[dict[str, Any], dict[str, Any]]):
         self._masks = None
         self._actions = []
         self._pending = None
+        self._shrunk = False
         return self._get_obs(), {"arch": str(net.arch), "fingerprint": self._fingerprint}
 
     # --------------------------------------------------------------------- step
@@ -356,7 +387,7 @@ class NetTransformEnv(gym.Env[dict[str, Any], dict[str, Any]]):
         scheduled = None if self.schedule is None else self.schedule[self._step]
         return check_action(action, masks.legal, masks.kind_mask, scheduled,
                             self._net.arch, self.space, self.max_layers,  # type: ignore[union-attr]
-                            self.np_random, self.noise)
+                            self.np_random, self.noise, self.kinds)
 
     def step(self, action: dict[str, Any]) -> tuple[dict[str, Any], float, bool, bool,
                                                     dict[str, Any]]:
@@ -395,6 +426,7 @@ class NetTransformEnv(gym.Env[dict[str, Any], dict[str, Any]]):
         self._step += 1
         self._masks = None
         self._actions.append(record)
+        self._shrunk = self._shrunk or (op is not None and kind in SHRINK_KINDS)
         info: dict[str, Any] = {"kind": kind, "arch": str(new_net.arch), "noop": op is None}
         if self._step < self.steps:
             return self._get_obs(), 0.0, False, False, info
@@ -402,6 +434,8 @@ class NetTransformEnv(gym.Env[dict[str, Any], dict[str, Any]]):
         if child is self._start_net:  # nothing changed: never hand out the start network
             child = child.clone()
             self._net = child
+        if self.shrink:
+            child = self._distill_shrunk(child, info)
         if self.defer_evaluation:
             self._pending = child
             info["pending"] = True
@@ -412,6 +446,30 @@ class NetTransformEnv(gym.Env[dict[str, Any], dict[str, Any]]):
         reward, final = self._finish(child, result, cached)
         info.update(final)
         return self._get_obs(), reward, True, False, info
+
+    def _distill_shrunk(self, child: ChildNet, info: dict[str, Any]) -> ChildNet:
+        """Distil a child made with a shrink action from the episode's start network.
+
+        Sets ``info["shrunk"]`` and ``info["distilled"]`` (and ``distill_error``
+        when the distillation raised: the child is then evaluated undistilled).
+        Skipped without a ``distill`` hook, and when the cache already holds
+        the child (its result, weights included, comes from there).
+        """
+        info["shrunk"], info["distilled"] = self._shrunk, False
+        if not self._shrunk or self.distill is None or self._start_net is None:
+            return child
+        key = EvalCache.key(self._fingerprint or "", child.arch)
+        if self.cache is not None and key in self.cache:
+            return child
+        seed = int(self.np_random.integers(2**31 - 1))
+        try:
+            child = self.distill(child, self._start_net, seed)
+        except Exception as exc:  # noqa: BLE001 - evaluate the child undistilled
+            info["distill_error"] = f"{type(exc).__name__}: {exc}"
+            return child
+        self._net = child
+        info["distilled"] = True
+        return child
 
     def complete_evaluation(self, result: EvalResult, cached: bool = False
                             ) -> tuple[float, dict[str, Any]]:

@@ -6,7 +6,10 @@ draw a legal index from a mask, draw a whole legal action
 (:func:`sample_legal_action`, the one definition of a uniformly random legal
 action: the environment's ``action_space.sample()``, random search and hill
 climbing's fallback all use it), and build or stack action dicts. The kinds and
-their indices come from :data:`eas.morphisms.legal.KINDS` (the one definition).
+their indices come from :data:`eas.morphisms.legal.KINDS` and
+:data:`~eas.morphisms.legal.SHRINK_KINDS` (the one definition); an observation
+carries the shrink masks (``narrow_mask``, ``remove_mask``) only when the
+environment has shrinking on.
 """
 
 from __future__ import annotations
@@ -15,10 +18,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from eas.morphisms.legal import KINDS
+from eas.morphisms.legal import ALL_KINDS
 
 __all__ = [
     "DEEPER",
+    "NARROW",
+    "REMOVE",
     "SKIP",
     "WIDER",
     "allowed_kinds",
@@ -29,8 +34,10 @@ __all__ = [
     "uniform_index",
 ]
 
-WIDER, DEEPER, SKIP = (KINDS.index(k) for k in ("wider", "deeper", "skip"))
-"""Index of each kind in the ``kind`` action and in ``kind_mask``."""
+WIDER, DEEPER, SKIP, NARROW, REMOVE = (
+    ALL_KINDS.index(k) for k in ("wider", "deeper", "skip", "narrow", "remove"))
+"""Index of each kind in the ``kind`` action and in ``kind_mask`` (the shrink kinds,
+``NARROW`` and ``REMOVE``, exist only in environments with shrinking on)."""
 
 
 def split_obs(obs: dict[str, Any]) -> tuple[list[dict[str, Any]], bool]:
@@ -66,15 +73,25 @@ def empty_action(max_layers: int) -> dict[str, Any]:
 
 
 def stack_actions(actions: list[dict[str, Any]], batched: bool) -> dict[str, np.ndarray]:
-    """Stack per-environment actions into the batched action dict (or return the single one)."""
+    """Stack per-environment actions into the batched action dict (or return the single one).
+
+    Fields beyond the four exact ones (the shrink fields ``narrow``/``remove``)
+    are stacked too; an action lacking one (e.g. an :func:`empty_action`) gets zeros there.
+    """
     if not batched:
         return actions[0]
-    return {
+    out = {
         "kind": np.asarray([a["kind"] for a in actions], dtype=np.int64),
         "wider": np.stack([a["wider"] for a in actions]).astype(np.int8),
         "deeper": np.stack([a["deeper"] for a in actions]).astype(np.int64),
         "skip": np.stack([a["skip"] for a in actions]).astype(np.int64),
     }
+    extra = [k for k in dict.fromkeys(k for a in actions for k in a) if k not in out]
+    for key in extra:
+        like = np.zeros_like(np.asarray(next(a[key] for a in actions if key in a)),
+                             dtype=np.int64)
+        out[key] = np.stack([np.asarray(a.get(key, like)) for a in actions]).astype(np.int64)
+    return out
 
 
 def uniform_index(mask: np.ndarray, rng: np.random.Generator) -> tuple[int, ...] | None:
@@ -104,13 +121,19 @@ def sample_legal_action(one: Mapping[str, Any], rng: np.random.Generator,
       then the kernel uniformly from ``kernel_mask``, except where the new
       layer is FC (``deeper_is_fc``: no kernel, index 0); ``kernel_for_fc=True``
       draws (and records) a kernel there too, which the environment ignores;
-    * **skip**: a legal ``(src, dst, mode)`` uniformly from ``skip_mask``.
+    * **skip**: a legal ``(src, dst, mode)`` uniformly from ``skip_mask``;
+    * **narrow** (shrinking on): a legal ``(layer, width level)`` uniformly from
+      ``narrow_mask``; **remove**: a legal layer uniformly from ``remove_mask``.
 
-    Fields of the other kinds are zeros; with no kind allowed the action is the
+    Fields of the other kinds are zeros (the shrink fields are present only when
+    the observation has the shrink masks); with no kind allowed the action is the
     all-zero no-op. The draws, in this order from ``rng``, are what makes a
     seeded random search reproducible: changing them changes its children.
     """
     act = empty_action(int(np.asarray(one["wider_mask"]).shape[0]))
+    if "narrow_mask" in one:
+        act["narrow"] = np.zeros(2, dtype=np.int64)
+        act["remove"] = np.int64(0)
     kinds = allowed_kinds(one)
     if not kinds:
         return act
@@ -130,8 +153,16 @@ def sample_legal_action(one: Mapping[str, Any], rng: np.random.Generator,
                 k = uniform_index(one["kernel_mask"], rng)
                 kernel = 0 if k is None else k[0]
             act["deeper"] = np.asarray([block, position, kernel], dtype=np.int64)
-    else:
+    elif kind == SKIP:
         where = uniform_index(one["skip_mask"], rng)
         if where is not None:
             act["skip"] = np.asarray(where, dtype=np.int64)
+    elif kind == NARROW:
+        where = uniform_index(one["narrow_mask"], rng)
+        if where is not None:
+            act["narrow"] = np.asarray(where, dtype=np.int64)
+    elif kind == REMOVE:
+        where = uniform_index(one["remove_mask"], rng)
+        if where is not None:
+            act["remove"] = np.int64(where[0])
     return act

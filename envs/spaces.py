@@ -5,6 +5,11 @@ gymnasium spaces of :class:`~envs.net_transform.NetTransformEnv` for at most
 ``L`` layers and ``K`` kernel sizes; :class:`Masks` turns the legal actions of
 one state (a :class:`~eas.morphisms.legal.LegalActions`, computed in
 ``eas.morphisms.legal``) into the observation's mask arrays.
+
+With shrinking on (``shrink_width=W``, the environment's ``shrink=True``) the
+kind space grows to :data:`~eas.morphisms.legal.ALL_KINDS` and the spaces get the
+shrink entries (``narrow``/``remove`` actions, ``narrow_mask``/``remove_mask``);
+with it off (``None``) every space and array is exactly the exact-kinds one.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from typing import Any, Protocol
 
 import numpy as np
 from eas.envs.observation import sample_legal_action
-from eas.morphisms.legal import KINDS, LegalActions
+from eas.morphisms.legal import KINDS, LegalActions, kinds_for, narrow_levels
 from gymnasium import spaces
 
 __all__ = ["ARCH_CHARSET", "LegalActionDict", "Masks", "mask_arrays", "observation_space"]
@@ -23,21 +28,31 @@ ARCH_CHARSET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01
 """The characters an architecture string may hold (the ``arch`` entry's charset)."""
 
 
-def observation_space(L: int, K: int, steps: int, vocab_size: int) -> spaces.Dict:
-    """The observation space for ``L`` layers, ``K`` kernel sizes and ``steps`` steps per episode."""
-    return spaces.Dict({
+def observation_space(L: int, K: int, steps: int, vocab_size: int,
+                      shrink_width: int | None = None) -> spaces.Dict:
+    """The observation space for ``L`` layers, ``K`` kernel sizes and ``steps`` steps per episode.
+
+    ``shrink_width`` (``W``, see :func:`~eas.morphisms.legal.narrow_levels`) adds
+    the shrink masks ``narrow_mask`` (``MultiBinary((L, W))``) and ``remove_mask``
+    (``MultiBinary(L)``) and widens ``kind_mask`` to every kind.
+    """
+    entries: dict[str, spaces.Space[Any]] = {
         "arch": spaces.Text(32 * (L + 1) + 20 * L * (L - 1) // 2, charset=ARCH_CHARSET),
         "tokens": spaces.Box(0, vocab_size - 1, (L,), np.int64),
         "length": spaces.Discrete(L + 1),
         "step": spaces.Discrete(steps + 1),
-        "kind_mask": spaces.MultiBinary(len(KINDS)),
+        "kind_mask": spaces.MultiBinary(len(kinds_for(shrink_width is not None))),
         "wider_mask": spaces.MultiBinary(L),
         "wider_is_fc": spaces.MultiBinary(L),
         "deeper_mask": spaces.MultiBinary((L, L + 1)),
         "deeper_is_fc": spaces.MultiBinary((L, L + 1)),
         "kernel_mask": spaces.MultiBinary(K),
         "skip_mask": spaces.MultiBinary((L, L, 2)),
-    })
+    }
+    if shrink_width is not None:
+        entries["narrow_mask"] = spaces.MultiBinary((L, shrink_width))
+        entries["remove_mask"] = spaces.MultiBinary(L)
+    return spaces.Dict(entries)
 
 
 # ----------------------------------------------------------------------------- masks
@@ -45,17 +60,21 @@ class Masks:
     """Legal actions of one state (a :class:`LegalActions`) plus its kind mask.
 
     The legal sets are computed lazily per kind by ``LegalActions``; the mask
-    arrays are built once, on the first call of :meth:`arrays`.
+    arrays are built once, on the first call of :meth:`arrays`. ``kinds`` is the
+    environment's kind tuple (:func:`~eas.morphisms.legal.kinds_for`); with the
+    shrink kinds in it, the arrays include ``narrow_mask`` and ``remove_mask``.
     """
 
-    def __init__(self, legal: LegalActions, step_kind: str | None, done: bool) -> None:
+    def __init__(self, legal: LegalActions, step_kind: str | None, done: bool,
+                 kinds: tuple[str, ...] = KINDS) -> None:
         self.legal = legal
-        kind_mask = np.zeros(len(KINDS), np.int8)
+        self.kinds = tuple(kinds)
+        kind_mask = np.zeros(len(self.kinds), np.int8)
         if not done:
             if step_kind is not None:
-                kind_mask[KINDS.index(step_kind)] = 1
+                kind_mask[self.kinds.index(step_kind)] = 1
             else:
-                kind_mask[:] = [legal.has(k) for k in KINDS]
+                kind_mask[:] = [legal.has(k) for k in self.kinds]
                 if not kind_mask.any():  # nothing legal: an all-zero "wider" is a no-op
                     kind_mask[0] = 1
         self.kind_mask = kind_mask
@@ -64,12 +83,17 @@ class Masks:
     def arrays(self) -> dict[str, np.ndarray]:
         """Fresh mask arrays (new objects on every call)."""
         if self._arrays is None:
-            self._arrays = mask_arrays(self.legal, self.kind_mask)
+            self._arrays = mask_arrays(self.legal, self.kind_mask,
+                                       shrink=len(self.kinds) > len(KINDS))
         return {k: v.copy() for k, v in self._arrays.items()}
 
 
-def mask_arrays(legal: LegalActions, kind_mask: np.ndarray) -> dict[str, np.ndarray]:
-    """The observation's mask arrays for ``legal`` (its ``max_layers`` sets ``L``)."""
+def mask_arrays(legal: LegalActions, kind_mask: np.ndarray,
+                shrink: bool = False) -> dict[str, np.ndarray]:
+    """The observation's mask arrays for ``legal`` (its ``max_layers`` sets ``L``).
+
+    ``shrink`` adds ``narrow_mask`` (``(L, W)``) and ``remove_mask`` (``(L,)``).
+    """
     L, K = int(legal.max_layers or 0), len(legal.space.kernel_sizes)
     wider = np.zeros(L, np.int8)
     wider[list(legal.wider)] = 1
@@ -86,7 +110,7 @@ def mask_arrays(legal: LegalActions, kind_mask: np.ndarray) -> dict[str, np.ndar
     skip = np.zeros((L, L, 2), np.int8)
     if legal.skips:
         skip[tuple(np.asarray(legal.skips).T)] = 1
-    return {
+    out = {
         "kind_mask": np.asarray(kind_mask, np.int8).copy(),
         "wider_mask": wider,
         "wider_is_fc": wider_fc,
@@ -95,6 +119,15 @@ def mask_arrays(legal: LegalActions, kind_mask: np.ndarray) -> dict[str, np.ndar
         "kernel_mask": kernel,
         "skip_mask": skip,
     }
+    if shrink:
+        narrow = np.zeros((L, narrow_levels(legal.space)), np.int8)
+        if legal.narrow:
+            narrow[tuple(np.asarray(legal.narrow).T)] = 1
+        remove = np.zeros(L, np.int8)
+        remove[list(legal.remove)] = 1
+        out["narrow_mask"] = narrow
+        out["remove_mask"] = remove
+    return out
 
 
 # ----------------------------------------------------------------------------- actions
@@ -118,14 +151,23 @@ class LegalActionDict(spaces.Dict):
     _owner: weakref.ReferenceType[Any] | None = None
 
     @classmethod
-    def for_layers(cls, L: int, K: int) -> LegalActionDict:
-        """The action space for ``L`` layers and ``K`` kernel sizes (detached)."""
-        return cls({
-            "kind": spaces.Discrete(len(KINDS)),
+    def for_layers(cls, L: int, K: int, shrink_width: int | None = None) -> LegalActionDict:
+        """The action space for ``L`` layers and ``K`` kernel sizes (detached).
+
+        ``shrink_width`` (``W``) adds ``"narrow"`` (``MultiDiscrete([L, W])``:
+        layer, width level) and ``"remove"`` (``Discrete(L)``: layer) and widens
+        ``"kind"`` to every kind; ``None`` (shrinking off) leaves the space as it was.
+        """
+        entries: dict[str, spaces.Space[Any]] = {
+            "kind": spaces.Discrete(len(kinds_for(shrink_width is not None))),
             "wider": spaces.MultiBinary(L),
             "deeper": spaces.MultiDiscrete([L, L + 1, K]),
             "skip": spaces.MultiDiscrete([L, L, 2]),
-        })
+        }
+        if shrink_width is not None:
+            entries["narrow"] = spaces.MultiDiscrete([L, shrink_width])
+            entries["remove"] = spaces.Discrete(L)
+        return cls(entries)
 
     def attach(self, env: _HasMasks) -> None:
         """Sample legal actions of ``env``'s current state (held by a weak reference)."""

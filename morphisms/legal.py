@@ -21,25 +21,52 @@ from collections.abc import Iterable
 from functools import cached_property, lru_cache
 
 from eas.morphisms._remap import add_carriers, maybe_negative_owners
+from eas.morphisms.narrow import narrowable_layers
+from eas.morphisms.remove_layer import removable_layers
 from eas.morphisms.skip import skip_refusal
 
-from eas.arch import FC, Architecture, Conv, Dense, Pool, SearchSpace, Skip, Softmax
+from eas.arch import FC, Architecture, Conv, Dense, Pool, SearchSpace, Skip, Softmax, width_of
 from eas.network import LayerShape, infer_shapes
 
 __all__ = [
+    "ALL_KINDS",
     "KINDS",
+    "SHRINK_KINDS",
     "SKIP_MODES",
     "LegalActions",
     "clear_caches",
     "deeper_positions",
     "dense_insert_positions",
+    "kinds_for",
     "legal_actions",
+    "narrow_levels",
     "skip_candidates",
     "widenable_layers",
 ]
 
 KINDS: tuple[str, ...] = ("wider", "deeper", "skip")
-"""Transformation kinds, in the index order of the environment's ``kind`` action."""
+"""The exact (function-preserving) kinds, in the index order of the environment's ``kind`` action."""
+
+SHRINK_KINDS: tuple[str, ...] = ("narrow", "remove")
+"""The approximate shrinking kinds (``morphisms.narrow``, ``morphisms.remove_layer``).
+
+Environment actions only when the environment is built with ``shrink=True``;
+their indices then follow :data:`KINDS` (3 and 4), so the exact kinds keep
+their indices and, with shrinking off, the kind space is exactly :data:`KINDS`.
+"""
+
+ALL_KINDS: tuple[str, ...] = KINDS + SHRINK_KINDS
+"""Every kind, in index order (an environment with ``shrink=True`` offers all of them)."""
+
+
+def kinds_for(shrink: bool) -> tuple[str, ...]:
+    """The kinds of an environment with shrinking on or off (the ``kind`` action's order)."""
+    return ALL_KINDS if shrink else KINDS
+
+
+def narrow_levels(space: SearchSpace) -> int:
+    """``W``: the width levels a narrow action indexes (``max(len(filters), len(fc_units))``)."""
+    return max(len(space.filters), len(space.fc_units), 1)
 
 SKIP_MODES: tuple[str, ...] = ("ADD", "CAT")
 """Skip modes, in the index order of the environment's ``skip`` action."""
@@ -216,6 +243,10 @@ class LegalActions:
       (the odd sizes); when there is none, only FC insertions stay in ``deeper``.
     * ``skips``: ``(src, dst, mode_index)`` with ``mode_index`` into
       :data:`SKIP_MODES` (none on DenseNets).
+    * ``narrow`` (a shrink kind): ``(layer, level)`` pairs: conv/FC layer ``layer``
+      may be narrowed (``morphisms.narrow``) to ``space.levels_for(layer)[level]``,
+      a width of the space below its current one.
+    * ``remove`` (a shrink kind): layers ``morphisms.remove_layer`` accepts.
     """
 
     def __init__(self, arch: Architecture | str, input_shape: tuple[int, int, int],
@@ -280,15 +311,37 @@ class LegalActions:
         return tuple((s, d, 0 if m == "ADD" else 1)
                      for s, d, m in self._facts.skips(self.input_shape) if s < L and d < L)
 
+    @cached_property
+    def narrow(self) -> tuple[tuple[int, int], ...]:
+        out = []
+        for i in narrowable_layers(self.arch):
+            if not self._fits(i):
+                continue
+            layer = self.arch.layers[i]
+            width = width_of(layer)
+            out.extend((i, k) for k, w in enumerate(self.space.levels_for(layer))
+                       if width is not None and 1 <= w < width)
+        return tuple(sorted(out))
+
+    @cached_property
+    def remove(self) -> tuple[int, ...]:
+        if _shapes(self.arch, self.input_shape) is None:  # does not fit its input
+            return ()
+        return tuple(i for i in removable_layers(self.arch, self.input_shape) if self._fits(i))
+
     def has(self, kind: str) -> bool:
-        """Whether ``kind`` (one of :data:`KINDS`) has at least one legal action."""
+        """Whether ``kind`` (one of :data:`ALL_KINDS`) has at least one legal action."""
         if kind == "wider":
             return bool(self.wider)
         if kind == "deeper":
             return bool(self.deeper)
         if kind == "skip":
             return bool(self.skips)
-        raise ValueError(f"unknown kind {kind!r}; expected one of {KINDS}")
+        if kind == "narrow":
+            return bool(self.narrow)
+        if kind == "remove":
+            return bool(self.remove)
+        raise ValueError(f"unknown kind {kind!r}; expected one of {ALL_KINDS}")
 
 
 @lru_cache(maxsize=256)

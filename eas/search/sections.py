@@ -20,10 +20,11 @@ from typing import Any, Literal
 from eas.agents.registry import get_agent_class
 from eas.arch import MAX_LAYER_VALUE, SearchSpace
 from eas.data import DATASET_NAMES  # the one home of dataset facts
-from eas.envs import DEFAULT_SCHEDULE, KINDS
+from eas.envs import DEFAULT_SCHEDULE
 from eas.envs.halving import HalvingConfig
 from eas.envs.parallel import BACKENDS
 from eas.envs.rewards import ObjectivesConfig
+from eas.morphisms.legal import ALL_KINDS, SHRINK_KINDS, kinds_for
 from eas.training import TrainConfig
 
 __all__ = [
@@ -248,9 +249,13 @@ class SearchSection(_Section):
     max_child_seconds: float | None = None
     """End the sampling once the children's training time (sum of train_time, seconds) reaches this; none = no limit."""
     schedule: str = PAPER_SCHEDULE
-    """Transformation kinds of one episode, comma-separated (wider, deeper, skip), or 'free'."""
+    """Transformation kinds of one episode, comma-separated (wider, deeper, skip; narrow, remove with search.shrink), or 'free'."""
     free_steps: int = 5
     """Episode length when schedule = 'free' (the agent picks the kind of every step)."""
+    shrink: bool = False
+    """Offer the approximate shrinking actions narrow (a conv/FC layer to a smaller width of the space) and remove (a shape-keeping layer); agents random and hill_climbing."""
+    shrink_distill_steps: int = 300
+    """Distillation steps from the round's start network for a child made with a shrink action, before its training (0 = none)."""
     noise: bool = True
     """Add small noise to widened copies (breaks symmetry, as in EAS)."""
     cache: bool = True
@@ -325,10 +330,12 @@ class SearchSection(_Section):
                 "search.ray_gpus_per_child",
                 f"must be in (0, 1] or a whole number, got {self.ray_gpus_per_child}")
         sched = schedule_tuple(self.schedule) if isinstance(self.schedule, str) else ("?",)
-        bad = [tok for tok in sched or () if tok not in KINDS]
+        bad = [tok for tok in sched or () if tok not in ALL_KINDS]
         require(not bad, "search.schedule",
                 f"unknown transformation {bad[0]!r} in {self.schedule!r}; allowed tokens: "
-                f"{', '.join(KINDS)} (comma-separated), or 'free'" if bad else "")
+                f"{', '.join(ALL_KINDS)} (comma-separated; {', '.join(SHRINK_KINDS)} with "
+                "search.shrink true), or 'free'" if bad else "")
+        check_shrink(self, sched)
         name = self.run_name
         require(name is None or (isinstance(name, str) and name.strip() == name and name != ""
                                  and not re.search(r"[/\\\x00-\x1f]", name)
@@ -359,6 +366,19 @@ def check_stages(s: Any) -> None:
     m = s.max_child_seconds
     require(m is None or (isinstance(m, (int, float)) and not isinstance(m, bool) and m > 0),
             "search.max_child_seconds", f"must be > 0 (seconds) or none, got {m!r}")
+
+
+def check_shrink(s: Any, sched: tuple[str, ...] | None) -> None:
+    """search.shrink, search.shrink_distill_steps and the shrink kinds in search.schedule."""
+    require(isinstance(s.shrink, bool), "search.shrink", f"must be true or false, got {s.shrink!r}")
+    _check_count("search", s, ("shrink_distill_steps",), 0)
+    named = [tok for tok in sched or () if tok in SHRINK_KINDS and tok not in kinds_for(s.shrink)]
+    require(not named, "search.schedule",
+            f"{named[0]!r} is a shrink action; set search.shrink true to use it" if named else "")
+    cls = _agent_class(s.agent) if s.shrink else None
+    require(cls is None or bool(getattr(cls, "shrink_actions", False)), "search.shrink",
+            f"agent {s.agent!r} cannot pick the shrink actions (narrow, remove); use random or "
+            "hill_climbing, or set search.shrink false")
 
 
 def schedule_tuple(schedule: str) -> tuple[str, ...] | None:

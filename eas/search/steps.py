@@ -28,9 +28,11 @@ from eas.checkpoint import (
     save_network,
 )
 from eas.data import dataset_facts, load_dataset
+from eas.distill import DistillConfig
 from eas.envs.halving import HalvingEvaluator
 from eas.envs.journal import Journal
 from eas.envs.parallel import ParallelEvaluator
+from eas.morphisms.legal import kinds_for
 from eas.network import ChildNet, build_network
 from eas.search.callbacks import SearchCallback
 from eas.search.concurrency import parallel_options, resolve_concurrency
@@ -220,7 +222,7 @@ def build_agent(run: SearchRun) -> None:
         max_layers=cfg.space.max_layers,
         vocab_size=Tokenizer(space).vocab_size,
         kernel_sizes=tuple(space.kernel_sizes),
-        kinds=tuple(envs.KINDS),
+        kinds=kinds_for(s.shrink),
         schedule=run.schedule,
         steps_per_episode=run.steps,
         children_per_round=run.children_per_step,
@@ -332,14 +334,22 @@ def _next_stage_start(run: SearchRun, stage: int) -> ChildNet:
 
 # ---------------------------------------------------------------------- one round
 def _vector_env(run: SearchRun, n: int) -> Any:
-    """A vector env of ``n`` children (all share one evaluation cache)."""
+    """A vector env of ``n`` children (all share one evaluation cache).
+
+    With ``search.shrink`` the shrink actions are on and a shrunk child is distilled
+    from the round's start network (``search.shrink_distill_steps``; ``envs.shrink``).
+    """
+    s = run.cfg.search
     if n not in run.venvs:
+        distiller = (envs.ShrinkDistiller(run.get_data, DistillConfig(steps=s.shrink_distill_steps),
+                                          device=run.device)
+                     if s.shrink and s.shrink_distill_steps > 0 else None)
         run.venvs[n] = envs.VectorNetTransformEnv(
             n, start=run.start_net, input_shape=run.input_shape, evaluator=run.journal,
             space=search_space(run.cfg), schedule=run.schedule, free_steps=run.free_steps,
             max_layers=run.cfg.space.max_layers, noise=run.cfg.search.noise,
             cache=run.cache if run.cache is not None else False,
-            reward=envs.make_reward(run.cfg.objectives),
+            reward=envs.make_reward(run.cfg.objectives), shrink=s.shrink, distill=distiller,
         )
     return run.venvs[n]
 
@@ -398,6 +408,8 @@ def record_round(run: SearchRun, results: list[ChildResult], finals: list[dict[s
             "fidelity": r.fidelity,
             "latency_ms": (final.get("extra") or {}).get("latency_ms"),
         }
+        if "distilled" in final:  # search.shrink: made with a shrink action / distilled
+            rec["shrunk"], rec["distilled"] = final["shrunk"], final["distilled"]
         state.history.append(rec)
         rank = None
         if r.net is not None and not r.failed:
