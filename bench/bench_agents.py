@@ -1,0 +1,85 @@
+"""The agent comparison study: every agent, several seeds, equal child-training time (Fashion-MNIST, CPU).
+
+Runs :func:`eas.search.compare.compare` with the ``train`` evaluator: the
+default preset's start network (Table 1 fitted to 28x28) is trained once on a
+10k-image subset of Fashion-MNIST (validation: 2,000 held-out training images)
+and shared; then every agent searches from it, once per seed, until its
+children's training time (the sum of their ``train_time``) reaches
+``--seconds``. Every child gets the same recipe (the default preset's:
+``--epochs`` epoch capped at ``--max-batches`` batches of 64, cosine from
+``--lr``). The output folder gets the comparison's files (``comparison.md``,
+``comparison.csv``, ``runs.csv``, ``curves.csv``, ``comparison.png``: best-so-far
+accuracy against children and against child-training seconds, mean over seeds
+with the min-max band) plus ``machine.txt``.
+
+    python bench/bench_agents.py [--agents reinforce,random,hill_climbing,lemonade]
+        [--seeds 0,1,2] [--seconds 120] [--out runs/study_fashion] [--threads 2]
+        [--figure docs/study_fashion.png]
+
+The figures in BENCHMARKS.md ("Agent comparison under equal child-training
+time") and the README plot come from this script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _machine import cpu_model  # noqa: E402
+
+from eas.search.compare import compare  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--agents", default="reinforce,random,hill_climbing,lemonade")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--seconds", type=float, default=120.0,
+                    help="child-training seconds per run (the equal budget)")
+    ap.add_argument("--children", type=int, default=10_000, help="cap on children per run")
+    ap.add_argument("--epochs", type=int, default=1, help="epochs per child")
+    ap.add_argument("--max-batches", type=int, default=60, help="batches per child epoch")
+    ap.add_argument("--lr", type=float, default=0.005, help="children's initial learning rate")
+    ap.add_argument("--start-lr", type=float, default=0.02, help="start network's learning rate")
+    ap.add_argument("--start-epochs", type=int, default=3)
+    ap.add_argument("--train-subset", type=int, default=10_000)
+    ap.add_argument("--val-size", type=int, default=2000)
+    ap.add_argument("--per-round", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default="runs/study_fashion")
+    ap.add_argument("--figure", default=None,
+                    help="also copy comparison.png here (e.g. docs/study_fashion.png)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    if out.exists():
+        sys.exit(f"bench_agents: {out} exists; choose another --out (nothing is overwritten)")
+    t0 = time.perf_counter()
+    load = os.getloadavg()[0]
+    compare([a for a in args.agents.split(",") if a], [int(s) for s in args.seeds.split(",")],
+            args.children, evaluator="train", dataset="fashion-mnist", out=out,
+            per_round=args.per_round, train_subset=args.train_subset, val_size=args.val_size,
+            epochs=args.epochs, max_batches=args.max_batches, start_epochs=args.start_epochs,
+            seconds=args.seconds, lr=args.lr, start_lr=args.start_lr, rank_by="accuracy")
+    machine = (f"{cpu_model()}, {os.cpu_count()} cores, {args.threads} torch threads, "
+               f"Python {platform.python_version()}, torch {torch.__version__}; load average "
+               f"{load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end; "
+               f"total {time.perf_counter() - t0:.0f} s\n")
+    (out / "machine.txt").write_text(machine)
+    print(machine, end="")
+    if args.figure:
+        shutil.copyfile(out / "comparison.png", args.figure)
+        print(f"copied the plot to {args.figure}")
+
+
+if __name__ == "__main__":
+    main()
