@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from eas.envs import EvalResult
+from helpers import FASHION, CheapEvaluator, quiet
 from PIL import Image
 
 from eas.checkpoint import CheckpointError, load_checkpoint, load_network, save_network
@@ -51,40 +51,11 @@ from eas.training import TrainConfig
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
-FASHION = Path("/usr/share/datasets/fashion-mnist")
 PREFIX = "python -m eas.train_controller: error: "
 SMALL = "C(8,3,1), P(2,2,MAX), FC(16), SM(10)"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Single-threaded torch (tiny networks; a busy shared machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def quiet(_: str) -> None:
-    """A log function that prints nothing."""
-
-
-class CheapEvaluator:
-    """Deterministic stand-in for child training: accuracy from a hash of the architecture."""
-
-    def __init__(self, fail: bool = False) -> None:
-        self.calls = 0
-        self.fail = fail
-
-    def __call__(self, net: torch.nn.Module) -> EvalResult:
-        self.calls += 1
-        if self.fail:
-            return EvalResult(0.0, failed=True, reason="diverged (NaN loss at step 3)")
-        digest = hashlib.blake2b(str(net.arch).encode(), digest_size=4).digest()
-        acc = 0.5 + int.from_bytes(digest, "little") / 2**32 * 0.4
-        state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-        return EvalResult(accuracy=acc, train_time=0.01, state_dict=state)
-
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 CHEAP = {
     "data.name": "fashion-mnist", "data.device": "cpu", "start.epochs": "0",
