@@ -519,6 +519,30 @@ def test_a_diverging_start_network_stops_the_run(tmp_path: Path, capsys) -> None
     assert len(err) == 1 and "start network diverged" in err[0], err
 
 
+@pytest.mark.skipif(not FASHION.is_dir(), reason="needs the Debian Fashion-MNIST package")
+def test_a_failed_final_training_writes_the_summary_and_exits_1(tmp_path: Path, capsys,
+                                                               monkeypatch) -> None:
+    """A final training that diverges (learning rate 1e6): reports written, exit code 1."""
+    real = train_controller.run_search
+    monkeypatch.setattr(train_controller, "run_search",
+                        lambda cfg, **kw: real(cfg, evaluator=CheapEvaluator(), log=quiet, **kw))
+    values = {**CHEAP, "search.runs_dir": str(tmp_path), "data.train_subset": "256",
+              "data.val_size": "200", "child.batch_size": "32", "search.final_top_k": "1",
+              "search.final_epochs": "1", "search.final_lr": "1e6"}
+    capsys.readouterr()
+    assert main([arg for k, v in values.items() for arg in (f"--{k}", v)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(PREFIX), err
+    assert "final training failed for 1 of 1 network(s)" in err[0] and "NaN" in err[0], err
+    run = tmp_path / "cheap"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["finished"] and len(summary["final"]) == 1
+    final = summary["final"][0]
+    assert final["failed"] and "NaN" in final["reason"] and final["test_accuracy"] is None
+    assert final["arch"] in err[0] and (run / "final_1.pt").is_file()
+    assert (run / "summary.csv").is_file()
+
+
 # ---------------------------------------------------------------------- kills
 def _launch(backend: str, runs: Path, log: Path, delay: float, resume: bool
             ) -> subprocess.Popen:
