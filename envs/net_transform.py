@@ -18,8 +18,10 @@ from eas.envs.actions import CheckedAction, InvalidActionError, check_action
 from eas.envs.cache import EvalCache, evaluate_children, fingerprint
 from eas.envs.evaluators import EvalResult, TrainerEvaluator
 from eas.envs.observation import sample_legal_action
+from eas.envs.outcome import episode_outcome
 from eas.envs.rewards import MAX_ACCURACY, PaperReward
 from eas.envs.rewards import paper_reward as reward_of
+from eas.envs.shrink import distill_shrunk
 from eas.envs.spaces import LegalActionDict, Masks, observation_space
 from eas.morphisms.legal import (
     KINDS,
@@ -448,28 +450,14 @@ class NetTransformEnv(gym.Env[dict[str, Any], dict[str, Any]]):
         return self._get_obs(), reward, True, False, info
 
     def _distill_shrunk(self, child: ChildNet, info: dict[str, Any]) -> ChildNet:
-        """Distil a child made with a shrink action from the episode's start network.
-
-        Sets ``info["shrunk"]`` and ``info["distilled"]`` (and ``distill_error``
-        when the distillation raised: the child is then evaluated undistilled).
-        Skipped without a ``distill`` hook, and when the cache already holds
-        the child (its result, weights included, comes from there).
-        """
-        info["shrunk"], info["distilled"] = self._shrunk, False
-        if not self._shrunk or self.distill is None or self._start_net is None:
-            return child
-        key = EvalCache.key(self._fingerprint or "", child.arch)
-        if self.cache is not None and key in self.cache:
-            return child
-        seed = int(self.np_random.integers(2**31 - 1))
-        try:
-            child = self.distill(child, self._start_net, seed)
-        except Exception as exc:  # noqa: BLE001 - evaluate the child undistilled
-            info["distill_error"] = f"{type(exc).__name__}: {exc}"
-            return child
-        self._net = child
-        info["distilled"] = True
-        return child
+        """Distil a shrunk child from the episode's start network (:func:`envs.shrink.distill_shrunk`)."""
+        cached = (self.cache is not None
+                  and EvalCache.key(self._fingerprint or "", child.arch) in self.cache)
+        out = distill_shrunk(child, self._start_net, self.distill, self.np_random,
+                             shrunk=self._shrunk, cached=cached, info=info)
+        if info["distilled"]:
+            self._net = out
+        return out
 
     def complete_evaluation(self, result: EvalResult, cached: bool = False
                             ) -> tuple[float, dict[str, Any]]:
@@ -484,31 +472,4 @@ class NetTransformEnv(gym.Env[dict[str, Any], dict[str, Any]]):
 
     def _finish(self, child: ChildNet, result: EvalResult, cached: bool
                 ) -> tuple[float, dict[str, Any]]:
-        failed, reason = bool(result.failed), result.reason
-        net = child
-        if result.state_dict is not None and not failed:
-            try:
-                net.load_state_dict(result.state_dict)
-            except Exception as exc:  # noqa: BLE001 - weights of another architecture
-                failed, reason = True, f"could not load the trained weights: {exc}"
-        acc = 0.0 if failed else float(result.accuracy)
-        info = {
-            "accuracy": acc,
-            "arch": str(child.arch),
-            "params": int(child.num_parameters()),
-            "flops": int(child.flops()),
-            "train_time": 0.0 if cached else float(result.train_time),
-            "failed": failed,
-            "reason": reason,
-            "cached": bool(cached),
-            "net": net,
-            "actions": list(self._actions),
-            "extra": dict(result.extra),
-            "fidelity": result.extra.get("fidelity"),
-        }
-        # An evaluator may set a reward comparable across fidelities (successive
-        # halving's rank reward, eas.envs.halving); otherwise tan(acc * pi / 2).
-        comparable = result.extra.get("reward")
-        if comparable is not None and not failed:
-            return float(comparable), info
-        return float(self.reward_fn(acc, failed, info)), info
+        return episode_outcome(child, result, cached, self._actions, self.reward_fn)

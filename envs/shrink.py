@@ -18,14 +18,16 @@ the (possibly parallel) evaluator sees the children.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
+import numpy as np
 import torch
 
 from eas.data import Data
 from eas.distill import DistillConfig, DistillResult, distill
 from eas.network import ChildNet
 
-__all__ = ["ShrinkDistiller"]
+__all__ = ["ShrinkDistiller", "distill_shrunk"]
 
 
 class ShrinkDistiller:
@@ -61,3 +63,30 @@ class ShrinkDistiller:
         net = res.net.to(device=like.device)
         net.train(child.training)
         return net  # type: ignore[return-value]
+
+
+def distill_shrunk(child: ChildNet, parent: ChildNet | None,
+                   distiller: Callable[[ChildNet, ChildNet, int], ChildNet] | None,
+                   rng: np.random.Generator, *, shrunk: bool, cached: bool,
+                   info: dict[str, Any]) -> ChildNet:
+    """The environment's end-of-episode distillation step (``NetTransformEnv(shrink=True)``).
+
+    Returns ``child`` distilled from ``parent`` (the episode's start network) by
+    ``distiller(child, parent, seed)``, with ``seed`` drawn from ``rng``, when the
+    episode applied a shrink action (``shrunk``); otherwise ``child`` itself. Skipped
+    (no draw from ``rng``) without a distiller or parent, and when the evaluation cache
+    already holds the child (``cached``: its result, weights included, comes from
+    there). Sets ``info["shrunk"]`` and ``info["distilled"]``, and ``distill_error``
+    when the distiller raised: the child is then evaluated undistilled.
+    """
+    info["shrunk"], info["distilled"] = shrunk, False
+    if not shrunk or distiller is None or parent is None or cached:
+        return child
+    seed = int(rng.integers(2**31 - 1))
+    try:
+        child = distiller(child, parent, seed)
+    except Exception as exc:  # noqa: BLE001 - evaluate the child undistilled
+        info["distill_error"] = f"{type(exc).__name__}: {exc}"
+        return child
+    info["distilled"] = True
+    return child

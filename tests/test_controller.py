@@ -34,13 +34,7 @@ START = (
 
 
 # ---------------------------------------------------------------- helpers
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny LSTMs run much faster single-threaded, above all on a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny LSTMs: much faster on 1 thread
 
 
 def make_ctx(seed: int = 0, schedule: tuple[str, ...] | None = SCHEDULE,

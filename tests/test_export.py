@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_search import CheapEvaluator, cheap_config, quiet
+from helpers import CheapEvaluator, cheap_config, quiet
 
 from eas.checkpoint import network_from_record
 from eas.export import export_networks, export_run, main, run_candidates, select
@@ -43,8 +43,8 @@ def test_export_networks_matches_pytorch(tmp_path: Path) -> None:
         export_networks([(net, {})], tmp_path)
 
 
+@pytest.mark.usefixtures("one_thread")
 def test_export_run_best_budget_and_front(tmp_path: Path, capsys) -> None:
-    torch.set_num_threads(1)
     run = run_search(cheap_config(tmp_path), evaluator=CheapEvaluator(), log=quiet).run_dir
     summary = json.loads((run / "summary.json").read_text())
     cands = run_candidates(run)

@@ -12,7 +12,7 @@ from eas.agents.base import AgentContext, ChildResult
 from eas.agents.lemonade import LemonadeAgent
 from eas.agents.registry import get_agent_class
 from eas.envs import EvalResult, VectorNetTransformEnv
-from test_search import cheap_config, quiet
+from helpers import cheap_config, quiet
 
 from eas.arch import SearchSpace, Tokenizer
 from eas.network import build_network
@@ -121,8 +121,8 @@ def lemonade_config(tmp_path: Path, name: str, **extra: str):
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("one_thread")
 def test_search_improves_hypervolume_and_resumes(tmp_path: Path) -> None:
-    torch.set_num_threads(1)
     full = run_search(lemonade_config(tmp_path, "full"), evaluator=SizeEvaluator(), log=quiet)
     hv = [h["hypervolume"] for h in full_agent_history(full.run_dir)]
     assert len(hv) == 4 and hv[-1] > hv[0]  # the front grows beyond round 1's

@@ -18,18 +18,7 @@ from eas import TABLE1, Architecture, Conv, Dense, SearchSpace, Skip, build_netw
 from eas import morphisms as M
 from eas.network import ChildNet
 
-
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """Run these tiny-tensor tests on one intra-op thread (restored afterwards).
-
-    With networks this small, OpenMP synchronisation dominates, and on a shared,
-    oversubscribed CPU it slows a forward pass from ~1 ms to ~1 s.
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 SMALL = SearchSpace(kernel_sizes=(1, 3, 5), filters=(4, 6, 8, 12, 16), fc_units=(8, 12, 16, 24),

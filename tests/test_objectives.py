@@ -17,10 +17,12 @@ from eas.envs import (
     make_reward,
     reward_of,
 )
+from helpers import CheapEvaluator, cheap_config, quiet
 
 from eas.network import build_network, count_flops, count_parameters
 from eas.objectives import cost_objectives, measure_latency
 from eas.search.config import ConfigError, load_config
+from eas.search.loop import run_search
 
 ARCH = "C(8,3,1), P(2,2,MAX), C(16,3,1), P(2,2,MAX), FC(32), SM(10)"
 
@@ -156,12 +158,8 @@ def test_latency_reaches_the_env_reward() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("one_thread")
 def test_search_uses_the_configured_reward_and_records_latency(tmp_path) -> None:
-    from test_search import CheapEvaluator, cheap_config, quiet
-
-    from eas.search.loop import run_search
-
-    torch.set_num_threads(1)
     cfg = cheap_config(tmp_path, **{"objectives.reward": "constrained",
                                     "objectives.target": "50000", "objectives.beta": "-1",
                                     "objectives.latency": "true",

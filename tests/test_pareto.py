@@ -9,8 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from test_search import CheapEvaluator, cheap_config, quiet
+from helpers import CheapEvaluator, cheap_config, quiet
 
 from eas.checkpoint import load_checkpoint, network_from_record
 from eas.pareto import ParetoFront, dominates, hypervolume_2d, non_dominated
@@ -125,8 +124,8 @@ def test_front_records_and_reports(tmp_path: Path) -> None:
     assert hv["b"] > hv["a"] and np.isnan(hv["c"])  # S (0.85 at 100) beats most of a's front
 
 
+@pytest.mark.usefixtures("one_thread")
 def test_search_writes_pareto_reports_and_keeps_front_networks(tmp_path: Path) -> None:
-    torch.set_num_threads(1)
     out = run_search(cheap_config(tmp_path), evaluator=CheapEvaluator(), log=quiet)
     run = out.run_dir
     assert (run / "pareto.png").is_file()

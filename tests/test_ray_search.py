@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import FASHION, TINY
 from ray_local import import_ray, local_ray
-from test_search import FASHION, TINY
 
 from eas.checkpoint import load_checkpoint
 from eas.search.loop import CHECKPOINT

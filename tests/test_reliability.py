@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from eas.envs import EvalResult
+from helpers import FASHION, CheapEvaluator, quiet
 from PIL import Image
 
 from eas.checkpoint import CheckpointError, load_checkpoint, load_network, save_network
@@ -51,40 +51,11 @@ from eas.training import TrainConfig
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
-FASHION = Path("/usr/share/datasets/fashion-mnist")
 PREFIX = "python -m eas.train_controller: error: "
 SMALL = "C(8,3,1), P(2,2,MAX), FC(16), SM(10)"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Single-threaded torch (tiny networks; a busy shared machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def quiet(_: str) -> None:
-    """A log function that prints nothing."""
-
-
-class CheapEvaluator:
-    """Deterministic stand-in for child training: accuracy from a hash of the architecture."""
-
-    def __init__(self, fail: bool = False) -> None:
-        self.calls = 0
-        self.fail = fail
-
-    def __call__(self, net: torch.nn.Module) -> EvalResult:
-        self.calls += 1
-        if self.fail:
-            return EvalResult(0.0, failed=True, reason="diverged (NaN loss at step 3)")
-        digest = hashlib.blake2b(str(net.arch).encode(), digest_size=4).digest()
-        acc = 0.5 + int.from_bytes(digest, "little") / 2**32 * 0.4
-        state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-        return EvalResult(accuracy=acc, train_time=0.01, state_dict=state)
-
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 CHEAP = {
     "data.name": "fashion-mnist", "data.device": "cpu", "start.epochs": "0",
@@ -546,6 +517,30 @@ def test_a_diverging_start_network_stops_the_run(tmp_path: Path, capsys) -> None
     assert main(argv) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "start network diverged" in err[0], err
+
+
+@pytest.mark.skipif(not FASHION.is_dir(), reason="needs the Debian Fashion-MNIST package")
+def test_a_failed_final_training_writes_the_summary_and_exits_1(tmp_path: Path, capsys,
+                                                               monkeypatch) -> None:
+    """A final training that diverges (learning rate 1e6): reports written, exit code 1."""
+    real = train_controller.run_search
+    monkeypatch.setattr(train_controller, "run_search",
+                        lambda cfg, **kw: real(cfg, evaluator=CheapEvaluator(), log=quiet, **kw))
+    values = {**CHEAP, "search.runs_dir": str(tmp_path), "data.train_subset": "256",
+              "data.val_size": "200", "child.batch_size": "32", "search.final_top_k": "1",
+              "search.final_epochs": "1", "search.final_lr": "1e6"}
+    capsys.readouterr()
+    assert main([arg for k, v in values.items() for arg in (f"--{k}", v)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(PREFIX), err
+    assert "final training failed for 1 of 1 network(s)" in err[0] and "NaN" in err[0], err
+    run = tmp_path / "cheap"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["finished"] and len(summary["final"]) == 1
+    final = summary["final"][0]
+    assert final["failed"] and "NaN" in final["reason"] and final["test_accuracy"] is None
+    assert final["arch"] in err[0] and (run / "final_1.pt").is_file()
+    assert (run / "summary.csv").is_file()
 
 
 # ---------------------------------------------------------------------- kills

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 
 import pytest
 import torch
-from eas.envs import EvalResult
+from helpers import FASHION, TINY, CheapEvaluator, cheap_config, quiet, tensorboard_steps
 
 from eas.checkpoint import atomic_save, load_checkpoint, load_network, save_network
 from eas.network import build_network
@@ -19,75 +18,10 @@ from eas.search.loop import CHECKPOINT, run_search
 from eas.search.report import plot_progress, top_architectures, write_summary
 from eas.search.train_controller import main
 
-FASHION = Path("/usr/share/datasets/fashion-mnist")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Run single-threaded: tiny networks gain nothing from threads, and on a busy
-    2-core machine two OpenMP threads per process slow down badly."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def quiet(_: str) -> None:
-    """A log function that prints nothing."""
-
-
-class CheapEvaluator:
-    """A deterministic stand-in for child training: accuracy from a hash of the architecture."""
-
-    def __init__(self, interrupt_at: int | None = None) -> None:
-        self.calls = 0
-        self.interrupt_at = interrupt_at
-
-    def __call__(self, net: torch.nn.Module) -> EvalResult:
-        self.calls += 1
-        if self.interrupt_at is not None and self.calls == self.interrupt_at:
-            raise KeyboardInterrupt  # the process is killed while training this child
-        digest = hashlib.blake2b(str(net.arch).encode(), digest_size=4).digest()
-        acc = 0.5 + int.from_bytes(digest, "little") / 2**32 * 0.4
-        state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-        return EvalResult(accuracy=acc, train_time=0.01, state_dict=state)
-
-
-def cheap_config(tmp_path: Path, **overrides: str):
-    """A search that needs no data: untrained start, cheap evaluator, no final training."""
-    values = {
-        "data.name": "fashion-mnist", "data.device": "cpu", "start.epochs": "0",
-        "space.filters": "16,32,48,64", "space.fc_units": "64,128,256",
-        "search.children_per_step": "3", "search.stage1_networks": "6",
-        "search.stage1_best_epochs": "0", "search.stage2_networks": "3",
-        "search.schedule": "wider,deeper,deeper", "search.final_top_k": "0",
-        "search.progress": "false", "search.runs_dir": str(tmp_path), "search.run_name": "cheap",
-    }
-    values.update(overrides)
-    return load_config(None, values)
-
-
-def tensorboard_steps(run_dir: Path, tag: str) -> list[int]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
-    acc.Reload()
-    return [e.step for e in acc.Scalars(tag)]
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---------------------------------------------------------------------- end to end
-TINY = [
-    "--data.train_subset", "256", "--data.val_size", "200", "--data.device", "cpu",
-    "--child.max_batches_per_epoch", "2", "--child.batch_size", "32",
-    "--child.eval_batch_size", "256", "--start.epochs", "1",
-    "--space.filters", "16,32,48", "--space.fc_units", "64,128,256",
-    "--search.children_per_step", "2", "--search.stage1_networks", "4",
-    "--search.stage1_best_epochs", "1", "--search.stage2_networks", "2",
-    "--search.schedule", "wider,deeper", "--search.progress", "false",
-]
-"""A tiny two-stage search on a Fashion-MNIST slice: 3 rounds of 2 children, 2 batches each."""
-
-
 def check_run_folder(run: Path, children: int) -> dict:
     assert list(run.glob("events.out.tfevents.*"))
     for name in ("summary.json", "summary.csv", "progress.png", CHECKPOINT, "config.toml",

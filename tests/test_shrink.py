@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from eas.morphisms.narrow import narrow, narrowable_layers, unit_importance
 from eas.morphisms.remove_layer import removable_layers, remove_layer
+from helpers import FASHION
 
 from eas import morphisms
+from eas.data import load_dataset
 from eas.distill import DistillConfig, agreement, distill
 from eas.network import build_network
 from eas.training import TrainConfig, train_child
 
 ARCH = "C(8,3,1), P(2,2,MAX), C(8,3,1), P(2,2,MAX), FC(32), FC(32), SM(10)"
-FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 
 def images(seed: int = 0) -> torch.Tensor:
@@ -119,10 +119,8 @@ def test_distill_config_checks() -> None:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not FASHION.is_dir(), reason="needs the Debian Fashion-MNIST package")
+@pytest.mark.usefixtures("one_thread")
 def test_distillation_brings_shrunk_children_back_to_their_parent() -> None:
-    from eas.data import load_dataset
-
-    torch.set_num_threads(1)
     data = load_dataset("fashion-mnist", val_size=1000, train_subset=4000, seed=0)
     parent = build_network(ARCH, seed=0)
     train_child(parent, data, TrainConfig(epochs=1, batch_size=64, channels_last=False), seed=0)

@@ -16,6 +16,7 @@ from eas.morphisms.legal import ALL_KINDS, KINDS, narrow_levels
 from eas.morphisms.narrow import narrow_refusal
 from eas.morphisms.remove_layer import remove_refusal
 from gymnasium import spaces
+from helpers import FASHION
 
 from eas.arch import SearchSpace, width_of
 from eas.distill import DistillConfig, agreement
@@ -24,7 +25,6 @@ from eas.search import run_search
 from eas.search.config import ConfigError, load_config
 from eas.training import TrainConfig, train_child
 
-FASHION = Path("/usr/share/datasets/fashion-mnist")
 SPACE = SearchSpace(filters=(4, 8, 16, 32), fc_units=(16, 32, 64))
 # layer 1 keeps 8 channels (removable), 2 and 3 are tied to a skip, 4 is a pool, 6 keeps 32
 # features (removable)
@@ -34,12 +34,7 @@ PARENT = "C(8,3,1), P(2,2,MAX), C(8,3,1), P(2,2,MAX), FC(32), SM(10)"
 SMALL = "C(16,3,1), P(2,2,MAX), C(16,3,1), P(2,2,MAX), C(32,3,1), P(7,7,AVG), FC(64), SM(10)"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_env(shrink: bool = True, **kw) -> NetTransformEnv:

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from test_search import CheapEvaluator, cheap_config, quiet, tensorboard_steps
+from helpers import CheapEvaluator, cheap_config, quiet, tensorboard_steps
 
 from eas.checkpoint import network_from_record
 from eas.search.config import ConfigError, load_config

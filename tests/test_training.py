@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -67,14 +66,8 @@ def synthetic_data(n_train: int = 256, n_val: int = 64, n_test: int = 64, seed: 
     )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """Train single-threaded: tiny CNNs gain little from 2 threads, and OpenMP threads
-    slow down by 10x or more when other processes share the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# module scope: the shared data and trained networks below are made single-threaded too
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,11 @@
-"""Run-time failure checks: a diverged start network, a search in which every child failed.
+"""Run-time failure checks: a diverged start network, a search in which every child failed,
+a failed final training.
 
-Both raise :class:`SearchFailed` (exit code 1 on the command line) with one
+The first two raise :class:`SearchFailed` (exit code 1 on the command line) with one
 line saying what happened and what to change, instead of searching on from NaN
-weights and reporting an empty table with exit code 0.
+weights and reporting an empty table with exit code 0. A failed final training
+stops nothing (the other final networks and the summary are still written), but
+:func:`final_training_failure` gives the command its one line and exit code 1.
 """
 
 from __future__ import annotations
@@ -12,7 +15,13 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["SearchFailed", "check_start", "check_children", "failure_counts"]
+__all__ = [
+    "SearchFailed",
+    "check_children",
+    "check_start",
+    "failure_counts",
+    "final_training_failure",
+]
 
 
 class SearchFailed(RuntimeError):
@@ -46,3 +55,20 @@ def check_children(history: list[dict[str, Any]]) -> None:
     more = f"; and {len(counts) - 3} other reasons" if len(counts) > 3 else ""
     raise SearchFailed(f"every child failed ({len(history)} of {len(history)}): "
                        f"{reasons}{more}")
+
+
+def final_training_failure(final: list[dict[str, Any]]) -> str | None:
+    """One line naming the final trainings that failed and why, or None if none did.
+
+    ``final`` is the run's list of final-training entries (``state.final``); an
+    entry failed when it says so (diverged: NaN/inf loss, out of memory) or its
+    test accuracy is not finite.
+    """
+    bad = [f for f in final if f.get("failed") or (
+        f.get("test_accuracy") is not None and not math.isfinite(f["test_accuracy"]))]
+    if not bad:
+        return None
+    which = "; ".join(f"#{f.get('rank')} {f.get('arch')}: {_short(f.get('reason'))}"
+                      for f in bad)
+    return (f"the final training failed for {len(bad)} of {len(final)} network(s) ({which}); "
+            "the summary was written; lower search.final_lr or child.lr")

@@ -451,12 +451,13 @@ def final_training(run: SearchRun, callbacks: SearchCallback) -> None:
         net.cpu()
         entry = {"rank": k, "arch": rec["arch"], "val_accuracy": rec["accuracy"],
                  "test_accuracy": res.test_accuracy, "failed": res.failed,
-                 "epochs": final_cfg.epochs, "train_time": res.train_time,
+                 "reason": res.reason, "epochs": final_cfg.epochs, "train_time": res.train_time,
                  "init": s.final_init}
         state.final.append(entry)
         save_network(net, run.run_dir / f"final_{k}.pt", **entry)
         test_error = None if res.test_accuracy is None else 1 - res.test_accuracy
-        run.log(f"  test accuracy {pct(res.test_accuracy)} (test error {pct(test_error)})")
+        run.log(f"  final training failed: {res.reason}" if res.failed else
+                f"  test accuracy {pct(res.test_accuracy)} (test error {pct(test_error)})")
         callbacks.on_final_network(run, entry)
 
 

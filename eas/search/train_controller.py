@@ -10,7 +10,8 @@
 
 A bad value stops the program before any work and before anything is written,
 with one line naming the field, file or folder (exit code 2); a failure at run
-time is one line too (exit code 1). ``--debug`` (or ``EAS_DEBUG=1``) shows the
+time is one line too (exit code 1), and so is a final training that failed (exit code
+1 after the summary is written). ``--debug`` (or ``EAS_DEBUG=1``) shows the
 traceback instead. SIGTERM is handled like Ctrl-C (exit 143 / 130).
 """
 
@@ -33,7 +34,7 @@ from eas.search.config import (
     load_config,
     parse_command,
 )
-from eas.search.failures import SearchFailed
+from eas.search.failures import SearchFailed, final_training_failure
 from eas.search.loop import CONFIG_FILE, run_search
 
 __all__ = ["main", "resolve_run_dir"]
@@ -97,7 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Every error is one line ``python -m eas.train_controller: error: ...`` naming
     the field, file or folder: exit 2 for bad input (found before any work and
-    before anything is written), 1 for a failure at run time. ``--debug`` or
+    before anything is written), 1 for a failure at run time (also a failed final
+    training, once the summary is written). ``--debug`` or
     ``EAS_DEBUG=1`` re-raises instead, with the traceback. Ctrl-C and SIGTERM
     leave the last checkpoint valid, print the resume hint and return 130/143.
     """
@@ -152,7 +154,10 @@ def _main(argv: list[str]) -> int:
         run_dir = None
     outcome = run_search(cfg, run_dir=run_dir, resume=cmd.resume is not None,
                          overwrite=cmd.overwrite)
-    return 0 if outcome is not None else 1
+    if outcome is None:
+        return 1
+    failure = final_training_failure(outcome.state.final)  # summary written; still exit 1
+    return _fail(failure, 1) if failure is not None else 0
 
 
 if __name__ == "__main__":
