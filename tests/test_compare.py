@@ -13,7 +13,7 @@ from eas.envs.synthetic import synthetic_accuracy
 from eas.arch import Architecture
 from eas.network import build_network
 from eas.search.compare import RunRecord, compare, load_evaluator, main, write_outputs
-from eas.search.config import resolve_start_arch
+from eas.search.config import load_config, resolve_start_arch
 from eas.search.pareto_report import common_hypervolumes
 
 SMALL = "C(16,3,1), P(2,2,MAX), C(16,3,1), P(2,2,MAX), C(32,3,1), P(7,7,AVG), FC(64), SM(10)"
@@ -134,7 +134,9 @@ def test_cli_rank_by_hypervolume(tmp_path):
 def test_cli_cheap(tmp_path, capsys):
     out = tmp_path / "cli"
     assert main(["--agents", "random,hill_climbing", "--seeds", "0,1", "--children", "1",
-                 "--start", SMALL, "--out", str(out)]) == 0
+                 "--start", SMALL, "--out", str(out), "--set", "space.filters=16,32"]) == 0
+    saved = load_config(out / "runs" / "random__seed0" / "config.toml")
+    assert tuple(saved.space.filters) == (16, 32)  # --set reached every run
     rows = list(csv.DictReader(open(out / "comparison.csv")))
     assert [(r["agent"], r["seeds"], r["children"]) for r in rows] == [
         ("random", "2", "1"), ("hill_climbing", "2", "1")]
@@ -153,6 +155,8 @@ def test_cli_rejects_bad_evaluator_and_start(capsys):
                          (["--evaluator", "no_such_mod_xyz:f"], "cannot import"),
                          (["--start", "C(16,3,1), SM(10"], "start.arch"),
                          (["--lr", "-0.1"], "--lr must be"),
+                         (["--set", "space.filters"], "SECTION.FIELD=VALUE"),
+                         (["--set", "space.filters=big"], "space.filters"),
                          (["--start-lr", "nan"], "--start-lr must be")):
         with pytest.raises(SystemExit) as exc:
             main(["--agents", "random", "--children", "1", *argv])

@@ -178,7 +178,8 @@ def compare(agents: Sequence[str], seeds: Sequence[int], children: int, *,
             val_size: int = 1000, epochs: int = 1, max_batches: int | None = 20,
             start_epochs: int = 2, progress: bool = True,
             rank_by: str | None = None, seconds: float | None = None,
-            lr: float = 0.02, start_lr: float = 0.02) -> list[RunRecord]:
+            lr: float = 0.02, start_lr: float = 0.02,
+            overrides: dict[str, Any] | None = None) -> list[RunRecord]:
     """Run every agent under every seed with the same start, evaluator and budget; write outputs.
 
     Every run is :func:`eas.search.run_search` with one stage of ``children``
@@ -190,14 +191,15 @@ def compare(agents: Sequence[str], seeds: Sequence[int], children: int, *,
     ``lr``. Returns one :class:`RunRecord`
     per (agent, seed), in order; ``rank_by`` orders the table (see :data:`RANK_BY`).
     ``seconds`` equalises compute instead of children (``children`` is then a
-    cap). Bad settings raise ``ValueError`` (a
+    cap). ``overrides`` (``"section.field"`` -> value) go into every run's config. Bad settings raise ``ValueError`` (a
     :class:`ConfigError` names the field) before anything is written.
     """
     ev = load_evaluator(evaluator)
     train = ev is None
     base = _base_overrides(dataset, data_root, start, children, per_round, train,
                            train_subset, val_size, epochs, max_batches, seconds, lr)
-    cfg = load_config(overrides=base)  # bad dataset / start architecture: stop here
+    base.update(overrides or {})  # e.g. {"space.filters": "16,32,48,64"}: every run
+    cfg = load_config(overrides=base)  # bad dataset / start architecture / field: stop here
     agent_over = {name: _budget_overrides(name, children, epochs if train else None)
                   for name in agents}
     data = None
@@ -282,6 +284,9 @@ def build_parser(prog: str = "eas compare") -> argparse.ArgumentParser:
                    help="train: children's initial learning rate (cosine to 0)")
     p.add_argument("--start-lr", type=float, default=0.02,
                    help="train: the start network's initial learning rate (cosine to 0)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                   help="a setting for every run, e.g. --set space.filters=16,32,48,64 "
+                        "(repeatable)")
     p.add_argument("--rank-by", choices=RANK_BY, default=None,
                    help="order the table best first by mean best accuracy or by the mean "
                         "hypervolume of the (accuracy, parameters) fronts (default: --agents order)")
@@ -305,6 +310,12 @@ def main(argv: Sequence[str] | None = None, prog: str = "eas compare") -> int:
         p.error("--children must be >= 1")
     if args.seconds is not None and not (0 < args.seconds < float("inf")):
         p.error(f"--seconds must be a positive number of seconds, got {args.seconds}")
+    overrides: dict[str, str] = {}
+    for item in args.set:
+        key, eq, value = item.partition("=")
+        if not eq or "." not in key:
+            p.error(f"--set takes SECTION.FIELD=VALUE, got {item!r}")
+        overrides[key.strip()] = value.strip()
     for flag, value in (("--lr", args.lr), ("--start-lr", args.start_lr)):
         if not (0 < value < float("inf")):
             p.error(f"{flag} must be a positive learning rate, got {value}")
@@ -320,7 +331,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "eas compare") -> int:
                 per_round=args.per_round, train_subset=args.train_subset,
                 val_size=args.val_size, epochs=args.epochs, max_batches=args.max_batches,
                 start_epochs=args.start_epochs, rank_by=args.rank_by, seconds=args.seconds,
-                lr=args.lr, start_lr=args.start_lr)
+                lr=args.lr, start_lr=args.start_lr, overrides=overrides)
     except (ConfigError, DatasetNotFoundError, ValueError) as exc:
         p.error(str(exc))
     return 0
