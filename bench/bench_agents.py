@@ -1,16 +1,17 @@
 """The agent comparison study: every agent, several seeds, equal child-training time (Fashion-MNIST, CPU).
 
 Runs :func:`eas.search.compare.compare` with the ``train`` evaluator: the
-default preset's start network (Table 1 fitted to 28x28) is trained once on a
+default preset's start network (Table 1 narrowed) is trained once on a
 10k-image subset of Fashion-MNIST (validation: 2,000 held-out training images)
 and shared; then every agent searches from it, once per seed, until its
 children's training time (the sum of their ``train_time``) reaches
 ``--seconds``. Every child gets the same recipe (the default preset's:
-``--epochs`` epoch capped at ``--max-batches`` batches of 64, cosine from
-``--lr``). The output folder gets the comparison's files (``comparison.md``,
-``comparison.csv``, ``runs.csv``, ``curves.csv``, ``comparison.png``: best-so-far
-accuracy against children and against child-training seconds, mean over seeds
-with the min-max band) plus ``machine.txt``.
+``--epochs`` full epoch of batches of 64, cosine from ``--lr``) and the same
+search space (the preset's: up to 64 filters and 256 units). The output folder
+gets the comparison's files (``comparison.md``, ``comparison.csv``, ``runs.csv``,
+``curves.csv``, ``comparison.png``: best-so-far accuracy against children and
+against child-training seconds, mean over seeds with the min-max band) plus
+``machine.txt``.
 
     python bench/bench_agents.py [--agents reinforce,random,hill_climbing,lemonade]
         [--seeds 0,1,2] [--seconds 120] [--out runs/study_fashion] [--threads 2]
@@ -38,6 +39,10 @@ from _machine import cpu_model  # noqa: E402
 
 from eas.search.compare import compare  # noqa: E402
 
+DEFAULT_START = ("C(16,3,1), P(2,2,MAX), C(16,3,1), P(2,2,MAX), C(32,3,1), P(2,2,MAX), "
+                 "C(32,3,1), P(3,3,AVG), FC(64), SM(10)")
+"""The default preset's start network (configs/default.toml)."""
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -47,13 +52,16 @@ def main() -> None:
                     help="child-training seconds per run (the equal budget)")
     ap.add_argument("--children", type=int, default=10_000, help="cap on children per run")
     ap.add_argument("--epochs", type=int, default=1, help="epochs per child")
-    ap.add_argument("--max-batches", type=int, default=60, help="batches per child epoch")
-    ap.add_argument("--lr", type=float, default=0.005, help="children's initial learning rate")
+    ap.add_argument("--max-batches", type=int, default=None, help="batches per child epoch cap")
+    ap.add_argument("--lr", type=float, default=0.01, help="children's initial learning rate")
     ap.add_argument("--start-lr", type=float, default=0.02, help="start network's learning rate")
     ap.add_argument("--start-epochs", type=int, default=3)
     ap.add_argument("--train-subset", type=int, default=10_000)
     ap.add_argument("--val-size", type=int, default=2000)
     ap.add_argument("--per-round", type=int, default=5)
+    ap.add_argument("--start", default=DEFAULT_START, help="start architecture (the default preset's)")
+    ap.add_argument("--filters", default="16,32,48,64", help="space.filters (the default preset's)")
+    ap.add_argument("--fc-units", default="64,128,256", help="space.fc_units (the default preset's)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="runs/study_fashion")
     ap.add_argument("--figure", default=None,
@@ -69,7 +77,9 @@ def main() -> None:
             args.children, evaluator="train", dataset="fashion-mnist", out=out,
             per_round=args.per_round, train_subset=args.train_subset, val_size=args.val_size,
             epochs=args.epochs, max_batches=args.max_batches, start_epochs=args.start_epochs,
-            seconds=args.seconds, lr=args.lr, start_lr=args.start_lr, rank_by="accuracy")
+            seconds=args.seconds, lr=args.lr, start_lr=args.start_lr, rank_by="accuracy",
+            start=args.start,
+            overrides={"space.filters": args.filters, "space.fc_units": args.fc_units})
     machine = (f"{cpu_model()}, {os.cpu_count()} cores, {args.threads} torch threads, "
                f"Python {platform.python_version()}, torch {torch.__version__}; load average "
                f"{load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end; "
