@@ -205,6 +205,9 @@ def test_equal_child_seconds_budget(tmp_path, monkeypatch):
     for rec in records:
         arch_seconds = sum(0.01 * len(Architecture.parse(a).layers) for a in rec.archs)
         assert rec.child_seconds == pytest.approx(arch_seconds)
+        # every child's train_time reaches the record (curves.csv, the seconds axis)
+        assert rec.seconds_so_far[-1] == pytest.approx(rec.child_seconds)
+        assert all(t > 0 for t in rec.train_times) or rec.cached
         assert rec.child_seconds >= 1.0  # the budget is spent ...
         assert 1 < len(rec.accuracies) < 100  # ... and ends the run long before the cap
         # ... in the round that reached it (rounds of <= 8 children of <= 0.2 s)

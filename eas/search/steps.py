@@ -484,7 +484,9 @@ def write_reports(run: SearchRun) -> tuple[dict[str, Any], str]:
         "best_accuracy": top[0]["accuracy"] if top else None,
         "best_arch": top[0]["arch"] if top else None,
         "final": state.final,
-        "history": [{k: h[k] for k in ("step", "stage", "arch", "accuracy", "failed", "cached")}
+        "history": [{**{k: h[k] for k in ("step", "stage", "arch", "accuracy", "failed",
+                                          "cached")},
+                     "train_time": float(h.get("train_time") or 0.0)}
                     for h in state.history],
         "config": config_to_dict(cfg),
     }
