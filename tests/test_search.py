@@ -12,10 +12,10 @@ from helpers import FASHION, TINY, CheapEvaluator, cheap_config, quiet, tensorbo
 
 from eas.checkpoint import atomic_save, load_checkpoint, load_network, save_network
 from eas.network import build_network
-from eas.search import train_controller
+from eas.search import report, train_controller
 from eas.search.config import load_config
 from eas.search.loop import CHECKPOINT, run_search
-from eas.search.report import plot_progress, top_architectures, write_summary
+from eas.search.report import plot_progress, summary_rows, top_architectures, write_summary
 from eas.search.train_controller import main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -183,8 +183,6 @@ def test_reports(tmp_path: Path) -> None:
     ]
     top = top_architectures(history, 3)
     assert [r["arch"] for r in top] == ["A0", "A3", "A2"]  # A3's failed try is ignored
-    from eas.search.report import summary_rows
-
     rows = summary_rows(top, {"A0": {"test_accuracy": 0.8}})
     write_summary(tmp_path, {"run_name": "x"}, rows)
     data = json.loads((tmp_path / "summary.json").read_text())
@@ -192,3 +190,22 @@ def test_reports(tmp_path: Path) -> None:
     assert len((tmp_path / "summary.csv").read_text().splitlines()) == 4
     plot_progress(history, tmp_path / "progress.png", start_accuracies=[0.4, 0.6])
     assert (tmp_path / "progress.png").stat().st_size > 1000
+
+
+def test_progress_plot_draws_the_parent_controls(tmp_path, monkeypatch):
+    history = [{"step": i + 1, "stage": 1 if i < 3 else 2, "arch": f"A{i}",
+                "accuracy": 0.80 + i / 100, "failed": False} for i in range(6)]
+    seen = {}
+
+    def capture(fig, path):
+        ax = fig.axes[0]
+        seen["labels"] = ax.get_legend_handles_labels()[1]
+        seen["ylim"] = ax.get_ylim()
+        return Path(path)
+
+    monkeypatch.setattr(report, "save_figure", capture)
+    plot_progress(history, tmp_path / "p.png", start_accuracies=[0.79, 0.82],
+                  control_accuracies=[0.70, None])
+    assert "stage 1 parent control" in seen["labels"]
+    assert "stage 2 parent control" not in seen["labels"]  # none measured for stage 2
+    assert seen["ylim"][0] < 70.0  # the control is inside the plot

@@ -17,7 +17,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import matplotlib
+
 from eas.checkpoint import atomic_write_text
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only back-end)
 
 __all__ = ["SUMMARY_COLUMNS", "format_table", "plot_progress", "save_figure", "top_architectures",
            "write_summary"]
@@ -125,19 +130,16 @@ def plot_progress(
     path: str | Path,
     *,
     start_accuracies: Sequence[float | None] = (),
+    control_accuracies: Sequence[float | None] = (),
     title: str = "Architecture search progress",
 ) -> Path:
     """Plot every child's validation accuracy against networks sampled (EAS Figure 4 style).
 
     Dots: sampled networks (failed ones as crosses at 0); line: running best per
     stage; dashed vertical lines: stage boundaries; dotted horizontal lines: the
-    start network of each stage (``start_accuracies[i]`` for stage ``i + 1``).
+    start network of each stage (``start_accuracies[i]`` for stage ``i + 1``);
+    dash-dotted horizontal lines: each stage's parent control (``control_accuracies``).
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
     try:
         stages = sorted({int(r.get("stage", 1)) for r in history}) or [1]
@@ -164,10 +166,15 @@ def plot_progress(
             if start is not None and math.isfinite(start) and recs:
                 ax.hlines(100 * start, recs[0]["step"], recs[-1]["step"], colors=color,
                           linestyles=":", linewidth=1.2, label=f"stage {stage} start")
+            ctrl = control_accuracies[stage - 1] if stage - 1 < len(control_accuracies) else None
+            if ctrl is not None and math.isfinite(ctrl) and recs:
+                ax.hlines(100 * ctrl, recs[0]["step"], recs[-1]["step"], colors=color,
+                          linestyles="-.", linewidth=1.2, label=f"stage {stage} parent control")
             if si > 0 and recs:
                 ax.axvline(recs[0]["step"] - 0.5, color="grey", linestyle="--", linewidth=1)
         accs = [100 * r["accuracy"] for r in history if not r.get("failed")]
-        accs += [100 * a for a in start_accuracies if a is not None and math.isfinite(a)]
+        accs += [100 * a for a in (*start_accuracies, *control_accuracies)
+                 if a is not None and math.isfinite(a)]
         if accs:
             lo, hi = min(accs), max(accs)
             pad = max(0.5, 0.1 * (hi - lo))

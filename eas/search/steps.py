@@ -493,7 +493,9 @@ def write_reports(run: SearchRun) -> tuple[dict[str, Any], str]:
     summary["pareto"] = write_pareto_reports(run.run_dir, state.history,
                                              title=f"{cfg.data.name} — {s.agent} (seed {s.seed})")
     write_summary(run.run_dir, summary, rows)
+    controls = {c["stage"]: c["accuracy"] for c in state.parent_controls}
     plot_progress(state.history, run.run_dir / "progress.png", start_accuracies=start_accs,
+                  control_accuracies=[controls.get(k) for k in range(1, len(start_accs) + 1)],
                   title=f"{cfg.data.name} — {s.agent} (seed {s.seed})")
     return summary, f"{format_table(rows)}\n{format_stage_report(summary['stages'])}"
 
