@@ -7,7 +7,9 @@ and shared; then every agent searches from it, once per seed, until its
 children's training time (the sum of their ``train_time``) reaches
 ``--seconds``. Every child gets the same recipe (the default preset's:
 ``--epochs`` full epoch of batches of 64, cosine from ``--lr``) and the same
-search space (the preset's: up to 64 filters and 256 units). The output folder
+search space and episode schedule (the preset's: up to 48 filters and 256 units;
+wider, wider, deeper, deeper, deeper); hill climbing's children start at the same
+learning rate. The output folder
 gets the comparison's files (``comparison.md``, ``comparison.csv``, ``runs.csv``,
 ``curves.csv``, ``comparison.png``: best-so-far accuracy against children and
 against child-training seconds, mean over seeds with the min-max band) plus
@@ -60,7 +62,9 @@ def main() -> None:
     ap.add_argument("--val-size", type=int, default=2000)
     ap.add_argument("--per-round", type=int, default=5)
     ap.add_argument("--start", default=DEFAULT_START, help="start architecture (the default preset's)")
-    ap.add_argument("--filters", default="16,32,48,64", help="space.filters (the default preset's)")
+    ap.add_argument("--filters", default="16,24,32,48", help="space.filters (the default preset's)")
+    ap.add_argument("--schedule", default="wider,wider,deeper,deeper,deeper",
+                    help="search.schedule (the default preset's)")
     ap.add_argument("--fc-units", default="64,128,256", help="space.fc_units (the default preset's)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="runs/study_fashion")
@@ -79,7 +83,10 @@ def main() -> None:
             epochs=args.epochs, max_batches=args.max_batches, start_epochs=args.start_epochs,
             seconds=args.seconds, lr=args.lr, start_lr=args.start_lr, rank_by="accuracy",
             start=args.start,
-            overrides={"space.filters": args.filters, "space.fc_units": args.fc_units})
+            overrides={"space.filters": args.filters, "space.fc_units": args.fc_units,
+                       "search.schedule": args.schedule,
+                       # NASH's children get the same learning rate as everyone else's
+                       "hill_climbing.lr_start": args.lr})
     machine = (f"{cpu_model()}, {os.cpu_count()} cores, {args.threads} torch threads, "
                f"Python {platform.python_version()}, torch {torch.__version__}; load average "
                f"{load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end; "
