@@ -86,6 +86,12 @@ def test_curves_record_child_seconds(tmp_path):
     assert [float(r["child_seconds"]) for r in rows] == [0.0, 1.5, 3.5, 0.0, 4.0]
     assert [float(r["best_so_far"]) for r in rows] == [0.5, 0.5, 0.7, 0.5, 0.6]
     assert (tmp_path / "comparison.png").stat().st_size > 0
+    # read at an equal budget: 3.0 s ends run 0 after child 1 and run 1 before its child
+    assert [r.best_within(3.0) for r in recs] == [0.5, 0.5]
+    assert [r.best_within(3.5) for r in recs] == [0.7, 0.5]
+    rows = write_outputs(recs, tmp_path, seconds=3.5)
+    assert rows[0]["best_within_budget_mean"] == pytest.approx(0.6)
+    assert "Best within the budget of 3.5" in (tmp_path / "comparison.md").read_text()
 
 
 def test_rank_by_accuracy_or_front_hypervolume(tmp_path):

@@ -238,7 +238,7 @@ def compare(agents: Sequence[str], seeds: Sequence[int], children: int, *,
                 print(f"{name:>14s} seed {seed}: best {rec.best_accuracy:.4f} after "
                       f"{len(rec.accuracies)} children ({rec.cached} cached), "
                       f"{rec.child_seconds:.1f} child s, in {rec.wall_time:.1f}s")
-    write_outputs(records, out_dir, rank_by)
+    write_outputs(records, out_dir, rank_by, seconds)
     if progress:
         print((out_dir / "comparison.md").read_text())
         print(f"wrote {out_dir}/comparison.csv, comparison.md, comparison.png, runs.csv, "

@@ -69,6 +69,12 @@ class RunRecord:
         """Child-training seconds spent after 0, 1, ..., n children (index 0: 0.0)."""
         return [0.0, *np.cumsum(self.train_times or [0.0] * len(self.accuracies)).tolist()]
 
+    def best_within(self, seconds: float) -> float:
+        """Best accuracy among the children finished within ``seconds`` of child training
+        (the start network included): the runs' budgets are checked once per round, so a
+        run may overshoot; this reads every run at the same point."""
+        return max(b for b, t in zip(self.best_so_far, self.seconds_so_far) if t <= seconds)
+
     @property
     def best_accuracy(self) -> float:
         """Best validation accuracy seen (the start network included)."""
@@ -113,7 +119,8 @@ def _hypervolumes(records: Sequence[RunRecord]) -> list[float]:
             else float("nan") for r in records]
 
 
-def _summary(records: Sequence[RunRecord], rank_by: str | None = None) -> list[dict[str, Any]]:
+def _summary(records: Sequence[RunRecord], rank_by: str | None = None,
+             seconds: float | None = None) -> list[dict[str, Any]]:
     hv = _hypervolumes(records)
     rows = []
     for name in dict.fromkeys(r.agent for r in records):
@@ -137,6 +144,12 @@ def _summary(records: Sequence[RunRecord], rank_by: str | None = None) -> list[d
             "best_arch": top.best_arch,
             "hypervolume_params": float(np.mean(hvs)),
         })
+        if seconds is not None:
+            within = np.asarray([r.best_within(seconds) for r in runs])
+            rows[-1].update({
+                "best_within_budget_mean": float(within.mean()),
+                "best_within_budget_std": float(within.std(ddof=1)) if len(within) > 1 else 0.0,
+            })
     if rank_by is not None:
         if rank_by not in RANK_BY:
             raise ValueError(f"rank_by must be one of {', '.join(RANK_BY)}, got {rank_by!r}")
@@ -146,16 +159,18 @@ def _summary(records: Sequence[RunRecord], rank_by: str | None = None) -> list[d
 
 
 def write_outputs(records: Sequence[RunRecord], out_dir: str | Path,
-                  rank_by: str | None = None) -> list[dict[str, Any]]:
+                  rank_by: str | None = None,
+                  seconds: float | None = None) -> list[dict[str, Any]]:
     """Write comparison.csv/.md/.png, runs.csv and curves.csv; return the summary rows.
 
     The rows are in agent order, or ranked best first by ``rank_by`` ("accuracy":
     mean best accuracy; "hypervolume": mean hypervolume of the (accuracy,
-    parameters) fronts).
+    parameters) fronts). With ``seconds`` (the equal child-training budget) the
+    rows also hold the best accuracy reached within it (:meth:`RunRecord.best_within`).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows = _summary(records, rank_by)
+    rows = _summary(records, rank_by, seconds)
     with open(out_dir / "comparison.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
@@ -191,6 +206,12 @@ def write_outputs(records: Sequence[RunRecord], out_dir: str | Path,
             f"| {row['wall_time_s']:.1f} s "
             f"| {row['hypervolume_params']:.4f} | `{row['best_arch']}` |")
     lines.append("")
+    if seconds is not None:
+        lines.append(f"Best within the budget of {seconds:g} child-training seconds (runs "
+                     "stop at the end of the round that reaches it, so they may overshoot): "
+                     + ", ".join(f"{row['agent']} {row['best_within_budget_mean']:.4f} ± "
+                                 f"{row['best_within_budget_std']:.4f}" for row in rows) + ".")
+        lines.append("")
     lines.append(f"Start network accuracy: {rows[0]['start_acc']:.4f}.")
     (out_dir / "comparison.md").write_text("\n".join(lines) + "\n")
     _plot(records, out_dir / "comparison.png")
