@@ -26,6 +26,7 @@ time") and the README plot come from this script.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import shutil
@@ -40,10 +41,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import cpu_model  # noqa: E402
 
 from eas.search.compare import compare  # noqa: E402
+from eas.search.compare_report import record_from_summary, write_outputs  # noqa: E402
 
 DEFAULT_START = ("C(16,3,1), P(2,2,MAX), C(16,3,1), P(2,2,MAX), C(32,3,1), P(2,2,MAX), "
                  "C(32,3,1), P(3,3,AVG), FC(64), SM(10)")
 """The default preset's start network (configs/default.toml)."""
+
+
+def rebuild(out: Path, agents: list[str], seeds: list[int], seconds: float,
+            figure: str | None) -> None:
+    """Write the comparison files of ``out`` again from its runs' summary.json files."""
+    records = []
+    for agent in agents:
+        for seed in seeds:
+            summary = json.loads((out / "runs" / f"{agent}__seed{seed}" / "summary.json")
+                                 .read_text())
+            records.append(record_from_summary(agent, seed, summary,
+                                               summary["start_accuracies"][0]))
+    write_outputs(records, out, rank_by="accuracy", seconds=seconds)
+    print((out / "comparison.md").read_text())
+    if figure:
+        shutil.copyfile(out / "comparison.png", figure)
 
 
 def main() -> None:
@@ -68,17 +86,23 @@ def main() -> None:
     ap.add_argument("--fc-units", default="64,128,256", help="space.fc_units (the default preset's)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="runs/study_fashion")
+    ap.add_argument("--report-only", action="store_true",
+                    help="rebuild the tables and plot of an existing --out from its run folders")
     ap.add_argument("--figure", default=None,
                     help="also copy comparison.png here (e.g. docs/study_fashion.png)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     out = Path(args.out)
+    agents = [a for a in args.agents.split(",") if a]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    if args.report_only:
+        rebuild(out, agents, seeds, args.seconds, args.figure)
+        return
     if out.exists():
         sys.exit(f"bench_agents: {out} exists; choose another --out (nothing is overwritten)")
     t0 = time.perf_counter()
     load = os.getloadavg()[0]
-    compare([a for a in args.agents.split(",") if a], [int(s) for s in args.seeds.split(",")],
-            args.children, evaluator="train", dataset="fashion-mnist", out=out,
+    compare(agents, seeds, args.children, evaluator="train", dataset="fashion-mnist", out=out,
             per_round=args.per_round, train_subset=args.train_subset, val_size=args.val_size,
             epochs=args.epochs, max_batches=args.max_batches, start_epochs=args.start_epochs,
             seconds=args.seconds, lr=args.lr, start_lr=args.start_lr, rank_by="accuracy",
