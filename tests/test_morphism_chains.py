@@ -12,9 +12,10 @@ from test_morphisms import (
     make,
     random_chain,
     rel_err,
-    single_thread,  # noqa: F401  (autouse fixture)
     snapshot,
 )
+
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 PLAIN = "C(4,3,1), C(4,3,1), P(2,2,MAX), C(6,3,1), C(6,3,1), FC(8), SM(3)"
 DENSE = "C(4,3,1), DL(2,3,0), DL(2,3,0), C(4,1,1), P(2,2,AVG), DL(2,3,8), DL(2,3,8), P(4,4,AVG), SM(3)"
