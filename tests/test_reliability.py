@@ -511,7 +511,7 @@ def test_every_child_failed_stops_with_the_reasons_counted(tmp_path: Path, capsy
 def test_a_diverging_start_network_stops_the_run(tmp_path: Path, capsys) -> None:
     argv = ["--data.name", "fashion-mnist", "--data.device", "cpu", "--data.train_subset",
             "256", "--data.val_size", "200", "--start.epochs", "1", "--start.arch",
-            "C(8,3,1), P(2,2,MAX), FC(16), SM(10)", "--child.lr", "1e6",
+            "C(8,3,1), P(2,2,MAX), FC(16), SM(10)", "--start.lr", "1e6",
             "--child.batch_size", "32", "--search.progress", "false",
             "--search.runs_dir", str(tmp_path), "--search.run_name", "div"]
     assert main(argv) == 1
