@@ -12,6 +12,7 @@ from eas.envs import EvalResult, TrainerEvaluator, VectorNetTransformEnv
 from eas.envs.halving import HalvingConfig, HalvingEvaluator, at_budget, rank_rewards, survivors
 from eas.envs.journal import Journal
 from eas.envs.parallel import ParallelEvaluator
+from helpers import cheap_config
 
 from eas.network import build_network
 from eas.search.config import ConfigError, load_config
@@ -223,18 +224,15 @@ class CheapBudgetEvaluator:
 
 @pytest.mark.slow
 def test_search_loop_records_fidelity_and_resumes(tmp_path: Path) -> None:
-    values = {
-        "data.name": "fashion-mnist", "data.device": "cpu", "start.epochs": "0",
-        "space.filters": "16,32,48,64", "space.fc_units": "64,128,256",
+    values = {  # cheap_config's data-free search, one stage of 8 with halving
         "search.children_per_step": "4", "search.stage1_networks": "8",
-        "search.stage1_best_epochs": "0", "search.stage2_networks": "0",
-        "search.schedule": "wider,deeper", "search.final_top_k": "0",
-        "search.progress": "false", "search.runs_dir": str(tmp_path), "search.run_name": "sh",
-        "search.cache": "false", "halving.rungs": "1,3", "halving.eta": "2",
+        "search.stage2_networks": "0", "search.schedule": "wider,deeper",
+        "search.run_name": "sh", "search.cache": "false", "halving.rungs": "1,3",
+        "halving.eta": "2",
         "search.parent_control": "false",  # evaluator calls are then exactly the children
     }
     calls: list = []
-    out = run_search(load_config(None, values), evaluator=CheapBudgetEvaluator(calls=calls),
+    out = run_search(cheap_config(tmp_path, **values), evaluator=CheapBudgetEvaluator(calls=calls),
                      log=lambda _: None)
     records = out.state.history
     for k in (0, 4):  # per round: its distinct children at 1, the best half 2 more
@@ -245,10 +243,10 @@ def test_search_loop_records_fidelity_and_resumes(tmp_path: Path) -> None:
     assert all(0.0 <= r["reward"] <= 1.0 for r in records)
     # stopped after one round and resumed: the same children, fidelities and rewards
     values["search.run_name"] = "sh2"
-    first = run_search(load_config(None, {**values, "search.max_rounds": "1"}),
+    first = run_search(cheap_config(tmp_path, **values, **{"search.max_rounds": "1"}),
                        evaluator=CheapBudgetEvaluator(), log=lambda _: None)
     assert not first.finished
-    resumed = run_search(load_config(None, values), run_dir=first.run_dir, resume=True,
+    resumed = run_search(cheap_config(tmp_path, **values), run_dir=first.run_dir, resume=True,
                          evaluator=CheapBudgetEvaluator(), log=lambda _: None)
     keys = ("arch", "accuracy", "reward", "fidelity")
     assert [[r[k] for k in keys] for r in resumed.state.history] == \
