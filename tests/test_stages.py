@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -14,7 +13,6 @@ from eas.checkpoint import network_from_record
 from eas.search.config import ConfigError, load_config
 from eas.search.loop import run_search
 from eas.search.stages import stage_budgets, stage_start_epochs
-from eas.search.steps import start_train_config
 
 HC = {"hill_climbing.n_neigh": "3", "hill_climbing.n_nm": "2", "hill_climbing.n_steps": "20"}
 
@@ -44,7 +42,7 @@ def test_stage_budgets_default_to_the_two_paper_fields() -> None:
 def test_start_networks_train_at_start_lr_or_the_child_lr() -> None:
     for over, lr in (({}, 0.02), ({"start.lr": "0.05"}, 0.05)):
         cfg = load_config(None, {"child.lr": "0.02", "child.max_batches_per_epoch": "30", **over})
-        recipe = start_train_config(SimpleNamespace(cfg=cfg), cfg.child, 3)
+        recipe = cfg.start.recipe(cfg.child, 3)
         assert recipe.lr == pytest.approx(lr)
         assert recipe.epochs == 3 and recipe.max_batches_per_epoch is None  # full epochs
         assert recipe.momentum == cfg.child.momentum  # the rest is the child recipe

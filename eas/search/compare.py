@@ -191,13 +191,15 @@ def compare(agents: Sequence[str], seeds: Sequence[int], children: int, *,
     ``lr``. Returns one :class:`RunRecord`
     per (agent, seed), in order; ``rank_by`` orders the table (see :data:`RANK_BY`).
     ``seconds`` equalises compute instead of children (``children`` is then a
-    cap). ``overrides`` (``"section.field"`` -> value) go into every run's config. Bad settings raise ``ValueError`` (a
-    :class:`ConfigError` names the field) before anything is written.
+    cap). ``overrides`` (``"section.field"`` -> value) go into every run's
+    config. Bad settings raise ``ValueError`` (a :class:`ConfigError` names the
+    field) before anything is written.
     """
     ev = load_evaluator(evaluator)
     train = ev is None
     base = _base_overrides(dataset, data_root, start, children, per_round, train,
                            train_subset, val_size, epochs, max_batches, seconds, lr)
+    base["start.lr"] = start_lr  # the shared start's training (the runs load its weights)
     base.update(overrides or {})  # e.g. {"space.filters": "16,32,48,64"}: every run
     cfg = load_config(overrides=base)  # bad dataset / start architecture / field: stop here
     agent_over = {name: _budget_overrides(name, children, epochs if train else None)
@@ -211,9 +213,8 @@ def compare(agents: Sequence[str], seeds: Sequence[int], children: int, *,
     out_dir.mkdir(parents=True, exist_ok=True)
     start_net = _start(cfg, data)
     if train:
-        res = train_child(start_net, data, dataclasses.replace(
-            cfg.child, epochs=start_epochs, max_batches_per_epoch=None, lr=start_lr),
-            device="cpu", seed=0)
+        res = train_child(start_net, data, cfg.start.recipe(cfg.child, start_epochs),
+                          device="cpu", seed=0)
         start_accuracy = float(res.val_accuracy)
         weights_path = out_dir / "start_weights.pt"
         torch.save(start_net.state_dict(), weights_path)

@@ -13,7 +13,7 @@ import math
 import re
 import typing
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from functools import cache
 from typing import Any, Literal
 
@@ -185,6 +185,12 @@ class StartConfig(_Section):
                 "start.dropout", f"must be in [0, 1), got {self.dropout!r}")
         require(self.weights is None or (isinstance(self.weights, str) and self.weights.strip()),
                 "start.weights", f"must be a file or none, got {self.weights!r}")
+
+    def recipe(self, child: TrainConfig, epochs: int) -> TrainConfig:
+        """How a start network is trained: the child recipe ``child`` for ``epochs`` full
+        epochs, at ``lr`` when set (the first stage's start and each later one's)."""
+        return replace(child, epochs=epochs, max_batches_per_epoch=None,
+                       **({} if self.lr is None else {"lr": float(self.lr)}))
 
 
 @dataclass

@@ -74,8 +74,8 @@ from eas.search.state import (
     resolve_device,
     update_best,
 )
-from eas.training import TrainConfig, final_train, train_child
 from eas.training import evaluate as evaluate_net
+from eas.training import final_train, train_child
 
 __all__ = [
     "build_agent",
@@ -86,7 +86,6 @@ __all__ = [
     "open_run",
     "play_round",
     "record_round",
-    "start_train_config",
     "stage_is_over",
     "write_reports",
 ]
@@ -154,14 +153,6 @@ def open_run(cfg: SearchConfig, *, run_dir: str | Path | None, resume: bool, dat
                      child_cfg=cfg.child, elapsed_before=state.elapsed, lock=lock)
 
 
-def start_train_config(run: SearchRun, child_cfg: TrainConfig, epochs: int) -> TrainConfig:
-    """The recipe that trains a start network: the child recipe for ``epochs`` full
-    epochs, at ``start.lr`` when set."""
-    lr = run.cfg.start.lr
-    return dataclasses.replace(child_cfg, epochs=epochs, max_batches_per_epoch=None,
-                               **({} if lr is None else {"lr": float(lr)}))
-
-
 def build_start_network(run: SearchRun) -> None:
     """The stage's start network: restored, loaded from ``start.weights``, or trained first.
 
@@ -182,7 +173,7 @@ def build_start_network(run: SearchRun) -> None:
         elif cfg.start.epochs > 0:
             run.log(f"training the start network {arch} for {cfg.start.epochs} epochs ...")
             res = train_child(net, run.get_data(),
-                              start_train_config(run, cfg.child, cfg.start.epochs),
+                              cfg.start.recipe(cfg.child, cfg.start.epochs),
                               device=run.device, seed=seed, progress=cfg.search.progress)
             acc = res.val_accuracy
             check_start(acc, res.failed, res.reason)
@@ -317,7 +308,7 @@ def _next_stage_start(run: SearchRun, stage: int) -> ChildNet:
     if epochs > 0:
         run.log(f"best so far ({100 * acc:.2f}%): training it {epochs} more "
                 f"epochs to start stage {stage}: {best['arch']}")
-        longer = start_train_config(run, run.child_cfg, epochs)
+        longer = run.cfg.start.recipe(run.child_cfg, epochs)
         res = train_child(net, run.get_data(), longer, device=run.device, seed=int(s.seed),
                           progress=s.progress)
         net.cpu()
