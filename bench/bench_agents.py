@@ -13,7 +13,7 @@ learning rate. The output folder
 gets the comparison's files (``comparison.md``, ``comparison.csv``, ``runs.csv``,
 ``curves.csv``, ``comparison.png``: best-so-far accuracy against children and
 against child-training seconds, mean over seeds with the min-max band) plus
-``machine.txt``.
+``machine.txt``. Every default not named here comes from configs/default.toml.
 
     python bench/bench_agents.py [--agents reinforce,random,hill_climbing,lemonade]
         [--seeds 0,1,2] [--seconds 120] [--out runs/study_fashion] [--threads 2]
@@ -42,10 +42,10 @@ from _machine import cpu_model  # noqa: E402
 
 from eas.search.compare import compare  # noqa: E402
 from eas.search.compare_report import record_from_summary, write_outputs  # noqa: E402
+from eas.search.config import DEFAULT_CONFIG, load_config  # noqa: E402
 
-DEFAULT_START = ("C(16,3,1), P(2,2,MAX), C(16,3,1), P(2,2,MAX), C(32,3,1), P(2,2,MAX), "
-                 "C(32,3,1), P(3,3,AVG), FC(64), SM(10)")
-"""The default preset's start network (configs/default.toml)."""
+PRESET = load_config(DEFAULT_CONFIG)
+"""The default preset (configs/default.toml): the study's defaults come from it."""
 
 
 def rebuild(out: Path, agents: list[str], seeds: list[int], seconds: float,
@@ -71,19 +71,23 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=120.0,
                     help="child-training seconds per run (the equal budget)")
     ap.add_argument("--children", type=int, default=10_000, help="cap on children per run")
-    ap.add_argument("--epochs", type=int, default=1, help="epochs per child")
-    ap.add_argument("--max-batches", type=int, default=None, help="batches per child epoch cap")
-    ap.add_argument("--lr", type=float, default=0.01, help="children's initial learning rate")
-    ap.add_argument("--start-lr", type=float, default=0.02, help="start network's learning rate")
-    ap.add_argument("--start-epochs", type=int, default=3)
-    ap.add_argument("--train-subset", type=int, default=10_000)
-    ap.add_argument("--val-size", type=int, default=2000)
-    ap.add_argument("--per-round", type=int, default=5)
-    ap.add_argument("--start", default=DEFAULT_START, help="start architecture (the default preset's)")
-    ap.add_argument("--filters", default="16,24,32,48", help="space.filters (the default preset's)")
-    ap.add_argument("--schedule", default="wider,wider,deeper,deeper,deeper",
-                    help="search.schedule (the default preset's)")
-    ap.add_argument("--fc-units", default="64,128,256", help="space.fc_units (the default preset's)")
+    ap.add_argument("--epochs", type=int, default=PRESET.child.epochs, help="epochs per child")
+    ap.add_argument("--max-batches", type=int, default=PRESET.child.max_batches_per_epoch,
+                    help="batches per child epoch cap")
+    ap.add_argument("--lr", type=float, default=PRESET.child.lr,
+                    help="children's initial learning rate")
+    ap.add_argument("--start-lr", type=float, default=PRESET.start.lr,
+                    help="start network's learning rate")
+    ap.add_argument("--start-epochs", type=int, default=PRESET.start.epochs)
+    ap.add_argument("--train-subset", type=int, default=PRESET.data.train_subset)
+    ap.add_argument("--val-size", type=int, default=PRESET.data.val_size)
+    ap.add_argument("--per-round", type=int, default=PRESET.search.children_per_step)
+    ap.add_argument("--start", default=PRESET.start.arch, help="start architecture")
+    ap.add_argument("--filters", default=",".join(map(str, PRESET.space.filters)),
+                    help="space.filters")
+    ap.add_argument("--fc-units", default=",".join(map(str, PRESET.space.fc_units)),
+                    help="space.fc_units")
+    ap.add_argument("--schedule", default=PRESET.search.schedule, help="search.schedule")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="runs/study_fashion")
     ap.add_argument("--report-only", action="store_true",
