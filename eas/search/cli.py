@@ -22,6 +22,10 @@ from eas.search import compare, train_controller
 
 __all__ = ["COMMANDS", "main"]
 
+def _search(argv: list[str]) -> int:
+    return train_controller.main(argv, prog="eas search")
+
+
 def _compare(argv: list[str]) -> int:
     return compare.main(argv, prog="eas compare")
 
@@ -32,7 +36,7 @@ def _export(argv: list[str]) -> int:
 
 COMMANDS: dict[str, tuple[str, Callable[[list[str]], int]]] = {
     "search": ("run or resume an architecture search (= python -m eas.train_controller)",
-               train_controller.main),
+               _search),
     "compare": ("compare search agents on one budget (= python -m eas.compare)", _compare),
     "export": ("export a run's best network or Pareto front as ONNX + TorchScript "
                "(= python -m eas.export)", _export),

@@ -66,8 +66,8 @@ from typing import Any
 
 import torch
 
-from eas.agents.registry import get_agent_class
-from eas.data import DatasetNotFoundError, dataset_facts, load_dataset
+from eas.agents.registry import available_agents, get_agent_class
+from eas.data import DATASET_NAMES, DatasetNotFoundError, dataset_facts, load_dataset
 from eas.envs.evaluators import as_result
 from eas.envs.synthetic import SyntheticEvaluator
 from eas.network import ChildNet, build_network
@@ -252,12 +252,25 @@ def _safe(name: str) -> str:
 
 
 # ---------------------------------------------------------------------------- CLI
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Every option's help ends with its default (unless it already says what it is)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if (action.option_strings and "default" not in text and action.default is not None
+                and action.default is not argparse.SUPPRESS and action.default != []
+                and not isinstance(action.default, bool)):
+            text += " (default: %(default)s)"
+        return text
+
+
 def build_parser(prog: str = "eas compare") -> argparse.ArgumentParser:
     """The command line of ``eas compare`` (also ``python -m eas.compare``)."""
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=_HelpFormatter)
     p.add_argument("--agents", default="reinforce,random,hill_climbing",
-                   help="comma-separated agent names or module:Class paths")
+                   help="comma-separated agent names (" + ", ".join(available_agents())
+                        + ") or module:Class paths")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated integer seeds")
     p.add_argument("--children", type=int, default=None,
                    help="children evaluated per run: the budget (default 30), or with --seconds "
@@ -269,7 +282,7 @@ def build_parser(prog: str = "eas compare") -> argparse.ArgumentParser:
                    help="cheap: deterministic synthetic score; train: real CPU training; "
                         "or module:callable (net -> accuracy)")
     p.add_argument("--dataset", default="fashion-mnist",
-                   help="dataset name (fashion-mnist, mnist, cifar10, cifar100, svhn, imagefolder)")
+                   help=f"dataset name ({', '.join(DATASET_NAMES)})")
     p.add_argument("--data-root", default=None, help="dataset folder (default: search paths)")
     p.add_argument("--start", default="default",
                    help="start architecture (default: the paper's Table-1 network for the dataset)")

@@ -42,9 +42,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from eas import configs as _presets
-from eas.agents.registry import get_agent_class
+from eas.agents.registry import available_agents, get_agent_class
 from eas.arch import TABLE1, Architecture, SearchSpace, densenet_bc
-from eas.data import DATASET_CLASSES, DATASET_SHAPES  # the one home of dataset facts
+from eas.data import DATASET_CLASSES, DATASET_NAMES, DATASET_SHAPES  # the one home of dataset facts
+from eas.envs.parallel import BACKENDS
 from eas.network import MAX_PARAMETERS, estimate_parameters
 from eas.search.field_types import coerce, field_docs, field_type, split_optional, type_name
 from eas.search.sections import (
@@ -81,6 +82,7 @@ __all__ = [
     "build_parser",
     "config_to_dict",
     "dump_toml",
+    "field_choices",
     "field_docs",
     "load_config",
     "parse_command",
@@ -331,14 +333,35 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def build_parser(prog: str = "python -m eas.train_controller", agent: str | None = None
+def field_choices() -> dict[str, list[str]]:
+    """``"section.field" -> allowed values`` of the choice-valued string fields, from their
+    registries (agents: the built-ins and installed plug-ins, then ``module:Class``)."""
+    return {"data.name": list(DATASET_NAMES), "search.agent": [*available_agents(), "module:Class"],
+            "search.backend": list(BACKENDS)}
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ",".join(map(str, value)) if value else "empty"
+    return str(value)
+
+
+def build_parser(prog: str = "python -m eas.train_controller", agent: str | None = None,
+                 defaults: SearchConfig | None = None, source: str | None = None
                  ) -> argparse.ArgumentParser:
-    """The argument parser: --config, --agent, --resume and one --section.field per field."""
+    """The argument parser: --config, --agent, --resume and one --section.field per field.
+
+    ``defaults`` is the configuration the command would run without overrides (the
+    preset, ``--config``'s file or a resumed run's config; the dataclass defaults when
+    None) and ``source`` names where it came from; each field's help shows its value.
+    """
+    from_where = source or "the built-in (dataclass) defaults"
+    agents = ", ".join(field_choices()["search.agent"])
     parser = _Parser(
         prog=prog,
         description="Efficient architecture search by network transformation (EAS). "
         "Values come from the dataclass defaults, then --config (default: configs/default.toml), "
-        "then --section.field overrides.",
+        f"then --section.field overrides. The defaults shown below are {from_where}.",
         usage="%(prog)s [--config PATH] [--agent NAME] [--resume RUN] [--overwrite] [--debug] "
               "[--section.field VALUE ...]",
         epilog="Exit codes: 0 done (or stopped by search.max_rounds), 1 failed at run time, "
@@ -349,8 +372,7 @@ def build_parser(prog: str = "python -m eas.train_controller", agent: str | None
     parser.add_argument("--config", default=None, metavar="PATH",
                         help="TOML file of settings (default: configs/default.toml)")
     parser.add_argument("--agent", default=None, metavar="NAME",
-                        help="shortcut for --search.agent (reinforce, random, hill_climbing, "
-                        "module:Class)")
+                        help=f"shortcut for --search.agent (one of: {agents})")
     parser.add_argument("--resume", default=None, metavar="RUN",
                         help="continue runs/<RUN> (or the folder RUN) from its checkpoint.pt, "
                         "with its saved config (plus any overrides given here)")
@@ -359,27 +381,65 @@ def build_parser(prog: str = "python -m eas.train_controller", agent: str | None
                         "deleted); without it an existing folder is refused")
     parser.add_argument("--debug", action="store_true",
                         help="show the full traceback of an error (also: EAS_DEBUG=1)")
-    cfg = SearchConfig()
-    if agent is not None and agent_section(agent) == "agent":
+    cfg = copy.deepcopy(defaults) if defaults is not None else SearchConfig()
+    if agent is not None and agent_section(agent) == "agent" and not isinstance(
+            cfg.agent, agent_config_cls(agent)):
         cfg.agent = _default_instance("agent", agent)
+    choices = field_choices()
     for section_name, section in cfg.sections().items():
         doc = (type(section).__doc__ or "").strip().split("\n")[0]
         group = parser.add_argument_group(f"[{section_name}]", doc)
         docs = field_docs(type(section))
         for f in fields(section):
             default = getattr(section, f.name)
-            tp = field_type(type(section), f, default)
-            shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-            group.add_argument(
-                f"--{section_name}.{f.name}",
-                dest=f"{section_name}.{f.name}",
-                default=argparse.SUPPRESS,
-                metavar=type_name(tp).upper().replace(" ", "_")
-                if typing.get_origin(split_optional(tp)[0]) is not Literal
-                else "{" + ",".join(map(str, typing.get_args(split_optional(tp)[0]))) + "}",
-                help=f"{docs.get(f.name, '')} (default: {shown})",
-            )
+            tp = split_optional(field_type(type(section), f, default))[0]
+            key = f"{section_name}.{f.name}"
+            if key in choices:
+                metavar = "{" + ",".join(choices[key]) + "}"
+            elif typing.get_origin(tp) is Literal:
+                metavar = "{" + ",".join(map(str, typing.get_args(tp))) + "}"
+            else:
+                metavar = type_name(field_type(type(section), f, default)).upper().replace(" ", "_")
+            group.add_argument(f"--{key}", dest=key, default=argparse.SUPPRESS, metavar=metavar,
+                               help=f"{docs.get(f.name, '')} (default: {_shown(default)})"
+                               .replace("%", "%%"))
     return parser
+
+
+def _help_defaults(argv: Sequence[str], agent: str | None
+                   ) -> tuple[SearchConfig | None, str | None]:
+    """The configuration a command line starts from, for --help: a resumed run's saved
+    config, --config's file or the default preset, and a phrase saying which (None when
+    it cannot be read: the built-in defaults are shown; a real run reports the problem)."""
+    pre = _Parser(add_help=False, allow_abbrev=False)
+    pre.add_argument("--config", default=None)
+    pre.add_argument("--resume", default=None)
+    pre.add_argument("--search.runs_dir", dest="runs_dir", default="runs")
+    known, _ = pre.parse_known_args(list(argv))
+    path: Path | None = None
+    if known.resume is not None:
+        for folder in (Path(known.resume).expanduser(), Path(known.runs_dir) / known.resume):
+            if (folder / "config.toml").is_file():
+                path = folder / "config.toml"
+                break
+    elif known.config is not None:
+        path = Path(known.config)
+    elif DEFAULT_CONFIG.is_file():
+        path = DEFAULT_CONFIG
+    if path is None:
+        return None, None
+    shown = f"configs/{path.name}" if path.resolve().parent == CONFIG_DIR else str(path)
+    try:
+        cfg = load_config(path, {"search.agent": agent} if agent else None, check=False)
+    except (ConfigError, OSError, ValueError, TypeError) as exc:
+        return None, (f"the built-in (dataclass) defaults, as {shown} cannot be read "
+                      f"({_first_line(exc)})")
+    return cfg, (f"the values of {shown}: what this command runs with no --section.field "
+                 "override")
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 @dataclass
@@ -398,11 +458,12 @@ class Command:
     """--debug: show tracebacks."""
 
 
-def parse_command(argv: Sequence[str] | None = None) -> Command:
+def parse_command(argv: Sequence[str] | None = None,
+                  prog: str = "python -m eas.train_controller") -> Command:
     """Parse the command line into a :class:`Command` (values are checked by :func:`load_config`).
 
-    ``--help`` prints every field with its documentation and default and exits
-    0; an unknown option or field raises :class:`ConfigError` (or argparse exits
+    ``--help`` prints every field with its documentation and the value the command
+    would use (from the preset, ``--config`` or the resumed run) and exits 0; an unknown option or field raises :class:`ConfigError` (or argparse exits
     with code 2).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -411,7 +472,9 @@ def parse_command(argv: Sequence[str] | None = None) -> Command:
     pre.add_argument("--search.agent", dest="search_agent", default=None)
     known, _ = pre.parse_known_args(argv)
     agent = known.agent or known.search_agent
-    parser = build_parser(agent=agent)
+    defaults, source = (_help_defaults(argv, agent) if any(a in ("-h", "--help") for a in argv)
+                        else (None, None))
+    parser = build_parser(prog, agent=agent, defaults=defaults, source=source)
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         flag = unknown[0]

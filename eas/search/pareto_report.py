@@ -138,6 +138,33 @@ def update_front_networks(archive: dict[str, dict[str, Any]], history: Sequence[
     return stored
 
 
+def compact_number(value: float) -> str:
+    """A short tick label: 950, 12k, 1.5M, 2G (two significant digits)."""
+    value = float(f"{value:.2g}")
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= scale:
+            return f"{value / scale:g}{suffix}"
+    return f"{value:g}"
+
+
+def readable_log_ticks(ax: Any, values: Sequence[float], most: int = 5) -> None:
+    """At most ``most`` labelled x ticks on a log axis, spread over ``values``, with
+    compact labels (1.5M, not 1.5 x 10^6) and no minor-tick labels (which overlap when
+    the values span less than a decade or two)."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter, NullLocator
+
+    lo, hi = min(values), max(values)
+    if hi <= lo:
+        ticks = [lo]
+    else:
+        raw = [lo * (hi / lo) ** (i / (most - 1)) for i in range(most)]
+        ticks = sorted({float(f"{t:.2g}") for t in raw})
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: compact_number(v)))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def plot_pareto(history: Sequence[dict[str, Any]], path: str | Path, *,
                 title: str = "Accuracy against cost") -> Path:
     """One panel per cost present: every child a dot, the front as a step line (log x)."""
@@ -162,6 +189,7 @@ def plot_pareto(history: Sequence[dict[str, Any]], path: str | Path, *,
                 ax.scatter(xs, ys, s=28, color="C3", label=f"front ({len(front)})", zorder=3)
             if ok and min(r[cost] for r in ok) > 0:
                 ax.set_xscale("log")
+                readable_log_ticks(ax, [float(r[cost]) for r in ok])
             ax.set_xlabel(_LABELS[cost])
             ax.set_ylabel("validation accuracy (%)")
             ax.grid(alpha=0.3)

@@ -235,7 +235,7 @@ class SearchSection(_Section):
     SECTION: typing.ClassVar[str] = "search"
 
     agent: str = "reinforce"
-    """Search strategy: reinforce (EAS), random, hill_climbing, or module:Class."""
+    """Search strategy: a registered agent (reinforce = EAS, random, hill_climbing, lemonade, installed plug-ins) or module:Class."""
     seed: int = 1
     """Seed of the search (agent, transformations, child training, start network init)."""
     children_per_step: int = 10

@@ -40,6 +40,13 @@ from eas.search.loop import CONFIG_FILE, run_search
 __all__ = ["main", "resolve_run_dir"]
 
 PROG = "python -m eas.train_controller"
+"""The program's name when run as a module; ``eas search`` and ``eas-search`` pass their own."""
+
+
+def default_prog() -> str:
+    """The name this process was started under: ``eas-search`` (the script) or
+    ``python -m eas.train_controller``."""
+    return "eas-search" if Path(sys.argv[0]).name == "eas-search" else PROG
 
 
 def resolve_run_dir(run: str, runs_dir: str = "runs") -> Path:
@@ -53,8 +60,8 @@ def resolve_run_dir(run: str, runs_dir: str = "runs") -> Path:
     raise ConfigError("--resume", f"no run folder {run!r} (looked for {path} and {candidate})")
 
 
-def _fail(message: str, code: int = 2) -> int:
-    print(f"{PROG}: error: {_one_line(message)}", file=sys.stderr)
+def _fail(message: str, code: int = 2, prog: str = PROG) -> int:
+    print(f"{prog}: error: {_one_line(message)}", file=sys.stderr)
     return code
 
 
@@ -93,10 +100,11 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, old)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     """Parse the command line, then run or resume the search. Returns the exit code.
 
-    Every error is one line ``python -m eas.train_controller: error: ...`` naming
+    Every error is one line ``<prog>: error: ...`` (``prog``: ``eas search``,
+    ``eas-search`` or ``python -m eas.train_controller``, the default) naming
     the field, file or folder: exit 2 for bad input (found before any work and
     before anything is written), 1 for a failure at run time (also a failed final
     training, once the summary is written). ``--debug`` or
@@ -104,10 +112,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     leave the last checkpoint valid, print the resume hint and return 130/143.
     """
     args = list(sys.argv[1:] if argv is None else argv)
+    prog = prog or default_prog()
     debug = "--debug" in args or os.environ.get("EAS_DEBUG", "") not in ("", "0")
     try:
         with _sigterm_as_interrupt():
-            return _main(args)
+            return _main(args, prog)
     except KeyboardInterrupt as exc:
         term = isinstance(exc, Terminated)
         print(f"\n{'terminated (SIGTERM)' if term else 'interrupted'}; the last completed round "
@@ -118,16 +127,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except INPUT_ERRORS as exc:
         if debug:
             raise
-        return _fail(str(exc), 2)
+        return _fail(str(exc), 2, prog)
     except Exception as exc:  # noqa: BLE001 - one line, not a traceback, unless --debug
         if debug:
             raise
         text = str(exc) if isinstance(exc, SearchFailed) else f"{type(exc).__name__}: {exc}"
-        return _fail(f"{text} (run with --debug for the traceback)", 1)
+        return _fail(f"{text} (run with --debug for the traceback)", 1, prog)
 
 
-def _main(argv: list[str]) -> int:
-    cmd = parse_command(argv)
+def _main(argv: list[str], prog: str = PROG) -> int:
+    cmd = parse_command(argv, prog)
     if cmd.resume is not None:
         if cmd.config is not None:
             raise ConfigError("--config", "cannot be combined with --resume (the run's saved "
@@ -157,7 +166,7 @@ def _main(argv: list[str]) -> int:
     if outcome is None:
         return 1
     failure = final_training_failure(outcome.state.final)  # summary written; still exit 1
-    return _fail(failure, 1) if failure is not None else 0
+    return _fail(failure, 1, prog) if failure is not None else 0
 
 
 if __name__ == "__main__":
