@@ -19,14 +19,20 @@ import torch
 from eas.envs.evaluators import EvalResult, as_result
 from torch import nn
 
+from eas.accel import is_sticky_cuda_error
 from eas.network import ChildNet, build_network
 
 BACKENDS: tuple[str, ...] = ("auto", "serial", "process", "ray")
 """Accepted values of ``ParallelEvaluator(backend=...)`` (and of the ``search.backend`` config field)."""
 
-Outcome = Literal["ok", "error", "infra"]
-"""How one attempt ended: a result, an exception of the evaluator (no retry), or an
-infrastructure failure (worker death, out of memory, timeout: retried)."""
+Outcome = Literal["ok", "error", "infra", "sticky"]
+"""How one attempt ended: a result, an exception of the evaluator (no retry), an
+infrastructure failure (worker death, out of memory, timeout: retried), or a sticky
+CUDA error (illegal address, launch failure, ECC: the worker's CUDA context is
+unusable, so the worker is restarted and the child retried once on a fresh one)."""
+
+STICKY_RETRIES = 1
+"""Extra attempts, each on a restarted worker, for a child that hit a sticky CUDA error."""
 
 _RAY_MISSING = (
     "the 'ray' back-end needs Ray, which is not installed: pip install 'eas[ray]' "
@@ -214,23 +220,36 @@ def _evaluator_seed(evaluator: Any) -> int:
 def _run_child(evaluator: Any, spec: ChildSpec, seed: int) -> tuple[Outcome, EvalResult]:
     """Rebuild the child, seed the global RNGs, evaluate it and classify the outcome."""
     start = time.perf_counter()
-    with _rng_preserved():
-        try:
-            net = unpack_network(spec)
-            _seed_all(seed)
-            result = as_result(evaluator(net))
-        except Exception as exc:  # noqa: BLE001 - every failure is reported, none stops the batch
-            kind: Outcome = "infra" if is_out_of_memory(exc) else "error"
-            if kind == "infra" and torch.cuda.is_initialized():
-                torch.cuda.empty_cache()
-            reason = f"{type(exc).__name__}: {exc}"
-            return kind, EvalResult(
-                0.0, failed=True, reason=reason, train_time=time.perf_counter() - start,
-                extra={"traceback": traceback.format_exc(limit=20)},
-            )
+
+    def failure(kind: Outcome, exc: BaseException) -> tuple[Outcome, EvalResult]:
+        return kind, EvalResult(
+            0.0, failed=True, reason=f"{type(exc).__name__}: {exc}",
+            train_time=time.perf_counter() - start,
+            extra={"traceback": traceback.format_exc(limit=20)},
+        )
+
+    try:
+        with _rng_preserved():
+            try:
+                net = unpack_network(spec)
+                _seed_all(seed)
+                result = as_result(evaluator(net))
+            except Exception as exc:  # noqa: BLE001 - every failure is reported, none stops the batch
+                if is_sticky_cuda_error(exc):
+                    return failure("sticky", exc)
+                kind: Outcome = "infra" if is_out_of_memory(exc) else "error"
+                if kind == "infra" and torch.cuda.is_initialized():
+                    torch.cuda.empty_cache()
+                return failure(kind, exc)
+    except Exception as exc:  # restoring the CUDA RNG state on a poisoned context
+        if is_sticky_cuda_error(exc):
+            return failure("sticky", exc)
+        raise
     result.state_dict = _cpu_state(result.state_dict)
     if not result.train_time:
         result.train_time = time.perf_counter() - start
+    if result.failed and is_sticky_cuda_error(result.reason):
+        return "sticky", result
     if result.failed and is_out_of_memory(result.reason):
         if torch.cuda.is_initialized():
             torch.cuda.empty_cache()
@@ -247,6 +266,7 @@ class _Task:
     attempts: int = 0
     reasons: list[str] = field(default_factory=list)
     exclusive: bool = False  # retry alone on its GPU (after running out of memory)
+    restarts: int = 0  # attempts retried on a restarted worker after a sticky CUDA error
 
 
 class _Results(dict):
@@ -265,6 +285,13 @@ class _Results(dict):
 def _settle(task: _Task, kind: Outcome, result: EvalResult, max_retries: int,
             worker: str) -> EvalResult | None:
     """Final result of ``task`` after an attempt, or None when it is to be retried."""
+    if kind == "sticky":
+        if task.restarts < STICKY_RETRIES:
+            task.restarts += 1
+            task.reasons.append(f"sticky CUDA error, worker restarted: {result.reason}")
+            return None
+        result.reason = (f"{result.reason} (a sticky CUDA error again after "
+                         f"{task.restarts} worker restart(s))")
     if kind == "infra":
         task.reasons.append(result.reason or "infrastructure failure")
         if task.attempts <= max_retries:

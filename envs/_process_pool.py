@@ -67,6 +67,8 @@ def _worker_main(conn: mp_connection.Connection, gpu: str | None, threads: int,
         index, spec_bytes = message
         kind, result = _run_child(evaluator, _loads(spec_bytes), seed)
         conn.send_bytes(_dump_outcome(("done", index), kind, result))
+        if kind == "sticky":
+            return  # this process's CUDA context is unusable: the parent starts a new worker
 
 
 def _dump_outcome(head: tuple[Any, ...], kind: Outcome, result: EvalResult) -> bytes:
@@ -269,7 +271,7 @@ class _ProcessPool:
 
     def _service(self, w: _Worker, pending: deque[_Task], done: dict[int, EvalResult],
                  max_retries: int) -> None:
-        alive = True
+        alive, sticky = True, False
         try:
             while w.conn.poll():
                 message = _loads(w.conn.recv_bytes())
@@ -283,6 +285,7 @@ class _ProcessPool:
                     )
                 elif message[0] == "done":
                     _, index, kind, result = message
+                    sticky = sticky or kind == "sticky"
                     task, w.task = w.task, None
                     if task is None or task.index != index:  # pragma: no cover - protocol bug
                         raise RuntimeError(f"worker {w.name} answered for an unexpected child")
@@ -293,6 +296,9 @@ class _ProcessPool:
                         done[index] = final
         except (EOFError, OSError):
             alive = False
+        if sticky and w.task is None:
+            self._discard(w)  # poisoned CUDA context: the next child gets a fresh worker
+            return
         if alive and w.proc.is_alive():
             return
         task, was_ready = w.task, w.ready

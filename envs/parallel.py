@@ -46,6 +46,12 @@ Faults
   retried up to ``max_retries`` times on a fresh worker; an out-of-memory child is
   retried alone on its GPU. A child that keeps failing is recorded failed (lowest
   reward) and the batch goes on.
+* A sticky CUDA error (illegal address, launch failure, ECC error, ...:
+  :func:`eas.accel.is_sticky_cuda_error`) leaves the worker's CUDA context
+  unusable: the worker process exits and is replaced, and the child is retried
+  once on the fresh one (``extra["retried"]`` says "sticky CUDA error, worker
+  restarted"); this retry does not count against ``max_retries``. The serial
+  back-end cannot restart itself and records such a child failed.
 * Only the worker that died is replaced; children finished or running on other
   workers are never lost or re-run.
 * ``EvalResult.extra["attempts"]`` counts the tries; ``extra["retried"]`` lists
@@ -266,6 +272,10 @@ class ParallelEvaluator:
             while i not in done:
                 task.attempts += 1
                 kind, result = _run_child(self.base, spec, self.seed)
+                if kind == "sticky":  # no fresh CUDA context in this process: no retry
+                    kind = "error"
+                    result.reason = (f"{result.reason} (a sticky CUDA error: this process's CUDA "
+                                     "context is unusable; backend='process' restarts workers)")
                 final = _settle(task, kind, result, self.max_retries, "serial")
                 if final is not None:
                     done[i] = final
