@@ -74,7 +74,21 @@ class _RayPool:
         self._gpus = gpus_per_child if cluster_gpus > 0 and device != "cpu" else 0.0
         self._token = os.urandom(8).hex()
         self._payload_ref = ray.put(payload)
-        self._remote = ray.remote(max_retries=0)(_ray_task)
+        self._remote = ray.remote(**self.decoration())(_ray_task)
+
+    def decoration(self) -> dict[str, Any]:
+        """How the task function is declared to Ray.
+
+        GPU tasks declare ``num_gpus`` here, not only per call: Ray then sets
+        each task's ``CUDA_VISIBLE_DEVICES`` and, with ``max_calls=1`` (Ray's
+        default for GPU functions, stated explicitly), runs every child in a
+        fresh worker process, so no CUDA context, bound to one GPU and possibly
+        poisoned, is handed a child for another GPU. CPU tasks take one core and
+        keep their workers (the evaluator is set up once per worker).
+        """
+        if self._gpus > 0:
+            return {"max_retries": 0, "num_gpus": self._gpus, "max_calls": 1}
+        return {"max_retries": 0, "num_cpus": 1}
 
     @property
     def size(self) -> int:
@@ -85,11 +99,10 @@ class _RayPool:
 
     def _submit(self, task: _Task) -> Any:
         task.attempts += 1
-        gpus = 1.0 if task.exclusive and self._gpus > 0 else self._gpus
-        options: dict[str, Any] = {"num_gpus": gpus}
-        if gpus == 0:
-            options["num_cpus"] = 1
-        return self._remote.options(**options).remote(
+        remote = self._remote
+        if task.exclusive and self._gpus > 0:  # out of memory before: a whole GPU this time
+            remote = remote.options(num_gpus=1.0)
+        return remote.remote(
             self._token, [self._payload_ref], task.payload
         )
 
