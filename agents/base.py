@@ -9,7 +9,8 @@ A search runs in rounds. In each round the search loop
 3. calls :meth:`Agent.propose` with the batched observation until every
    episode ends (the environment trains and evaluates each child on its last
    step),
-4. hands the finished children to :meth:`Agent.learn`,
+4. hands the finished children (their records, :class:`~eas.envs.evaluators.EvalResult`)
+   to :meth:`Agent.learn`,
 
 and ends a stage early when :attr:`Agent.finished` says so.
 
@@ -32,8 +33,9 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
+from eas.envs.evaluators import EvalResult
 
-__all__ = ["Agent", "AgentContext", "ChildResult", "NoConfig"]
+__all__ = ["Agent", "AgentContext", "NoConfig"]
 
 
 @dataclass(frozen=True)
@@ -58,31 +60,6 @@ class AgentContext:
     """Seed the agent should derive all its randomness from."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Anything else the environment wants to tell agents (input shape, densenet, ...)."""
-
-
-@dataclass
-class ChildResult:
-    """One finished child, as the search loop hands it to :meth:`Agent.learn`."""
-
-    arch: str
-    """Architecture string of the child."""
-    accuracy: float
-    """Validation accuracy (0 if it failed)."""
-    reward: float
-    """tan(acc * pi / 2), or the lowest reward if the child failed (under successive
-    halving: the rank reward in [0, 1], comparable across fidelities)."""
-    failed: bool = False
-    params: int = 0
-    flops: int = 0
-    train_time: float = 0.0
-    cached: bool = False
-    """True when the accuracy came from the evaluation cache."""
-    net: Any = None
-    """The trained child (a ``ChildNet``) when the evaluator kept its weights, else None."""
-    actions: list[dict[str, Any]] = field(default_factory=list)
-    """The actions of the child's episode, in order."""
-    fidelity: int | None = None
-    """The training budget the child reached under successive halving (``eas.envs.halving``), else None."""
 
 
 @dataclass
@@ -159,8 +136,13 @@ class Agent(ABC):
         """Actions for a batch of observations (leading dimension = children)."""
 
     @abstractmethod
-    def learn(self, results: list[ChildResult]) -> dict[str, float]:
-        """Update from a finished round; return scalar metrics to log (name -> value)."""
+    def learn(self, results: list[EvalResult]) -> dict[str, float]:
+        """Update from a finished round; return scalar metrics to log (name -> value).
+
+        Each result is a child's whole record (:class:`~eas.envs.evaluators.EvalResult`):
+        ``arch``, ``accuracy``, ``reward``, ``failed``, ``params``, ``flops``,
+        ``net`` (the trained child when the evaluator kept its weights), ``actions``, ...
+        """
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume the agent (must include the RNG state)."""

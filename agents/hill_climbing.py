@@ -59,7 +59,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
-from eas.agents.base import Agent, AgentContext, ChildResult
+from eas.agents.base import Agent, AgentContext
+from eas.envs.evaluators import EvalResult
 from eas.envs.observation import (
     DEEPER,
     NARROW,
@@ -273,7 +274,7 @@ class HillClimbingAgent(Agent):
         return pool[int(self.rng.integers(len(pool)))]
 
     # ---------------------------------------------------------------- learning
-    def learn(self, results: list[ChildResult]) -> dict[str, float]:
+    def learn(self, results: list[EvalResult]) -> dict[str, float]:
         """Move to the best child if it beats the current best (the parent competes)."""
         if not results:
             return {}

@@ -42,8 +42,9 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
-from eas.agents.base import Agent, AgentContext, ChildResult
+from eas.agents.base import Agent, AgentContext
 from eas.envs import NetTransformEnv
+from eas.envs.evaluators import EvalResult
 from eas.envs.observation import (
     DEEPER,
     SKIP,
@@ -241,7 +242,7 @@ class LemonadeAgent(Agent):
         return stack_actions(actions, batched)
 
     # ---------------------------------------------------------------- learning
-    def learn(self, results: list[ChildResult]) -> dict[str, float]:
+    def learn(self, results: list[EvalResult]) -> dict[str, float]:
         """Add the trained children to the Pareto-front population."""
         added = 0
         for r in results:

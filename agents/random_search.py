@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
-from eas.agents.base import Agent, AgentContext, ChildResult
+from eas.agents.base import Agent, AgentContext
+from eas.envs.evaluators import EvalResult
 from eas.envs.observation import sample_legal_action, split_obs, stack_actions
 
 __all__ = ["RandomSearchAgent"]
@@ -69,7 +70,7 @@ class RandomSearchAgent(Agent):
         return stack_actions(actions, batched)
 
     # --------------------------------------------------------------- learning
-    def learn(self, results: list[ChildResult]) -> dict[str, float]:
+    def learn(self, results: list[EvalResult]) -> dict[str, float]:
         """Record the round's children (random search does not adapt)."""
         if not results:
             return {}

@@ -43,8 +43,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from eas.agents.base import Agent, AgentContext, ChildResult
+from eas.agents.base import Agent, AgentContext
 from eas.agents.controller import Controller
+from eas.envs.evaluators import EvalResult
 
 __all__ = ["BASELINE_MODES", "ReinforceAgent", "ReinforceConfig", "baseline_step"]
 
@@ -219,7 +220,7 @@ class ReinforceAgent(Agent):
         return out.actions
 
     # --------------------------------------------------------------- learning
-    def learn(self, results: list[ChildResult]) -> dict[str, float]:
+    def learn(self, results: list[EvalResult]) -> dict[str, float]:
         """One REINFORCE step on the finished round; clears the episode memory."""
         cfg: ReinforceConfig = self.config
         rewards = np.array(

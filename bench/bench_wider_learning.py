@@ -45,8 +45,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from eas.agents.base import AgentContext, ChildResult  # noqa: E402
+from eas.agents.base import AgentContext  # noqa: E402
 from eas.agents.reinforce import ReinforceAgent, ReinforceConfig  # noqa: E402
+from eas.envs.evaluators import EvalResult  # noqa: E402
 from eas.envs.spaces import Masks  # noqa: E402  (the env's own mask computation)
 from eas.morphisms import legal  # noqa: E402
 
@@ -156,7 +157,7 @@ def run(overrides: dict[str, object], seed: int, rounds: int, children: int,
             archs = [sim.widen(a, act["wider"][i]) for i, a in enumerate(archs)]
         accs = [wider_accuracy(a) for a in actions]
         seen = [min(acc + noise * float(rng.standard_normal()), 0.999) for acc in accs]
-        results = [ChildResult(arch=str(arch), accuracy=acc, reward=envs.reward_of(acc),
+        results = [EvalResult(arch=str(arch), accuracy=acc, reward=envs.reward_of(acc),
                                actions=a) for arch, acc, a in zip(archs, seen, actions)]
         agent.learn(results)
         curve.append(float(np.mean(accs)))

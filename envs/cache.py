@@ -122,8 +122,7 @@ class EvalCache:
     def state_dict(self) -> dict[str, Any]:
         """The cache's entries *without* weights, plus hit/miss counts (for checkpoints)."""
         entries = [
-            (list(key), {f: getattr(res, f) for f in ("accuracy", "failed", "reason",
-                                                      "train_time", "extra")})
+            (list(key), res.to_dict())
             for key, res in self._results.items()
         ]
         return {"entries": entries, "hits": self.hits, "misses": self.misses}
@@ -131,7 +130,7 @@ class EvalCache:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Add the entries of :meth:`state_dict` output (weights are not restored)."""
         for key, fields in state.get("entries", []):
-            self.put(self.key(*key), EvalResult(**fields))
+            self.put(self.key(*key), EvalResult.from_dict(fields))
         self.hits = int(state.get("hits", 0))
         self.misses = int(state.get("misses", 0))
 

@@ -14,9 +14,10 @@ import copy
 import inspect
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
 from torch import nn
 
 from eas.data import load_dataset
@@ -25,22 +26,128 @@ from eas.training import TrainConfig, train_child
 __all__ = ["EvalResult", "Evaluator", "TrainerEvaluator", "as_result", "evaluate_batch"]
 
 
+def _runtime(default: Any = None) -> Any:
+    """A field that lives only in memory: left out of :meth:`EvalResult.to_dict`."""
+    return field(default=default, repr=False, compare=False, metadata={"runtime": True})
+
+
+def _plain(value: Any) -> Any:
+    """``value`` in plain Python types (numpy scalars -> Python numbers, tuples -> lists)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
 @dataclass
 class EvalResult:
-    """What an evaluator reports about one child."""
+    """Everything known about one child: the one record from the evaluator to ``summary.json``.
 
+    The evaluator makes it (accuracy, training facts), the environment completes
+    it (architecture, size, cache, reward), the search numbers it (step, stage,
+    round) and hands it to ``agent.learn``; :meth:`to_dict` is the child's entry
+    in the history, the checkpoint, the journal, ``summary.json`` and the
+    TensorBoard scalars. A new fact about a child is one field here (with a
+    plain-typed default); every stage after the one that sets it carries it.
+
+    >>> r = EvalResult(0.9, epochs=1, note="eager")
+    >>> d = r.to_dict()
+    >>> d["accuracy"], d["note"], "state_dict" in d
+    (0.9, 'eager', False)
+    >>> EvalResult.from_dict(d) == r
+    True
+    """
+
+    # ----------------------------------------------------------- the evaluator
     accuracy: float
-    """Validation accuracy in [0, 1]."""
+    """Validation accuracy in [0, 1] (0 when the child failed)."""
     failed: bool = False
     """True when training diverged or crashed; the child then gets the lowest reward."""
     reason: str | None = None
     """Why it failed, if it did."""
     train_time: float = 0.0
-    """Seconds spent training/evaluating the child."""
-    state_dict: dict[str, Any] | None = None
-    """The trained child's weights (CPU tensors), when the evaluator keeps them."""
+    """Seconds spent training/evaluating the child (0 when the result came from the cache)."""
+    epochs: int | None = None
+    """Epochs the child was trained."""
+    steps: int | None = None
+    """SGD steps the child was trained."""
+    images_per_second: float | None = None
+    """Training throughput."""
+    train_loss: float | None = None
+    """Mean training loss of the last epoch."""
+    train_accuracy: float | None = None
+    """Accuracy on the training batches of the last epoch."""
+    cuda_graph: bool = False
+    """True when the training steps were replays of a captured CUDA graph."""
+    note: str | None = None
+    """Anything worth knowing that is not a failure (e.g. why no CUDA graph was used)."""
+    params: int = 0
+    """Trainable parameters (``envs.ObjectivesEvaluator``, then the environment)."""
+    flops: int = 0
+    """Multiply-accumulates of one forward pass."""
+    latency_ms: float | None = None
+    """Measured inference latency (``objectives.latency``), else None."""
+    fidelity: int | None = None
+    """The training budget the child reached under successive halving, else None."""
+    rung: int | None = None
+    """The halving rung the child reached (0 = first), else None."""
+    rung_accuracies: list[float] | None = None
+    """The child's accuracy at each rung it reached (successive halving), else None."""
+    reward: float | None = None
+    """The child's reward. An evaluator may set it (successive halving's rank reward,
+    comparable across fidelities); the environment sets the reward it returns."""
+    # ---------------------------------------------------------- the environment
+    arch: str = ""
+    """Architecture string of the child."""
+    cached: bool = False
+    """True when the accuracy came from the evaluation cache."""
+    shrunk: bool | None = None
+    """Made with a shrink action (``search.shrink``), else None (shrinking off)."""
+    distilled: bool | None = None
+    """Distilled from the episode's start network after shrinking, else None."""
+    distill_error: str | None = None
+    """Why distilling a shrunk child failed (it was trained undistilled), else None."""
+    # ---------------------------------------------------------------- the search
+    step: int | None = None
+    """The child's number in the search (the TensorBoard global step)."""
+    stage: int | None = None
+    """The stage the child was sampled in."""
+    round: int | None = None
+    """The round the child was sampled in."""
     extra: dict[str, Any] = field(default_factory=dict)
-    """Anything else worth logging (epochs, images/s, attempts, ...)."""
+    """Anything else an evaluator reports (plain types: numbers, strings, lists, dicts)."""
+    # ------------------------------------------------------- in memory only
+    state_dict: dict[str, Any] | None = _runtime()
+    """The trained child's weights (CPU tensors), when the evaluator keeps them."""
+    net: Any = _runtime()
+    """The child network (trained when the evaluator kept its weights), set by the environment."""
+    actions: list[dict[str, Any]] = _runtime(None)
+    """The actions of the child's episode, in order (set by the environment)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record in plain types (no weights, network or actions)."""
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)
+                if not f.metadata.get("runtime")}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], **runtime: Any) -> EvalResult:
+        """The record of :meth:`to_dict` output (``runtime``: ``state_dict``, ``net``, ``actions``).
+
+        Keys that are not fields go into ``extra`` (and an ``extra`` entry named like a
+        field fills that field), so records written by older versions still load.
+        """
+        names = {f.name for f in fields(cls) if not f.metadata.get("runtime")}
+        extra = dict(data.get("extra") or {})
+        known = {k: extra.pop(k) for k in list(extra) if k in names and k != "extra"}
+        for key, value in data.items():
+            if key in names:
+                known[key] = value
+            elif key != "extra":
+                extra[key] = value
+        return cls(**{**known, "extra": extra}, **runtime)
 
 
 @runtime_checkable
@@ -134,13 +241,6 @@ class TrainerEvaluator:
         acc = float(res.val_accuracy)
         if not failed and not math.isfinite(acc):
             failed, reason = True, "no validation accuracy (the data has no validation split?)"
-        extra = {"epochs": res.epochs, "steps": res.steps,
-                 "images_per_second": res.images_per_second,
-                 "train_loss": res.train_loss, "train_accuracy": res.train_accuracy}
-        if res.cuda_graph:
-            extra["cuda_graph"] = True
-        if res.note is not None:
-            extra["note"] = res.note
         state = None
         if self.keep_weights and not failed:
             state = {k: v.detach().to("cpu", copy=True) for k, v in child.state_dict().items()}
@@ -149,8 +249,14 @@ class TrainerEvaluator:
             failed=failed,
             reason=reason,
             train_time=float(res.train_time),
+            epochs=res.epochs,
+            steps=res.steps,
+            images_per_second=float(res.images_per_second),
+            train_loss=float(res.train_loss),
+            train_accuracy=float(res.train_accuracy),
+            cuda_graph=bool(res.cuda_graph),
+            note=res.note,
             state_dict=state,
-            extra=extra,
         )
 
     def __repr__(self) -> str:

@@ -30,14 +30,14 @@ epochs instead of 10*9 = 90.
 What every child's :class:`~eas.envs.evaluators.EvalResult` carries
 -------------------------------------------------------------------
 ``accuracy`` is the validation accuracy at the highest rung the child reached
-and ``train_time`` the sum over its rungs. ``extra`` adds:
+and ``train_time`` the sum over its rungs. It also sets:
 
 * ``fidelity``: the budget it reached (``rungs[rung]``);
 * ``rung``: the index of that rung (0 = eliminated first);
 * ``rung_accuracies``: its accuracy at each rung it was trained at;
 * ``reward``: the **rank reward**, a number in [0, 1] comparable across fidelities
-  (see below). :class:`~eas.envs.net_transform.NetTransformEnv` uses an
-  ``extra["reward"]`` as the child's reward instead of ``tan(acc * pi / 2)``.
+  (see below). :class:`~eas.envs.net_transform.NetTransformEnv` uses a
+  result's ``reward`` as the child's reward instead of ``tan(acc * pi / 2)``.
 
 The reward: ranks, not accuracies
 ---------------------------------
@@ -258,8 +258,8 @@ class HalvingEvaluator:
         rewards = rank_rewards(reached, [r.accuracy for r in final], [r.failed for r in final])
         for i, res in enumerate(final):
             res.train_time = times[i]
-            res.extra = {**res.extra, "fidelity": self.rungs[reached[i]], "rung": reached[i],
-                         "rung_accuracies": history[i], "reward": rewards[i]}
+            res.fidelity, res.rung = self.rungs[reached[i]], reached[i]
+            res.rung_accuracies, res.reward = history[i], rewards[i]
         return final
 
     def close(self) -> None:

@@ -3,7 +3,6 @@ moment it is known, so a killed search retrains only the children in flight."""
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import inspect
 from collections.abc import Callable
@@ -62,12 +61,14 @@ class Journal:
         if not path.is_file():
             return None
         try:
-            return EvalResult(**torch.load(path, map_location="cpu", weights_only=False))
+            data = torch.load(path, map_location="cpu", weights_only=False)
+            return EvalResult.from_dict(data["record"], state_dict=data["state_dict"])
         except Exception:  # noqa: BLE001 - a damaged journal entry is simply retrained
             return None
 
     def _store(self, key: str, result: Any) -> None:
-        atomic_save(dataclasses.asdict(result), self.folder / f"{key}.pt")
+        atomic_save({"record": result.to_dict(), "state_dict": result.state_dict},
+                    self.folder / f"{key}.pt")
         if self.on_child is not None:
             self.on_child()
 

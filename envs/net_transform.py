@@ -122,7 +122,7 @@ class NetTransformEnv(gym.Env[dict[str, Any], dict[str, Any]]):
     the evaluator and the reward is ``tan(min(acc, 0.999) * pi/2)``: the clamp
     keeps it finite (max ~= 636.6). A failed child (diverged, crashed, the
     evaluator raised) gets 0.0, the lowest reward, and the episode still ends
-    normally. An evaluator whose results carry ``extra["reward"]`` sets the reward
+    normally. An evaluator whose results carry a ``reward`` sets the reward
     itself (successive halving's rank reward, comparable across fidelities:
     ``eas.envs.halving``).
     ``reward=`` replaces tan(acc * pi/2) by any reward function, e.g. MnasNet's
@@ -140,12 +140,13 @@ class NetTransformEnv(gym.Env[dict[str, Any], dict[str, Any]]):
 
     ``terminated=True`` after ``steps`` transformations (``len(schedule)``, or
     ``free_steps`` in free mode); there is no truncation. The last step's
-    ``info`` holds ``accuracy``, ``arch``, ``params``, ``flops``, ``train_time``,
-    ``failed``, ``reason``, ``cached``, ``net`` (the trained child when the
-    evaluator returned weights, else the untrained transformed child),
-    ``actions`` (the episode's actions), ``extra`` (the evaluator's extras) and
-    ``fidelity`` (the training budget the child reached under successive
-    halving, else None).
+    ``info["child"]`` is the child's record (:class:`~envs.evaluators.EvalResult`:
+    the evaluator's result completed with ``arch``, ``params``, ``flops``,
+    ``cached``, ``reward``, ``net`` (the trained child when the evaluator returned
+    weights, else the untrained transformed child) and ``actions`` (the episode's
+    actions)); ``info`` also holds the record's fields as keys (``accuracy``,
+    ``arch``, ``failed``, ``reason``, ``train_time``, ``fidelity``, ...), ``net``
+    and ``actions``.
 
     ## Arguments
 
@@ -255,6 +256,7 @@ class NetTransformEnv(gym.Env[dict[str, Any], dict[str, Any]]):
         self._actions: list[dict[str, Any]] = []
         self._pending: ChildNet | None = None
         self._shrunk = False
+        self._shrink_facts: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ helpers
     def _as_start(self, start: Any) -> ChildNet:
@@ -370,6 +372,7 @@ class NetTransformEnv(gym.Env[dict[str, Any], dict[str, Any]]):
         self._actions = []
         self._pending = None
         self._shrunk = False
+        self._shrink_facts = None
         return self._get_obs(), {"arch": str(net.arch), "fingerprint": self._fingerprint}
 
     # --------------------------------------------------------------------- step
@@ -457,6 +460,8 @@ class NetTransformEnv(gym.Env[dict[str, Any], dict[str, Any]]):
                              shrunk=self._shrunk, cached=cached, info=info)
         if info["distilled"]:
             self._net = out
+        self._shrink_facts = {k: info[k] for k in ("shrunk", "distilled", "distill_error")
+                              if k in info}
         return out
 
     def complete_evaluation(self, result: EvalResult, cached: bool = False
@@ -472,4 +477,5 @@ class NetTransformEnv(gym.Env[dict[str, Any], dict[str, Any]]):
 
     def _finish(self, child: ChildNet, result: EvalResult, cached: bool
                 ) -> tuple[float, dict[str, Any]]:
-        return episode_outcome(child, result, cached, self._actions, self.reward_fn)
+        return episode_outcome(child, result, cached, self._actions, self.reward_fn,
+                               shrink=self._shrink_facts)

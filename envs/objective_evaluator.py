@@ -2,14 +2,14 @@
 
 ``ObjectivesEvaluator(inner, latency=True, device="cuda")`` evaluates children
 with ``inner`` (any evaluator, also one with ``evaluate_many`` such as the
-parallel evaluator) and writes into each result's ``extra``: ``params`` and
-``flops`` (exact counts) and, with ``latency``, ``latency_ms``: the median time
+parallel evaluator) and sets each result's ``params`` and ``flops`` (exact
+counts) and, with ``latency``, ``latency_ms``: the median time
 of ``repeats`` forward passes of a ``batch_size`` batch on ``device``
 (:func:`eas.objectives.measure_latency`). Latency does not depend on the
 weights, so it is measured on the child handed in, in this process, one child
 after another (never while other children are being timed). A failed child gets
-its counts but no latency. ``extra`` is kept by the evaluation cache and the
-journal, so cached and replayed children keep their objectives.
+its counts but no latency. The evaluation cache and the journal keep the whole
+result, so cached and replayed children keep their objectives.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ __all__ = ["ObjectivesEvaluator"]
 
 
 class ObjectivesEvaluator:
-    """Wrap an evaluator; every result's ``extra`` gains ``params``, ``flops`` [, ``latency_ms``]."""
+    """Wrap an evaluator; every result gets ``params``, ``flops`` [and ``latency_ms``]."""
 
     def __init__(self, inner: Callable[[ChildNet], Any], *, latency: bool = False,
                  batch_size: int = 1, repeats: int = 20, warmup: int = 3,
@@ -41,13 +41,13 @@ class ObjectivesEvaluator:
         self.device = device
 
     def _with_objectives(self, net: ChildNet, result: EvalResult) -> EvalResult:
-        extra = dict(result.extra)
-        extra.update(cost_objectives(net))
+        latency = None
         if self.latency and not result.failed:
-            extra["latency_ms"] = measure_latency(
+            latency = measure_latency(
                 net, net.input_shape, batch_size=self.batch_size, repeats=self.repeats,
                 warmup=self.warmup, device=self.device)
-        return replace(result, extra=extra)
+        return replace(result, **cost_objectives(net), latency_ms=latency,
+                       extra=dict(result.extra))
 
     def evaluate_many(self, nets: Sequence[ChildNet],
                       on_result: Callable[[int, EvalResult], Any] | None = None

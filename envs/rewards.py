@@ -2,7 +2,7 @@
 
 A reward function is any callable ``reward(accuracy, failed, objectives) -> float``
 where ``objectives`` is the last step's info (``params``, ``flops`` and, when the
-evaluator measured it, ``extra["latency_ms"]``). :class:`NetTransformEnv` takes
+evaluator measured it, ``latency_ms``). :class:`NetTransformEnv` takes
 one as ``reward=``; the default is :class:`PaperReward`, so nothing changes for
 the paper's agents.
 
@@ -49,10 +49,8 @@ def paper_reward(accuracy: float, failed: bool = False) -> float:
 
 
 def cost_of(objectives: Mapping[str, Any], cost: str) -> float:
-    """The value of ``cost`` in a step info / history record (``latency_ms`` also from ``extra``)."""
+    """The value of ``cost`` in a step info / history record (a child's ``to_dict()``)."""
     value = objectives.get(cost)
-    if value is None:
-        value = (objectives.get("extra") or {}).get(cost)
     if value is None:
         hint = " (measure it: objectives.latency = true)" if cost == "latency_ms" else ""
         raise ValueError(f"the child has no {cost!r} objective{hint}")

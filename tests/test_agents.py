@@ -13,7 +13,6 @@ import torch
 from eas.agents import (
     Agent,
     AgentContext,
-    ChildResult,
     HillClimbingAgent,
     RandomSearchAgent,
     available_agents,
@@ -21,6 +20,7 @@ from eas.agents import (
     make_agent,
 )
 from eas.agents.registry import BUILTINS, ENTRY_POINT_GROUP
+from eas.envs.evaluators import EvalResult
 from eas.envs.synthetic import SyntheticEvaluator, synthetic_accuracy
 
 from eas import envs
@@ -66,7 +66,7 @@ class _Rounds(SearchCallback):
     """Records what the search loop handed the agent, round by round."""
 
     def __init__(self):
-        self.rounds: list[list[ChildResult]] = []
+        self.rounds: list[list[EvalResult]] = []
         self.best: list[float | None] = []
         self.parents: list[str | None] = []
         self.agent = None
@@ -78,7 +78,7 @@ class _Rounds(SearchCallback):
         self.parents.append(getattr(run.agent, "best_arch", None))
 
     @property
-    def results(self) -> list[ChildResult]:
+    def results(self) -> list[EvalResult]:
         return [r for round_ in self.rounds for r in round_]
 
 
@@ -168,7 +168,7 @@ def test_random_search_end_to_end_schedule_mode(tmp_path):
 
 def test_random_learn_metrics():
     agent = RandomSearchAgent(_ctx())
-    m = agent.learn([ChildResult("a", 0.5, 1.0), ChildResult("b", 0.7, 2.0)])
+    m = agent.learn([EvalResult(0.5, arch="a", reward=1.0), EvalResult(0.7, arch="b", reward=2.0)])
     assert m["charts/mean_reward"] == pytest.approx(1.5)
     assert m["charts/best_reward"] == pytest.approx(2.0)
     assert agent.best_arch == "b"
@@ -284,8 +284,8 @@ def test_state_dict_round_trip_restores_rng(cls, schedule):
     obs = _obs_batch(4, schedule=schedule)
     a = cls(_ctx(schedule=schedule, seed=7, start_accuracy=0.1))
     a.propose(obs)
-    a.learn([ChildResult(SMALL, 0.6, 1.0, net=build_network(SMALL, seed=1)),
-             ChildResult(SMALL, 0.4, 0.5)])
+    a.learn([EvalResult(0.6, arch=SMALL, reward=1.0, net=build_network(SMALL, seed=1)),
+             EvalResult(0.4, arch=SMALL, reward=0.5)])
     state = copy.deepcopy(a.state_dict())
     expected = [a.propose(obs) for _ in range(3)]
     b = cls(_ctx(schedule=schedule, seed=99, start_accuracy=0.1))
@@ -376,7 +376,7 @@ def test_readme_custom_agent_example():
     action = agent.propose(obs)
     for i in range(3):
         _assert_legal(obs, action, i, free=False)
-    assert agent.learn([ChildResult("x", 0.3, 0.1), ChildResult("y", 0.8, 1.0)]) == {
+    assert agent.learn([EvalResult(0.3, arch="x", reward=0.1), EvalResult(0.8, arch="y", reward=1.0)]) == {
         "charts/best_accuracy": 0.8}
 
 

@@ -29,10 +29,11 @@ class Recorder(SearchCallback):
     def on_child_trained(self, run):
         self.calls.append("child_trained")
 
-    def on_child(self, run, record, result, rank):
+    def on_child(self, run, child, rank):
         self.calls.append("child")
+        assert run.state.history[-1] == child.to_dict()  # the history holds the record
         if rank == 0:
-            self.best.append(record["accuracy"])
+            self.best.append(child.accuracy)
 
     def on_round_end(self, run, results, metrics, round_time):
         self.calls.append("round_end")

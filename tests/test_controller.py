@@ -15,9 +15,10 @@ import time
 import numpy as np
 import pytest
 import torch
-from eas.agents.base import AgentContext, ChildResult
+from eas.agents.base import AgentContext
 from eas.agents.controller import Controller, batch_observation
 from eas.agents.reinforce import ReinforceAgent, ReinforceConfig, baseline_step
+from eas.envs.evaluators import EvalResult
 
 from eas import FC, Architecture, Conv, SearchSpace, Tokenizer
 
@@ -145,7 +146,7 @@ def reward_of(acc: float) -> float:
     return math.tan(min(max(acc, 0.0), 0.999) * math.pi / 2)
 
 
-def run_round(agent, n: int) -> tuple[list[ChildResult], list[float]]:
+def run_round(agent, n: int) -> tuple[list[EvalResult], list[float]]:
     """One controller step: n synthetic episodes in lockstep (4 wider, 5 deeper)."""
     archs = [Architecture.parse(START)] * n
     accs = [0.3] * n
@@ -157,7 +158,7 @@ def run_round(agent, n: int) -> tuple[list[ChildResult], list[float]]:
             accs[j] += synthetic_score(archs[j], kind, act)
             archs[j] = apply(archs[j], kind, act)
     rewards = [reward_of(a) for a in accs]
-    results = [ChildResult(arch=str(a), accuracy=acc, reward=r)
+    results = [EvalResult(arch=str(a), accuracy=acc, reward=r)
                for a, acc, r in zip(archs, accs, rewards)]
     return results, rewards
 
@@ -384,7 +385,7 @@ def test_baseline_modes() -> None:
                                                                       baseline_init=2.0))
         obs = stack([make_obs(START, "wider")] * 2)
         agent.propose(obs)
-        m = agent.learn([ChildResult("a", 0.9, 5.0), ChildResult("b", 0.9, 7.0)])
+        m = agent.learn([EvalResult(0.9, arch="a", reward=5.0), EvalResult(0.9, arch="b", reward=7.0)])
         assert m["charts/baseline"] == pytest.approx(expected)
         assert agent.baseline == pytest.approx(expected)
 
@@ -394,8 +395,8 @@ def test_failed_children_get_zero_reward_and_memory_is_cleared() -> None:
     obs = stack([make_obs(START, "wider")] * 3)
     agent.propose(obs)
     agent.propose(stack([make_obs(START, "deeper")] * 3))
-    m = agent.learn([ChildResult("a", 0.5, 1.0), ChildResult("b", 0.0, 9.0, failed=True),
-                     ChildResult("c", 0.5, float("nan"))])
+    m = agent.learn([EvalResult(0.5, arch="a", reward=1.0), EvalResult(0.0, arch="b", reward=9.0, failed=True),
+                     EvalResult(0.5, arch="c", reward=float("nan"))])
     assert m["charts/mean_reward"] == pytest.approx(1 / 3)
     assert m["charts/best_reward"] == pytest.approx(1.0)
     assert m["charts/episode_steps"] == 2
@@ -406,7 +407,7 @@ def test_failed_children_get_zero_reward_and_memory_is_cleared() -> None:
     assert 0 < m["charts/widen_prob"] < 1
     agent.propose(obs)
     with pytest.raises(ValueError, match="1 results for an episode of 3"):
-        agent.learn([ChildResult("a", 0.5, 1.0)])
+        agent.learn([EvalResult(0.5, arch="a", reward=1.0)])
 
 
 def test_batched_rescoring_equals_per_step_log_probs() -> None:
@@ -437,7 +438,7 @@ def test_learn_changes_weights_in_the_right_direction() -> None:
     obs = stack([make_obs(START, "deeper")] * 2)
     acts = agent.propose(obs)
     before = agent.controller.evaluate(obs, acts).log_prob.detach()
-    agent.learn([ChildResult("a", 0.9, 5.0), ChildResult("b", 0.1, 0.0)])
+    agent.learn([EvalResult(0.9, arch="a", reward=5.0), EvalResult(0.1, arch="b", reward=0.0)])
     after = agent.controller.evaluate(obs, acts).log_prob.detach()
     assert after[0] > before[0]
 
@@ -480,7 +481,7 @@ def test_checkpoint_round_trip_restores_next_actions() -> None:
         for key in pa:
             np.testing.assert_array_equal(pa[key], pb[key])
     # the optimiser state came along: one identical learning step keeps them equal
-    res = [ChildResult("x", 0.5, float(r)) for r in range(6)]
+    res = [EvalResult(0.5, arch="x", reward=float(r)) for r in range(6)]
     a.learn(res)
     b.learn(res)
     for x, y in zip(a.controller.parameters(), b.controller.parameters()):
@@ -559,7 +560,7 @@ def test_agent_drives_the_real_environment(schedule: tuple[str, ...] | None) -> 
                 break
         assert steps == 4
         finals = infos["final"]
-        results = [ChildResult(arch=f["arch"], accuracy=f["accuracy"], reward=float(rw),
+        results = [EvalResult(arch=f["arch"], accuracy=f["accuracy"], reward=float(rw),
                                failed=bool(f["failed"])) for f, rw in zip(finals, reward)]
         m = agent.learn(results)
         assert all(math.isfinite(v) for v in m.values())

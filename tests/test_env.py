@@ -504,7 +504,7 @@ def test_episode_with_real_trainer_on_fashion_mnist_slice() -> None:
     assert not info["failed"], info["reason"]
     assert 0.0 <= info["accuracy"] <= 1.0 and info["train_time"] > 0
     assert reward == pytest.approx(reward_of(info["accuracy"]))
-    assert info["extra"]["steps"] == 3
+    assert info["steps"] == 3
     assert isinstance(Architecture.parse(info["arch"]).layers[-2], FC)
     trained = info["net"]
     assert str(trained.arch) == observations[-1]["arch"]

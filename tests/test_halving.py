@@ -86,13 +86,13 @@ def test_promotes_the_best_fraction_and_trains_them_on_from_their_weights() -> N
     assert [(w, b) for w, b, _ in log[:10]] == [(w, 1) for w in WIDTHS]
     assert sorted(log[10:13]) == [(80, 2, 1), (90, 2, 1), (100, 2, 1)]
     assert log[13:] == [(100, 6, 3)]
-    fidelity = {w: r.extra["fidelity"] for w, r in zip(WIDTHS, results)}
+    fidelity = {w: r.fidelity for w, r in zip(WIDTHS, results)}
     assert fidelity == {100: 9, 90: 3, 80: 3, **{w: 1 for w in WIDTHS if w < 80}}
-    assert [r.extra["rung"] for r in results] == [{1: 0, 3: 1, 9: 2}[fidelity[w]] for w in WIDTHS]
+    assert [r.rung for r in results] == [{1: 0, 3: 1, 9: 2}[fidelity[w]] for w in WIDTHS]
     top = results[WIDTHS.index(100)]
     assert top.accuracy == pytest.approx(0.1 * (1 - 0.5 ** 3))
     assert top.train_time == 9.0  # 1 + 2 + 6 over its rungs
-    assert len(top.extra["rung_accuracies"]) == 3
+    assert len(top.rung_accuracies) == 3
     # the trained weights came back: the winner has been trained 9 in all
     net = tiny(100)
     net.load_state_dict(top.state_dict)
@@ -101,7 +101,7 @@ def test_promotes_the_best_fraction_and_trains_them_on_from_their_weights() -> N
 
 def test_rank_reward_orders_by_rung_then_accuracy() -> None:
     results = run_round(HalvingEvaluator(FakeTrainer(), rungs=(1, 3, 9), eta=3))
-    rewards = {w: r.extra["reward"] for w, r in zip(WIDTHS, results)}
+    rewards = {w: r.reward for w, r in zip(WIDTHS, results)}
     order = sorted(WIDTHS, key=lambda w: -rewards[w])
     assert order == sorted(WIDTHS, reverse=True)  # here quality order = tournament order
     assert rewards[100] == 1.0 and rewards[10] == 0.0
@@ -120,9 +120,9 @@ def test_failed_children_are_never_promoted_and_ties_favour_the_earlier() -> Non
     widths = [100, 90, 80, 80, 40]
     halving = HalvingEvaluator(FakeTrainer(log=log, fail=(100,)), rungs=(1, 2), eta=2)
     results = run_round(halving, widths)
-    assert results[0].failed and results[0].extra["fidelity"] == 1
-    assert results[0].extra["reward"] == 0.0
-    promoted = [i for i, r in enumerate(results) if r.extra["fidelity"] == 2]
+    assert results[0].failed and results[0].fidelity == 1
+    assert results[0].reward == 0.0
+    promoted = [i for i, r in enumerate(results) if r.fidelity == 2]
     assert promoted == [1, 2]  # floor(5 / 2) = 2: 90 and the first of the two 80s
 
 
@@ -131,7 +131,7 @@ def test_without_weights_a_promoted_child_is_trained_its_whole_budget_again() ->
     halving = HalvingEvaluator(FakeTrainer(log=log, keep_weights=False), rungs=(1, 4), eta=5)
     results = run_round(halving)
     assert log[10:] == [(90, 4, 0), (100, 4, 0)]  # survivors go in input order
-    assert results[WIDTHS.index(100)].extra["fidelity"] == 4
+    assert results[WIDTHS.index(100)].fidelity == 4
 
 
 def test_the_reward_reaches_the_agent_through_the_environment() -> None:
@@ -149,7 +149,7 @@ def test_the_reward_reaches_the_agent_through_the_environment() -> None:
     assert terminated.all()
     finals = infos["final"]
     assert sorted(f["fidelity"] for f in finals) == [1, 1, 3, 3]
-    assert list(reward) == [f["extra"]["reward"] for f in finals]
+    assert list(reward) == [f["child"].reward for f in finals]
 
 
 def test_with_the_serial_parallel_evaluator_results_are_the_same() -> None:
@@ -161,8 +161,8 @@ def test_with_the_serial_parallel_evaluator_results_are_the_same() -> None:
     wrapped.close()
     assert len(log) == 14
     for a, b in zip(plain, via_pool):
-        assert (a.accuracy, a.extra["fidelity"], a.extra["reward"]) == \
-            (b.accuracy, b.extra["fidelity"], b.extra["reward"])
+        assert (a.accuracy, a.fidelity, a.reward) == \
+            (b.accuracy, b.fidelity, b.reward)
 
 
 def test_journal_answers_a_replayed_round_without_training(tmp_path: Path) -> None:
@@ -176,8 +176,8 @@ def test_journal_answers_a_replayed_round_without_training(tmp_path: Path) -> No
     again.begin_round(4)
     second = again.evaluate_many([tiny(w) for w in WIDTHS])
     assert len(log) == 14 and again.reused == 10
-    assert [(r.accuracy, r.extra["fidelity"], r.extra["reward"]) for r in first] == \
-        [(r.accuracy, r.extra["fidelity"], r.extra["reward"]) for r in second]
+    assert [(r.accuracy, r.fidelity, r.reward) for r in first] == \
+        [(r.accuracy, r.fidelity, r.reward) for r in second]
 
 
 def test_at_budget_sets_the_epochs_of_a_trainer_and_refuses_what_it_cannot() -> None:

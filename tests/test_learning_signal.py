@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from eas.agents.base import ChildResult
 from eas.agents.reinforce import ReinforceAgent, ReinforceConfig, baseline_step
+from eas.envs.evaluators import EvalResult
 from test_controller import START, make_ctx, make_obs, stack
 
 
@@ -47,7 +47,7 @@ def one_step(**cfg) -> tuple[torch.Tensor, dict]:
     agent = ReinforceAgent(make_ctx(children=2), ReinforceConfig(baseline_init=0.0, **cfg))
     obs = stack([make_obs(START, "wider")] * 2)
     agent.propose(obs)
-    m = agent.learn([ChildResult("a", 0.9, 2.0), ChildResult("b", 0.9, 1.0)])
+    m = agent.learn([EvalResult(0.9, arch="a", reward=2.0), EvalResult(0.9, arch="b", reward=1.0)])
     return agent.controller.wider_head.weight.detach().clone(), m
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from eas.agents.base import AgentContext, ChildResult
+from eas.agents.base import AgentContext
 from eas.agents.lemonade import LemonadeAgent
 from eas.agents.registry import get_agent_class
 from eas.envs import EvalResult, VectorNetTransformEnv
@@ -44,7 +44,7 @@ def context(**config) -> tuple[AgentContext, LemonadeAgent]:
 
 def seeded(agent: LemonadeAgent) -> None:
     net = build_network(START, seed=0)
-    agent.learn([ChildResult(arch=START, accuracy=0.8, reward=0.0, params=net.num_parameters(),
+    agent.learn([EvalResult(arch=START, accuracy=0.8, reward=0.0, params=net.num_parameters(),
                              flops=net.flops(), net=net)])
 
 
@@ -99,7 +99,7 @@ def test_state_dict_round_trip_gives_the_same_next_round() -> None:
     results = []
     for arch in play(agent, start):
         net = build_network(arch, seed=0)
-        results.append(ChildResult(arch=arch, accuracy=float(SizeEvaluator()(net).accuracy),
+        results.append(EvalResult(arch=arch, accuracy=float(SizeEvaluator()(net).accuracy),
                                    reward=0.0, params=net.num_parameters(), flops=net.flops(),
                                    net=net))
     agent.learn(results)

@@ -70,7 +70,7 @@ def test_constrained_reward_soft_and_hard() -> None:
     tan = ConstrainedReward("params", 100.0, base="tan")
     assert tan(0.5, False, {"params": 100}) == pytest.approx(1.0)
     lat = ConstrainedReward("latency_ms", 2.0)
-    assert lat(0.5, False, {"extra": {"latency_ms": 4.0}}) == pytest.approx(0.5 * 2 ** -0.07)
+    assert lat(0.5, False, {"latency_ms": 4.0}) == pytest.approx(0.5 * 2 ** -0.07)
     with pytest.raises(ValueError, match="latency"):
         lat(0.5, False, {"params": 3})
     for kwargs, match in [({"cost": "size"}, "unknown cost"), ({"target": 0}, "target"),
@@ -125,14 +125,14 @@ def test_objectives_evaluator_adds_costs_and_keeps_failures() -> None:
     res = evaluate_batch(ev, nets, on_result=lambda i, r: seen.append(i))
     assert seen == [0, 1, 2]
     assert res[0].accuracy == 0.7 and not res[0].failed
-    assert res[0].extra["params"] == count_parameters(nets[0])
-    assert res[0].extra["flops"] == count_flops(nets[0].arch, (1, 28, 28))
-    assert res[0].extra["latency_ms"] > 0
+    assert res[0].params == count_parameters(nets[0])
+    assert res[0].flops == count_flops(nets[0].arch, (1, 28, 28))
+    assert res[0].latency_ms > 0
     assert res[1].failed and "boom" in res[1].reason
-    assert res[2].failed and "latency_ms" not in res[2].extra
-    assert res[2].extra["params"] == count_parameters(nets[2])
+    assert res[2].failed and res[2].latency_ms is None
+    assert res[2].params == count_parameters(nets[2])
     one = ObjectivesEvaluator(fixed(0.6))(nets[0])
-    assert one.accuracy == 0.6 and "latency_ms" not in one.extra
+    assert one.accuracy == 0.6 and one.latency_ms is None
 
     class Batched:
         def __call__(self, net):
@@ -143,7 +143,7 @@ def test_objectives_evaluator_adds_costs_and_keeps_failures() -> None:
 
     many = ObjectivesEvaluator(Batched()).evaluate_many(nets[:2])
     assert [r.accuracy for r in many] == [0.5, 0.6]
-    assert many[1].extra["params"] == count_parameters(nets[1])
+    assert many[1].params == count_parameters(nets[1])
 
 
 def test_latency_reaches_the_env_reward() -> None:
@@ -153,7 +153,7 @@ def test_latency_reaches_the_env_reward() -> None:
     env.reset(seed=0)
     env.action_space.seed(0)
     _, r, _, _, info = env.step(env.action_space.sample())
-    lat = info["extra"]["latency_ms"]
+    lat = info["latency_ms"]
     assert r == pytest.approx(0.8 * (lat / 1e6) ** -0.07)
 
 

@@ -26,7 +26,7 @@ from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 from tqdm.auto import tqdm
 
-from eas.agents.base import ChildResult
+from eas.envs.evaluators import EvalResult
 from eas.search.config import agent_section, config_to_dict
 from eas.search.stages import stage_budgets
 from eas.search.state import (
@@ -70,14 +70,13 @@ class SearchCallback:
     def on_child_trained(self, run: SearchRun) -> None:
         """One child of the running round finished training (called from the evaluator)."""
 
-    def on_child(self, run: SearchRun, record: dict[str, Any], result: ChildResult,
-                 rank: int | None) -> None:
-        """A child's record was added to the history.
+    def on_child(self, run: SearchRun, child: EvalResult, rank: int | None) -> None:
+        """A child's record was added to the history (as ``child.to_dict()``).
 
         ``rank`` is its place in the best list (0 = new best), None when it did not enter.
         """
 
-    def on_round_end(self, run: SearchRun, results: list[ChildResult],
+    def on_round_end(self, run: SearchRun, results: list[EvalResult],
                      metrics: dict[str, Any], round_time: float) -> None:
         """The round is recorded; ``metrics`` are what ``agent.learn`` returned."""
 
@@ -118,12 +117,11 @@ class CallbackList(SearchCallback):
         for cb in self.callbacks:
             cb.on_child_trained(run)
 
-    def on_child(self, run: SearchRun, record: dict[str, Any], result: ChildResult,
-                 rank: int | None) -> None:
+    def on_child(self, run: SearchRun, child: EvalResult, rank: int | None) -> None:
         for cb in self.callbacks:
-            cb.on_child(run, record, result, rank)
+            cb.on_child(run, child, rank)
 
-    def on_round_end(self, run: SearchRun, results: list[ChildResult],
+    def on_round_end(self, run: SearchRun, results: list[EvalResult],
                      metrics: dict[str, Any], round_time: float) -> None:
         for cb in self.callbacks:
             cb.on_round_end(run, results, metrics, round_time)
@@ -158,8 +156,8 @@ class CallbackList(SearchCallback):
 class TensorBoardCallback(SearchCallback):
     """TensorBoard events in the run folder: per child, per round, the configuration.
 
-    Scalars go under ``charts/`` (child accuracy, reward, params, FLOPs, train
-    time; per round the best, mean and round-best accuracy, stage, round time,
+    Scalars go under ``charts/`` (per child every number of its record as
+    ``charts/child_<field>``: accuracy, reward, params, FLOPs, train time, epochs, ...; per round the best, mean and round-best accuracy, stage, round time,
     cached fraction and the agent's own metrics); the configuration is logged
     as a markdown table and as TensorBoard hparams (metric: ``charts/best_accuracy``).
     A resumed run appends to the same folder and drops events logged after
@@ -192,23 +190,18 @@ class TensorBoardCallback(SearchCallback):
         for summary in (exp, ssi, sei):
             file_writer.add_summary(summary)
 
-    def on_child(self, run: SearchRun, record: dict[str, Any], result: ChildResult,
-                 rank: int | None) -> None:
+    def on_child(self, run: SearchRun, child: EvalResult, rank: int | None) -> None:
         w, step = self.writer, run.state.global_step
         assert w is not None
-        w.add_scalar("charts/child_accuracy", result.accuracy, step)
-        w.add_scalar("charts/child_reward", result.reward, step)
-        w.add_scalar("charts/child_params", result.params, step)
-        w.add_scalar("charts/child_flops", result.flops, step)
-        w.add_scalar("charts/child_train_time", result.train_time, step)
-        if record.get("latency_ms") is not None:
-            w.add_scalar("charts/child_latency_ms", record["latency_ms"], step)
+        for name, value in child.to_dict().items():  # every number of the record
+            if is_number(value) and name not in _NOT_CHARTED:
+                w.add_scalar(f"charts/child_{name}", value, step)
         if rank == 0:
             w.add_text("best_architecture",
-                       f"`{result.arch}` — val acc {100 * result.accuracy:.2f}% "
+                       f"`{child.arch}` — val acc {100 * child.accuracy:.2f}% "
                        f"(child {step}, stage {run.state.stage})", step)
 
-    def on_round_end(self, run: SearchRun, results: list[ChildResult],
+    def on_round_end(self, run: SearchRun, results: list[EvalResult],
                      metrics: dict[str, Any], round_time: float) -> None:
         w, state = self.writer, run.state
         assert w is not None
@@ -249,6 +242,10 @@ class TensorBoardCallback(SearchCallback):
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+
+
+_NOT_CHARTED = ("step", "stage", "round")
+"""Numbers of a child's record that are its place in the search, not facts to chart."""
 
 
 def _config_sections(run: SearchRun) -> dict[str, dict[str, Any]]:
@@ -292,7 +289,7 @@ class ProgressCallback(SearchCallback):
         if self.bar is not None:
             self.bar.update(1)
 
-    def on_round_end(self, run: SearchRun, results: list[ChildResult],
+    def on_round_end(self, run: SearchRun, results: list[EvalResult],
                      metrics: dict[str, Any], round_time: float) -> None:
         state, best = run.state, _best_accuracy(run)
         if self.bar is not None:
@@ -325,7 +322,7 @@ class CheckpointCallback(SearchCallback):
     def on_search_start(self, run: SearchRun) -> None:
         save_checkpoint(run)
 
-    def on_round_end(self, run: SearchRun, results: list[ChildResult],
+    def on_round_end(self, run: SearchRun, results: list[EvalResult],
                      metrics: dict[str, Any], round_time: float) -> None:
         write_best_files(run.run_dir, run.state.best)
         save_checkpoint(run)
@@ -353,7 +350,7 @@ class JournalCallback(SearchCallback):
     def on_round_start(self, run: SearchRun) -> None:
         run.journal.begin_round(run.state.rounds)
 
-    def on_round_end(self, run: SearchRun, results: list[ChildResult],
+    def on_round_end(self, run: SearchRun, results: list[EvalResult],
                      metrics: dict[str, Any], round_time: float) -> None:
         run.journal.clear()
 

@@ -12,7 +12,8 @@ Read top to bottom, :func:`run_search` does what the EAS paper describes:
    ``stage1_networks`` have been sampled. A round resets one environment per
    child from the round's start network, lets the agent propose transformations
    until the episodes end (the environment trains each child on the last step),
-   and hands the :class:`~agents.base.ChildResult` list to ``agent.learn``;
+   and hands the children's records (:class:`~eas.envs.evaluators.EvalResult`) to
+   ``agent.learn``;
 5. the best network so far is trained ``stage1_best_epochs`` longer and becomes
    the start of **stage 2** (``stage2_networks`` more children); ``search.stages``
    gives any number of stages (:mod:`eas.search.stages`), and at the start of
@@ -126,9 +127,9 @@ def run_search(
             parent_control(run, cbs)  # once per stage: its start trained as a child
             cbs.on_round_start(run)
             round_start = time.time()
-            results, finals = play_round(run)
+            results = play_round(run)
             metrics = run.agent.learn(results)
-            record_round(run, results, finals, cbs)
+            record_round(run, results, cbs)
             cbs.on_round_end(run, results, metrics, time.time() - round_start)
             check_children(run.state.history)  # every child so far failed: stop, reasons counted
         cbs.on_sampling_end(run)

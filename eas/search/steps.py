@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from eas import envs
-from eas.agents.base import AgentContext, ChildResult
+from eas.agents.base import AgentContext
 from eas.agents.registry import get_agent_class
 from eas.arch import Tokenizer
 from eas.checkpoint import (
@@ -29,6 +29,7 @@ from eas.checkpoint import (
 )
 from eas.data import dataset_facts, load_dataset
 from eas.distill import DistillConfig
+from eas.envs.evaluators import EvalResult
 from eas.envs.halving import HalvingEvaluator
 from eas.envs.journal import Journal
 from eas.envs.parallel import ParallelEvaluator
@@ -252,7 +253,7 @@ def build_evaluator(run: SearchRun, evaluator: Callable[[ChildNet], Any] | None,
     if run.cfg.halving.enabled:  # successive halving of each round's children (eas.envs.halving)
         evaluator = HalvingEvaluator(evaluator, run.cfg.halving.rungs, run.cfg.halving.eta)
         cleanup.callback(evaluator.close)
-    o = run.cfg.objectives  # params/FLOPs (and latency) into every result's extra
+    o = run.cfg.objectives  # params/FLOPs (and latency) into every result
     evaluator = envs.ObjectivesEvaluator(evaluator, latency=o.latency,
                                          batch_size=o.latency_batch_size,
                                          repeats=o.latency_repeats, warmup=o.latency_warmup,
@@ -345,12 +346,13 @@ def _vector_env(run: SearchRun, n: int) -> Any:
     return run.venvs[n]
 
 
-def play_round(run: SearchRun) -> tuple[list[ChildResult], list[dict[str, Any]]]:
+def play_round(run: SearchRun) -> list[EvalResult]:
     """Reset ``n`` children from the round's start and let the agent act until they are trained.
 
     ``n`` is what the agent asks for, capped by the stage's remaining budget;
     the start is the agent's choice or the stage's start network. Returns the
-    children's results (for ``agent.learn``) and the environments' final infos.
+    children's records (the environments' ``info["child"]``), numbered with
+    their step, stage and round, for ``agent.learn`` and :func:`record_round`.
     """
     s, state, agent = run.cfg.search, run.state, run.agent
     budget = stage_budgets(s)[state.stage - 1]
@@ -359,54 +361,32 @@ def play_round(run: SearchRun) -> tuple[list[ChildResult], list[dict[str, Any]]]
     start = agent.start_network()
     start = run.start_net if start is None else start
     obs, _ = venv.reset(seed=int(run.rng.integers(2**31 - 1)), options={"start": start})
-    actions: list[list[dict[str, Any]]] = [[] for _ in range(n)]
     for _ in range(run.steps + 1):
-        action = agent.propose(obs)
-        for i in range(n):
-            actions[i].append({k: np.array(v[i], copy=True) for k, v in action.items()})
-        obs, reward, terminated, truncated, infos = venv.step(action)
+        obs, _, terminated, truncated, infos = venv.step(agent.propose(obs))
         if np.all(np.logical_or(terminated, truncated)):
             break
     else:
         raise RuntimeError(f"episodes did not end after {run.steps + 1} steps")
-    finals = infos["final"]
-    results = [
-        ChildResult(
-            arch=str(f["arch"]), accuracy=float(f["accuracy"]), reward=float(reward[i]),
-            failed=bool(f.get("failed", False)), params=int(f.get("params", 0)),
-            flops=int(f.get("flops", 0)), train_time=float(f.get("train_time", 0.0)),
-            cached=bool(f.get("cached", False)), net=f.get("net"), actions=actions[i],
-            fidelity=f.get("fidelity"),
-        )
-        for i, f in enumerate(finals)
-    ]
-    return results, finals
+    results = [final["child"] for final in infos["final"]]
+    for i, child in enumerate(results, 1):
+        child.step, child.stage, child.round = state.global_step + i, state.stage, state.rounds + 1
+    return results
 
 
-def record_round(run: SearchRun, results: list[ChildResult], finals: list[dict[str, Any]],
-                 callbacks: SearchCallback) -> None:
-    """Add the round's children to the history and the best list (global step = children)."""
+def record_round(run: SearchRun, results: list[EvalResult], callbacks: SearchCallback) -> None:
+    """Add the round's children to the history (their records' ``to_dict()``) and the best list."""
     s, state = run.cfg.search, run.state
     keep = max(s.keep_best, s.final_top_k, 1)
-    for r, final in zip(results, finals):
+    for r in results:
         state.global_step += 1
         state.stage_children += 1
-        rec = {
-            "step": state.global_step, "stage": state.stage, "round": state.rounds + 1,
-            "arch": r.arch, "accuracy": r.accuracy, "reward": r.reward,
-            "params": r.params, "flops": r.flops, "train_time": r.train_time,
-            "failed": r.failed, "reason": final.get("reason"), "cached": r.cached,
-            "fidelity": r.fidelity,
-            "latency_ms": (final.get("extra") or {}).get("latency_ms"),
-        }
-        if "distilled" in final:  # search.shrink: made with a shrink action / distilled
-            rec["shrunk"], rec["distilled"] = final["shrunk"], final["distilled"]
+        rec = r.to_dict()
         state.history.append(rec)
         rank = None
         if r.net is not None and not r.failed:
             update_front_networks(state.front_nets, state.history, rec, r.net)
             rank = update_best(state.best, rec, r.net, keep)
-        callbacks.on_child(run, rec, r, rank)
+        callbacks.on_child(run, r, rank)
     state.rounds += 1
     run.rounds_now += 1
 
@@ -475,10 +455,7 @@ def write_reports(run: SearchRun) -> tuple[dict[str, Any], str]:
         "best_accuracy": top[0]["accuracy"] if top else None,
         "best_arch": top[0]["arch"] if top else None,
         "final": state.final,
-        "history": [{**{k: h[k] for k in ("step", "stage", "arch", "accuracy", "failed",
-                                          "cached")},
-                     "train_time": float(h.get("train_time") or 0.0)}
-                    for h in state.history],
+        "history": state.history,
         "config": config_to_dict(cfg),
     }
     summary["pareto"] = write_pareto_reports(run.run_dir, state.history,
