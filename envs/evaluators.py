@@ -84,6 +84,10 @@ class EvalResult:
     """True when the training steps were replays of a captured CUDA graph."""
     note: str | None = None
     """Anything worth knowing that is not a failure (e.g. why no CUDA graph was used)."""
+    precision: str | None = None
+    """Autocast precision of the training steps (``fp32``, ``bf16``, ``fp16``), when known."""
+    fallback: str | None = None
+    """Stage of the CUDA-graph path that failed before the eager retraining, else None."""
     params: int = 0
     """Trainable parameters (``envs.ObjectivesEvaluator``, then the environment)."""
     flops: int = 0
@@ -256,6 +260,8 @@ class TrainerEvaluator:
             train_accuracy=float(res.train_accuracy),
             cuda_graph=bool(res.cuda_graph),
             note=res.note,
+            precision=res.precision,
+            fallback=res.fallback,
             state_dict=state,
         )
 

@@ -505,6 +505,9 @@ def test_episode_with_real_trainer_on_fashion_mnist_slice() -> None:
     assert 0.0 <= info["accuracy"] <= 1.0 and info["train_time"] > 0
     assert reward == pytest.approx(reward_of(info["accuracy"]))
     assert info["steps"] == 3
+    child = info["child"]  # the trainer's facts are on the child's record
+    assert (child.epochs, child.precision, child.cuda_graph) == (1, "fp32", False)
+    assert child.note == info["note"] and child.reward == reward
     assert isinstance(Architecture.parse(info["arch"]).layers[-2], FC)
     trained = info["net"]
     assert str(trained.arch) == observations[-1]["arch"]
