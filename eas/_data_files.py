@@ -283,7 +283,8 @@ def _load_image_folder(
 
 def _load_imagefolder(
     root: Path | None, seed: int, image_size: tuple[int, int] | None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """Train/test images and labels of an ImageFolder tree, and its class (folder) names."""
     if root is None:
         raise DatasetNotFoundError(
             "dataset 'imagefolder' needs root= (--data.root): a folder with train/ and test/ "
@@ -300,11 +301,11 @@ def _load_imagefolder(
         tx, ty, classes = _load_image_folder(root / "train", None, image_size)
         image_size = image_size or (tx.shape[2], tx.shape[3])
         ex, ey, _ = _load_image_folder(root / "test", classes, image_size)
-        return tx, ty, ex, ey, len(classes)
+        return tx, ty, ex, ey, list(classes)
     x, y, classes = _load_image_folder(root, None, image_size)
     n_test = max(1, round(IMAGEFOLDER_TEST_FRACTION * len(y)))
     perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed + 1)).numpy()
     test_idx, train_idx = np.sort(perm[:n_test]), np.sort(perm[n_test:])
-    return x[train_idx], y[train_idx], x[test_idx], y[test_idx], len(classes)
+    return x[train_idx], y[train_idx], x[test_idx], y[test_idx], list(classes)
 
 

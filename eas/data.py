@@ -32,6 +32,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -55,6 +56,8 @@ from eas._data_files import (
 
 __all__ = [
     "DATASET_CLASSES",
+    "DATASET_CLASS_NAMES",
+    "DATA_FILE",
     "DATASET_NAMES",
     "DATASET_SHAPES",
     "DEBIAN_DATASET_DIR",
@@ -70,6 +73,7 @@ __all__ = [
     "dataset_facts",
     "default_data_root",
     "draw_augment",
+    "input_contract",
     "load_dataset",
     "normalize_batch",
     "read_idx",
@@ -89,6 +93,18 @@ DATASET_CLASSES: dict[str, int] = {
     "fashion-mnist": 10, "mnist": 10, "cifar10": 10, "cifar100": 100, "svhn": 10,
 }
 """Number of classes of each built-in dataset (imagefolder: its number of folders)."""
+
+_DIGITS = tuple(str(d) for d in range(10))
+DATASET_CLASS_NAMES: dict[str, tuple[str, ...]] = {
+    "fashion-mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                      "Sneaker", "Bag", "Ankle boot"),
+    "mnist": _DIGITS,
+    "svhn": _DIGITS,  # label 10 ("0") is stored as 0
+    "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+                "truck"),
+    "cifar100": tuple("""apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus butterfly camel can castle caterpillar cattle chair chimpanzee clock cloud cockroach couch crab crocodile cup dinosaur dolphin elephant flatfish forest fox girl hamster house kangaroo keyboard lamp lawn_mower leopard lion lizard lobster man maple_tree motorcycle mountain mouse mushroom oak_tree orange orchid otter palm_tree pear pickup_truck pine_tree plain plate poppy porcupine possum rabbit raccoon ray road rocket rose sea seal shark shrew skunk skyscraper snail snake spider squirrel streetcar sunflower sweet_pepper table tank telephone television tiger tractor train trout tulip turtle wardrobe whale willow_tree wolf woman worm""".split()),
+}
+"""Class names of each built-in dataset, by label (imagefolder: its folder names, sorted)."""
 
 
 def dataset_facts(name: str) -> tuple[tuple[int, int, int], int] | None:
@@ -163,6 +179,8 @@ class Data:
     """Positions of the training images in the official training set (CPU, int64)."""
     val_index: Tensor | None = None
     """Positions of the validation images in the official training set (CPU, int64)."""
+    class_names: tuple[str, ...] | None = None
+    """Name of each label, when known (``DATASET_CLASS_NAMES``; imagefolder: folder names)."""
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -213,6 +231,34 @@ class Data:
             f"device={self.device}, augment=(pad={a.crop_padding}, hflip={a.hflip}, "
             f"normalize={a.normalize}))"
         )
+
+
+DATA_FILE = "data.json"
+"""File in a run folder holding :func:`input_contract` of the search's data (read by
+``eas export``; finally trained networks carry their own in ``final_<k>.pt``)."""
+
+
+def input_contract(data: Data) -> dict[str, Any]:
+    """What a network trained on ``data`` expects, as plain JSON-friendly values.
+
+    Images as stored (``uint8`` in [0, 255], NCHW ``shape``) become the network's
+    input as ``(x / 255 - mean) / std`` per channel (``mean``/``std`` in [0, 1]
+    pixel units, the training split's statistics; 0 and 1 when the dataset is not
+    standardised). ``class_names`` is None when unknown.
+    """
+    c = data.input_shape[0]
+    norm = data.augment.normalize
+    return {
+        "dataset": data.name,
+        "shape": list(data.input_shape),
+        "stored_dtype": "uint8",
+        "stored_range": [0, 255],
+        "normalize": bool(norm),
+        "mean": [float(v) for v in data.mean.cpu()] if norm else [0.0] * c,
+        "std": [float(v) for v in data.std.cpu()] if norm else [1.0] * c,
+        "num_classes": int(data.num_classes),
+        "class_names": list(data.class_names) if data.class_names is not None else None,
+    }
 
 
 # ---------------------------------------------------------------------------
@@ -361,13 +407,15 @@ def load_dataset(
         raise DatasetNotFoundError(
             f"data root {root_path} is not an existing folder (create it first to download "
             "into it, or leave the root unset)")
+    class_names = DATASET_CLASS_NAMES.get(key)
     if key in _TORCHVISION_FOLDER:
         train_x, train_y, test_x, test_y = _load_idx_dataset(key, root_path, download)
         num_classes = DATASET_CLASSES[key]
     elif key == "imagefolder":
-        train_x, train_y, test_x, test_y, num_classes = _load_imagefolder(
+        train_x, train_y, test_x, test_y, folders = _load_imagefolder(
             root_path, seed, image_size
         )
+        num_classes, class_names = len(folders), tuple(folders)
     else:
         train_x, train_y, test_x, test_y = _load_torchvision(key, root_path, download, use_extra)
         num_classes = DATASET_CLASSES[key]
@@ -403,6 +451,7 @@ def load_dataset(
         augment=augment if augment is not None else default_augment(key, tr_x.shape[1:]),
         train_index=rest.clone(),
         val_index=val_idx.clone(),
+        class_names=class_names,
     )
     return data.to(device)
 

@@ -1,28 +1,45 @@
-"""Export searched networks as ONNX and TorchScript, with a JSON manifest.
+"""Export searched networks as ONNX and torch.export programs, with a JSON manifest.
 
 API::
 
-    export_networks([(net, meta), ...], out_dir)   # any ChildNets
+    export_networks([(net, meta), ...], out_dir, contract=...)  # any ChildNets
     export_run("runs/<run>", which="best")         # from a search's run folder
     export_run(run, which="best", max_params=1e5)  # the best network under a budget
     export_run(run, which="front", cost="flops")   # the whole accuracy/FLOPs front
 
-Command line: ``eas export RUN`` (or ``python -m eas.export RUN``) ``[--which best|front] [--cost params]
-[--max-params N] [--max-flops N] [--max-latency-ms M] [--out DIR]``.
+Command line: ``eas export RUN`` (or ``python -m eas.export RUN``) ``[--which best|front]
+[--cost params] [--max-params N] [--max-flops N] [--max-latency-ms M]
+[--weights auto|final|search] [--input float|uint8|normalized] [--out DIR]``.
 
 Each network ``k`` becomes ``net_<k>.onnx`` (input ``images`` of shape
 ``(batch, C, H, W)`` with a dynamic batch axis, output ``logits``) and
-``net_<k>.torchscript.pt`` (traced; ``torch.jit.load``), and ``export.json``
-lists for each its files, architecture string, input shape and objectives
-(validation accuracy, params, FLOPs, latency when measured). Inputs are
-normalised images, as in training: ``(x / 255 - mean) / std`` per channel with
-the dataset's training statistics.
+``net_<k>.pt2`` (a ``torch.export`` program: ``torch.export.load(path).module()``),
+and ``export.json`` lists for each its files, architecture string, which weights it
+took, its objectives (validation accuracy, params, FLOPs, latency when measured;
+the run's test accuracy for a finally trained network) and its **input contract**:
+shape, dtype, value range, the per-channel mean/std of its training data, class
+names when known. By default (``input_mode="float"``) the normalisation is part of the
+exported graph: raw images as float32 in [0, 1] (``x_uint8 / 255``) go straight in;
+``input_mode="uint8"`` takes the stored ``uint8`` pixels in [0, 255];
+``input_mode="normalized"`` leaves ``(x / 255 - mean) / std`` to the caller, as in training.
 
 From a run folder the candidates are the networks the search kept *with
-weights* (``checkpoint.pt``): the top ``search.keep_best`` by accuracy and every
-architecture on a Pareto front (params, FLOPs or latency). The most accurate
-network within a budget is always on the front of that cost, so a budget query
-is answered from the kept networks.
+weights* (``checkpoint.pt``): the top ``search.keep_best`` by validation accuracy and
+every architecture on a Pareto front (params, FLOPs or latency). The most accurate
+network within a budget is always on the front of that cost, so a budget query is
+answered from the kept networks. ``weights="auto"`` (default) then takes the
+*finally trained* network (``final_<k>.pt``, the network the run reports test
+accuracy for) of every chosen architecture that has one, and its searched weights
+otherwise; ``"final"`` only finally trained networks, ``"search"`` only searched
+weights. The input contract comes from the network file (finally trained networks),
+else the run's ``data.json`` (written at search time), else it is recomputed from the
+run's ``config.toml`` (runs made before ``data.json`` existed).
+
+Why torch.export rather than TorchScript: TorchScript is deprecated in favour of
+``torch.export``, which handles every layer the search builds (convolutions,
+pooling, FC, DenseNet ``DL`` layers and blocks, ``S(i,j,ADD|CAT)`` skips, shrunk
+networks); the tests export chains of random legal transformations of both a plain
+and a DenseNet start and compare the programs with PyTorch.
 """
 
 from __future__ import annotations
@@ -31,42 +48,125 @@ import argparse
 import json
 import math
 import sys
+import tomllib
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
-from eas.checkpoint import atomic_write_text, load_checkpoint, network_from_record
+from eas.checkpoint import (
+    atomic_write_text,
+    load_checkpoint,
+    network_from_record,
+    read_torch_file,
+)
+from eas.data import DATA_FILE, input_contract, load_dataset
 from eas.network import ChildNet
 
-__all__ = ["export_networks", "export_run", "main", "run_candidates", "select"]
+__all__ = ["INPUT_MODES", "WEIGHTS", "Preprocessed", "export_networks", "export_run",
+           "final_records", "main", "run_candidates", "run_contract", "select"]
 
 _OBJECTIVES = ("accuracy", "params", "flops", "latency_ms", "step", "stage")
 _BUDGETS = {"max_params": "params", "max_flops": "flops", "max_latency_ms": "latency_ms"}
+INPUT_MODES: tuple[str, ...] = ("float", "uint8", "normalized")
+"""What an exported network takes: float32 images in [0, 1] or uint8 pixels in [0, 255]
+(normalisation inside the graph), or images already normalised by the caller."""
+WEIGHTS: tuple[str, ...] = ("auto", "final", "search")
+"""Which weights a run's export takes (see the module docstring)."""
+
+
+class Preprocessed(nn.Module):
+    """``net`` behind its input normalisation: raw images in, logits out.
+
+    ``mode="uint8"`` computes ``x * (1 / (255 std)) - mean / std`` in float32, the
+    same operations as :func:`eas.data.normalize_batch` in training and evaluation;
+    ``mode="float"`` takes ``x / 255`` and computes ``x * (1 / std) - mean / std``.
+    """
+
+    def __init__(self, net: nn.Module, mean: Sequence[float], std: Sequence[float],
+                 mode: str) -> None:
+        super().__init__()
+        if mode not in ("float", "uint8"):
+            raise ValueError(f"mode must be 'float' or 'uint8', got {mode!r}")
+        self.net = net
+        mean_t = torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1)
+        std_t = torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1)
+        scale = 1.0 / (255.0 * std_t) if mode == "uint8" else 1.0 / std_t
+        self.register_buffer("scale", scale)
+        self.register_buffer("shift", mean_t / std_t)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return self.net(x.to(torch.float32) * self.scale - self.shift)
+
+
+def _input_entry(shape: Sequence[int], contract: dict[str, Any] | None, mode: str
+                 ) -> dict[str, Any]:
+    """export.json's description of what a network takes (see :data:`INPUT_MODES`)."""
+    contract = contract or {}
+    entry: dict[str, Any] = {"name": "images", "layout": "NCHW", "shape": ["batch", *shape]}
+    if mode == "float":
+        entry.update(dtype="float32", range=[0.0, 1.0],
+                     normalization="in the graph: pass x_uint8 / 255")
+    elif mode == "uint8":
+        entry.update(dtype="uint8", range=[0, 255], normalization="in the graph")
+    else:
+        entry.update(dtype="float32", range=None,
+                     normalization="by the caller: (x_uint8 / 255 - mean) / std per channel"
+                     if contract.get("mean") is not None else
+                     "unknown: the run recorded no input normalisation")
+    entry["mean"], entry["std"] = contract.get("mean"), contract.get("std")
+    for key in ("dataset", "num_classes", "class_names"):
+        entry[key] = contract.get(key)
+    return entry
 
 
 def export_networks(items: Sequence[tuple[ChildNet, dict[str, Any]]], out_dir: str | Path, *,
-                    opset: int = 17, onnx: bool = True, torchscript: bool = True) -> Path:
-    """Write every ``(net, meta)`` as ONNX/TorchScript into ``out_dir``; return export.json's path.
+                    opset: int = 17, onnx: bool = True, torch_export: bool = True,
+                    contract: dict[str, Any] | None = None, input_mode: str = "normalized") -> Path:
+    """Write every ``(net, meta)`` as ONNX / torch.export into ``out_dir``; return export.json.
 
-    ``meta`` (objectives and anything JSON-friendly) is copied into the manifest.
-    The networks are exported from CPU copies in eval mode; they are not modified.
+    ``meta`` (objectives and anything JSON-friendly) is copied into the manifest; a
+    ``meta["input"]`` dict (an :func:`eas.data.input_contract`) overrides ``contract``
+    for that network. ``input_mode`` is one of :data:`INPUT_MODES`; "float" and "uint8"
+    need a contract with ``mean``/``std``. The networks are exported from CPU copies in
+    eval mode; they are not modified.
     """
     if not items:
         raise ValueError("nothing to export: no networks given")
+    if input_mode not in INPUT_MODES:
+        raise ValueError(f"unknown input mode {input_mode!r}; allowed values: "
+                         f"{', '.join(INPUT_MODES)}")
     out = Path(out_dir)
     if (out / "export.json").exists():
         raise ValueError(f"{out} already holds an export (export.json); choose another folder")
+    prepared = []
+    for net, meta in items:
+        meta = dict(meta)
+        own = meta.pop("input", None) or contract
+        if input_mode != "normalized" and (own is None or own.get("mean") is None):
+            raise ValueError(f"input_mode={input_mode!r} needs the input normalisation (mean/std) the "
+                             "network was trained with, and none is known; pass a contract "
+                             "or use input_mode='normalized'")
+        prepared.append((net, meta, own))
     out.mkdir(parents=True, exist_ok=True)
     entries = []
-    for k, (net, meta) in enumerate(items, 1):
-        model = net.clone().cpu().eval()
-        x = torch.zeros((2, *model.input_shape))
-        entry: dict[str, Any] = {"rank": k, "arch": str(model.arch),
-                                 "input_shape": list(model.input_shape),
-                                 **{key: _plain(v) for key, v in meta.items()}}
+    for k, (net, meta, own) in enumerate(prepared, 1):
+        base = net.clone().cpu().eval()
+        model: nn.Module = base
+        if input_mode != "normalized":
+            model = Preprocessed(base, own["mean"], own["std"], input_mode).eval()
+        dtype = torch.uint8 if input_mode == "uint8" else torch.float32
+        x = torch.zeros((2, *base.input_shape), dtype=dtype)
+        entry: dict[str, Any] = {"rank": k, "arch": str(base.arch),
+                                 "input_shape": list(base.input_shape),
+                                 **{key: _plain(v) for key, v in meta.items()},
+                                 "input": _plain(_input_entry(base.input_shape, own, input_mode)),
+                                 "output": {"name": "logits", "shape": ["batch", "classes"],
+                                            "meaning": "class scores (argmax = class; softmax "
+                                                       "= probabilities)"}}
         with warnings.catch_warnings():  # the exporters warn about their own deprecations
             warnings.simplefilter("ignore")
             if onnx:
@@ -75,10 +175,12 @@ def export_networks(items: Sequence[tuple[ChildNet, dict[str, Any]]], out_dir: s
                                   input_names=["images"], output_names=["logits"],
                                   dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
                 entry["onnx"] = path.name
-            if torchscript:
-                path = out / f"net_{k}.torchscript.pt"
-                torch.jit.trace(model, x).save(str(path))
-                entry["torchscript"] = path.name
+            if torch_export:
+                path = out / f"net_{k}.pt2"
+                batch = torch.export.Dim("batch", min=1, max=1 << 20)
+                program = torch.export.export(model, (x,), dynamic_shapes=({0: batch},))
+                torch.export.save(program, str(path))
+                entry["torch_export"] = path.name
         entries.append(entry)
     return atomic_write_text(json.dumps({"networks": entries}, indent=2) + "\n",
                              out / "export.json")
@@ -91,6 +193,8 @@ def _plain(v: Any) -> Any:
         return v
     if isinstance(v, (list, tuple)):
         return [_plain(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): _plain(x) for k, x in v.items()}
     return str(v)
 
 
@@ -144,25 +248,102 @@ def select(candidates: Sequence[dict[str, Any]], *, which: str = "best", cost: s
     return front
 
 
+def final_records(run_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """The run's finally trained networks that did not fail, by architecture: network
+    records of ``final_<k>.pt`` (arch, weights, rank, test accuracy, input contract)."""
+    run = Path(run_dir)
+    state = load_checkpoint(run / "checkpoint.pt")["state"]
+    found: dict[str, dict[str, Any]] = {}
+    for entry in state.get("final") or []:
+        path = run / f"final_{entry['rank']}.pt"
+        if entry.get("failed") or not path.is_file():
+            continue
+        record = read_torch_file(path, weights_only=True)
+        if isinstance(record, dict) and record.get("arch") == entry["arch"]:
+            found.setdefault(entry["arch"], {**record, "file": path.name})
+    return found
+
+
+def run_contract(run_dir: str | Path, *, final: bool = False) -> dict[str, Any] | None:
+    """The input contract of a run's searched (or, ``final``, finally trained) networks.
+
+    From ``data.json`` (written at search time); for runs made before it existed,
+    recomputed by loading the dataset as the run's ``config.toml`` describes (None
+    when that is not possible). Finally trained networks carry their own contract in
+    ``final_<k>.pt``; ``final`` only matters for such older runs.
+    """
+    run = Path(run_dir)
+    if (run / DATA_FILE).is_file() and not final:
+        try:
+            contract = json.loads((run / DATA_FILE).read_text())
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{run / DATA_FILE} is not readable JSON: {exc}") from None
+        return contract if isinstance(contract, dict) else None
+    try:
+        cfg = tomllib.loads((run / "config.toml").read_text())
+        d, s = cfg["data"], cfg.get("search", {})
+        subset = d.get("train_subset")
+        if final and s.get("final_full_data", True):
+            subset = None
+        root = d.get("root")
+        data = load_dataset(d["name"], None if root in (None, "none") else root,
+                            val_size=int(d.get("val_size", 5000)), seed=int(d.get("seed", 0)),
+                            train_subset=None if subset in (None, "none") else int(subset),
+                            use_extra=bool(d.get("use_extra", False)), download=False)
+    except (OSError, KeyError, TypeError, ValueError, tomllib.TOMLDecodeError):
+        return None
+    return input_contract(data)
+
+
 def export_run(run_dir: str | Path, *, which: str = "best", cost: str = "params",
                max_params: float | None = None, max_flops: float | None = None,
                max_latency_ms: float | None = None, out_dir: str | Path | None = None,
-               opset: int = 17) -> Path:
+               opset: int = 17, weights: str = "auto", input_mode: str = "float") -> Path:
     """Export the chosen networks of a search run (see the module docstring); returns export.json."""
+    if weights not in WEIGHTS:
+        raise ValueError(f"unknown weights {weights!r}; allowed values: {', '.join(WEIGHTS)}")
+    if input_mode not in INPUT_MODES:
+        raise ValueError(f"unknown input mode {input_mode!r}; allowed values: "
+                         f"{', '.join(INPUT_MODES)}")
     out = Path(out_dir) if out_dir is not None else Path(run_dir) / "export"
     if (out / "export.json").exists():
         raise ValueError(f"{out} already holds an export (export.json); choose another folder "
                          "with --out")
-    chosen = select(run_candidates(run_dir), which=which, cost=cost, max_params=max_params,
+    candidates = run_candidates(run_dir)
+    finals = final_records(run_dir) if weights != "search" else {}
+    if weights == "final":
+        if not finals:
+            raise ValueError(f"{run_dir} has no finally trained network (search.final_top_k "
+                             "= 0, or final training failed); use --weights search")
+        candidates = [c for c in candidates if c["arch"] in finals]
+    chosen = select(candidates, which=which, cost=cost, max_params=max_params,
                     max_flops=max_flops, max_latency_ms=max_latency_ms)
     if not chosen:
         limits = ", ".join(f"{k}={v:g}" for k, v in (("max_params", max_params),
                                                      ("max_flops", max_flops),
                                                      ("max_latency_ms", max_latency_ms))
                            if v is not None)
-        raise ValueError(f"no kept network of {run_dir} fits {limits or 'the request'}")
-    items = [(network_from_record(r), {k: r.get(k) for k in _OBJECTIVES}) for r in chosen]
-    return export_networks(items, out, opset=opset)
+        kept = "finally trained network" if weights == "final" else "kept network"
+        raise ValueError(f"no {kept} of {run_dir} fits {limits or 'the request'}")
+    search_contract: list[dict[str, Any] | None] = []
+    items = []
+    for rec in chosen:
+        meta: dict[str, Any] = {k: rec.get(k) for k in _OBJECTIVES}
+        final = finals.get(rec["arch"])
+        if final is not None:
+            meta.update(weights="final", weights_file=final["file"],
+                        test_accuracy=final.get("test_accuracy"),
+                        final_epochs=final.get("epochs"))
+            meta["input"] = final.get("input") or run_contract(run_dir, final=True)
+            net = network_from_record(final)
+        else:
+            meta.update(weights="search", weights_file="checkpoint.pt")
+            if not search_contract:
+                search_contract.append(run_contract(run_dir))
+            meta["input"] = search_contract[0]
+            net = network_from_record(rec)
+        items.append((net, meta))
+    return export_networks(items, out, opset=opset, input_mode=input_mode)
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "python -m eas.export") -> int:
@@ -170,7 +351,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m eas.export") 
     parser = argparse.ArgumentParser(
         prog=prog,
         description="Export a search run's best network (optionally under a budget) or its "
-                    "Pareto front as ONNX + TorchScript with an export.json manifest.")
+                    "Pareto front as ONNX + torch.export programs with an export.json "
+                    "manifest (objectives and the input contract: shape, dtype, range, "
+                    "mean/std, class names).")
     parser.add_argument("run", help="the run folder (runs/<run name>)")
     parser.add_argument("--which", choices=("best", "front"), default="best",
                         help="the most accurate network, or the whole front (default: best)")
@@ -180,6 +363,16 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m eas.export") 
     parser.add_argument("--max-flops", type=float, help="only networks with at most N FLOPs")
     parser.add_argument("--max-latency-ms", type=float,
                         help="only networks with at most M ms measured latency")
+    parser.add_argument("--weights", choices=WEIGHTS, default="auto",
+                        help="auto: the finally trained network (final_<k>.pt) of each chosen "
+                             "architecture that has one, else its searched weights; final: "
+                             "only finally trained networks; search: searched weights "
+                             "(default: auto)")
+    parser.add_argument("--input", choices=INPUT_MODES, default="float",
+                        help="what the exported networks take: float = float32 images in "
+                             "[0, 1] and uint8 = pixels in [0, 255] (normalisation inside the "
+                             "graph), normalized = (x/255 - mean)/std done by the caller "
+                             "(default: float)")
     parser.add_argument("--out", help="output folder (default: RUN/export)")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default: 17)")
     args = parser.parse_args(argv)
@@ -191,16 +384,22 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m eas.export") 
         path = export_run(args.run, which=args.which, cost=args.cost,
                           max_params=args.max_params, max_flops=args.max_flops,
                           max_latency_ms=args.max_latency_ms, out_dir=args.out,
-                          opset=args.opset)
+                          opset=args.opset, weights=args.weights, input_mode=args.input)
     except ValueError as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 2
     manifest = json.loads(path.read_text())
     for e in manifest["networks"]:
-        acc = e.get("accuracy")
-        print(f"net_{e['rank']}: {e['arch']}  val acc "
+        acc, test = e.get("accuracy"), e.get("test_accuracy")
+        took = (f"finally trained ({e['weights_file']}, test acc "
+                f"{'n/a' if test is None else f'{100 * test:.2f}%'})"
+                if e.get("weights") == "final" else "searched weights (checkpoint.pt)")
+        print(f"net_{e['rank']}: {e['arch']}  {took}, val acc "
               f"{'n/a' if acc is None else f'{100 * acc:.2f}%'}, {e.get('params')} params, "
               f"{e.get('flops')} FLOPs")
+    first = manifest["networks"][0]["input"]
+    print(f"input: {first['dtype']} {first['layout']} {first['shape']}, "
+          f"{first['normalization']}")
     print(f"wrote {path}")
     return 0
 

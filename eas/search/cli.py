@@ -4,7 +4,7 @@
 
     eas search [--config FILE] [--section.field VALUE ...] [--resume RUN]   # an architecture search
     eas compare --agents random,hill_climbing --children 30                 # compare agents
-    eas export runs/<run> [--which best|front] [--max-params N]             # ONNX + TorchScript
+    eas export runs/<run> [--which best|front] [--max-params N]             # ONNX + torch.export
     eas --help
 
 ``eas search`` is ``python -m eas.train_controller`` (also installed as the
@@ -38,7 +38,7 @@ COMMANDS: dict[str, tuple[str, Callable[[list[str]], int]]] = {
     "search": ("run or resume an architecture search (= python -m eas.train_controller)",
                _search),
     "compare": ("compare search agents on one budget (= python -m eas.compare)", _compare),
-    "export": ("export a run's best network or Pareto front as ONNX + TorchScript "
+    "export": ("export a run's best network or Pareto front as ONNX + torch.export "
                "(= python -m eas.export)", _export),
 }
 """Subcommand name -> (one-line help, entry point taking the remaining arguments)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from eas.checkpoint import (
     network_record,
     save_network,
 )
-from eas.data import dataset_facts, load_dataset
+from eas.data import DATA_FILE, Data, dataset_facts, input_contract, load_dataset
 from eas.distill import DistillConfig
 from eas.envs.evaluators import EvalResult
 from eas.envs.halving import HalvingEvaluator
@@ -110,6 +111,7 @@ def open_run(cfg: SearchConfig, *, run_dir: str | Path | None, resume: bool, dat
                      needs_data=evaluator is None and data is None)
     device = resolve_device(cfg.data.device)
     loaded: dict[str, Any] = {"search": data}
+    folder: list[Path] = []  # the run folder, once claimed
 
     def get_data(full: bool = False) -> Any:
         """The dataset (loaded on first use); ``full`` ignores data.train_subset."""
@@ -125,6 +127,8 @@ def open_run(cfg: SearchConfig, *, run_dir: str | Path | None, resume: bool, dat
             except ValueError as exc:  # sizes that do not fit this dataset
                 name = next((f for f in ("train_subset", "val_size") if f in str(exc)), None)
                 raise ConfigError(f"data.{name}" if name else "data", str(exc)) from None
+            if key == "search" and folder:
+                _write_data_file(folder[0], loaded[key])
         return loaded[key]
 
     if evaluator is None:
@@ -136,6 +140,9 @@ def open_run(cfg: SearchConfig, *, run_dir: str | Path | None, resume: bool, dat
     if resume and checkpoint is None:
         log(f"no {CHECKPOINT} in {run_dir}; starting the run from the beginning")
     atomic_write_text(dump_toml(cfg), run_dir / CONFIG_FILE)
+    folder.append(run_dir)
+    if loaded.get("search") is not None:
+        _write_data_file(run_dir, loaded["search"])
     state = SearchState(**checkpoint["state"]) if checkpoint is not None else SearchState()
 
     rng = np.random.default_rng(int(s.seed))  # the search's own RNG: per-round env seeds
@@ -152,6 +159,18 @@ def open_run(cfg: SearchConfig, *, run_dir: str | Path | None, resume: bool, dat
                      device=device, log=log, checkpoint=checkpoint,
                      input_shape=tuple(input_shape), num_classes=num_classes,
                      child_cfg=cfg.child, elapsed_before=state.elapsed, lock=lock)
+
+
+def _contract(data: Any) -> dict[str, Any] | None:
+    """:func:`eas.data.input_contract` of an :class:`eas.data.Data` (None for other data)."""
+    return input_contract(data) if isinstance(data, Data) else None
+
+
+def _write_data_file(run_dir: Path, data: Any) -> None:
+    """Record what the networks expect as input (``data.json``; see ``eas export``)."""
+    contract = _contract(data)
+    if contract is not None:
+        atomic_write_text(json.dumps(contract, indent=2) + "\n", run_dir / DATA_FILE)
 
 
 def build_start_network(run: SearchRun) -> None:
@@ -417,15 +436,16 @@ def final_training(run: SearchRun, callbacks: SearchCallback) -> None:
             net = network_from_record(rec["network"])
         run.log(f"final training of #{k} ({final_cfg.epochs} epochs, {s.final_init}): "
                 f"{rec['arch']}")
-        res = final_train(net, run.get_data(full=s.final_full_data), final_cfg,
-                          device=run.device, seed=seed, progress=s.progress)
+        data = run.get_data(full=s.final_full_data)
+        res = final_train(net, data, final_cfg, device=run.device, seed=seed,
+                          progress=s.progress)
         net.cpu()
         entry = {"rank": k, "arch": rec["arch"], "val_accuracy": rec["accuracy"],
                  "test_accuracy": res.test_accuracy, "failed": res.failed,
                  "reason": res.reason, "epochs": final_cfg.epochs, "train_time": res.train_time,
                  "init": s.final_init}
         state.final.append(entry)
-        save_network(net, run.run_dir / f"final_{k}.pt", **entry)
+        save_network(net, run.run_dir / f"final_{k}.pt", **entry, input=_contract(data))
         test_error = None if res.test_accuracy is None else 1 - res.test_accuracy
         run.log(f"  final training failed: {res.reason}" if res.failed else
                 f"  test accuracy {pct(res.test_accuracy)} (test error {pct(test_error)})")
