@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
+
 from eas.envs.evaluators import EvalResult
 
 __all__ = ["Agent", "AgentContext", "NoConfig"]

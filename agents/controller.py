@@ -38,9 +38,10 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from eas.envs.net_transform import KINDS  # the one definition of the kinds and their order
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from eas.envs.net_transform import KINDS  # the one definition of the kinds and their order
 
 __all__ = ["Controller", "ControllerOutput", "KINDS", "batch_observation"]
 

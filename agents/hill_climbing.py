@@ -59,7 +59,9 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
+
 from eas.agents.base import Agent, AgentContext
+from eas.checkpoint import network_from_record, network_record
 from eas.envs.evaluators import EvalResult
 from eas.envs.observation import (
     DEEPER,
@@ -74,8 +76,6 @@ from eas.envs.observation import (
     stack_actions,
     uniform_index,
 )
-
-from eas.checkpoint import network_from_record, network_record
 
 __all__ = ["HillClimbingAgent"]
 

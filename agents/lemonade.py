@@ -42,7 +42,9 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
+
 from eas.agents.base import Agent, AgentContext
+from eas.arch import FC, Conv, SearchSpace
 from eas.envs import NetTransformEnv
 from eas.envs.evaluators import EvalResult
 from eas.envs.observation import (
@@ -57,8 +59,6 @@ from eas.envs.observation import (
 )
 from eas.morphisms.narrow import narrow, narrowable_layers
 from eas.morphisms.remove_layer import removable_layers, remove_layer
-
-from eas.arch import FC, Conv, SearchSpace
 from eas.network import ChildNet, build_network, count_flops, count_parameters
 from eas.pareto import ParetoFront, kde_density
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
+
 from eas.agents.base import Agent, AgentContext
 from eas.envs.evaluators import EvalResult
 from eas.envs.observation import sample_legal_action, split_obs, stack_actions

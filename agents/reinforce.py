@@ -43,6 +43,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+
 from eas.agents.base import Agent, AgentContext
 from eas.agents.controller import Controller
 from eas.envs.evaluators import EvalResult

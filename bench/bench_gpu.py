@@ -44,11 +44,10 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from eas.envs import NetTransformEnv, TrainerEvaluator  # noqa: E402
-from eas.envs.parallel import ParallelEvaluator  # noqa: E402
-
 from eas.arch import TABLE1, densenet_bc  # noqa: E402
 from eas.data import AugmentConfig, Data  # noqa: E402
+from eas.envs import NetTransformEnv, TrainerEvaluator  # noqa: E402
+from eas.envs.parallel import ParallelEvaluator  # noqa: E402
 from eas.network import ChildNet, build_network  # noqa: E402
 from eas.training import TrainConfig, make_optimizer, train_child  # noqa: E402
 

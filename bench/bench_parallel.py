@@ -35,8 +35,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
-from eas.envs.parallel import ParallelEvaluator, available_cores  # noqa: E402
 
+from eas.envs.parallel import ParallelEvaluator, available_cores  # noqa: E402
 from eas.network import build_network  # noqa: E402
 
 START = (
@@ -59,9 +59,8 @@ def cpu_model() -> str:
 
 def make_evaluator(args: argparse.Namespace):
     """``envs.TrainerEvaluator`` on a seeded slice of Fashion-MNIST."""
-    from eas.envs.evaluators import TrainerEvaluator
-
     from eas.data import load_dataset
+    from eas.envs.evaluators import TrainerEvaluator
     from eas.training import TrainConfig
 
     data = load_dataset("fashion-mnist", val_size=args.val_size, train_subset=args.train_subset,

@@ -45,14 +45,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from eas import envs  # noqa: E402
 from eas.agents.base import AgentContext  # noqa: E402
 from eas.agents.reinforce import ReinforceAgent, ReinforceConfig  # noqa: E402
+from eas.arch import Architecture, Conv, SearchSpace, Tokenizer  # noqa: E402
 from eas.envs.evaluators import EvalResult  # noqa: E402
 from eas.envs.spaces import Masks  # noqa: E402  (the env's own mask computation)
 from eas.morphisms import legal  # noqa: E402
-
-from eas import envs  # noqa: E402
-from eas.arch import Architecture, Conv, SearchSpace, Tokenizer  # noqa: E402
 
 SCHEDULE = ("wider",) * 4
 SHAPE = (1, 28, 28)

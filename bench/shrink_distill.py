@@ -13,11 +13,11 @@ from __future__ import annotations
 import argparse
 
 import torch
-from eas.morphisms.narrow import narrow
-from eas.morphisms.remove_layer import remove_layer
 
 from eas.data import load_dataset
 from eas.distill import DistillConfig, agreement, distill
+from eas.morphisms.narrow import narrow
+from eas.morphisms.remove_layer import remove_layer
 from eas.network import build_network
 from eas.training import TrainConfig, evaluate, train_child
 

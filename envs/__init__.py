@@ -7,6 +7,7 @@ works too).
 """
 
 import gymnasium
+
 from eas.envs.cache import EvalCache, fingerprint
 from eas.envs.evaluators import EvalResult, Evaluator, TrainerEvaluator, as_result, evaluate_batch
 from eas.envs.net_transform import (

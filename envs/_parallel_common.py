@@ -16,10 +16,10 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from eas.envs.evaluators import EvalResult, as_result
 from torch import nn
 
 from eas.accel import is_sticky_cuda_error
+from eas.envs.evaluators import EvalResult, as_result
 from eas.network import ChildNet, build_network
 
 BACKENDS: tuple[str, ...] = ("auto", "serial", "process", "ray")

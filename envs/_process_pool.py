@@ -18,6 +18,7 @@ from multiprocessing import get_context
 from typing import Any
 
 import torch
+
 from eas.envs._parallel_common import (
     _START_TIMEOUT,
     Outcome,

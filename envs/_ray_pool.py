@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+
 from eas.envs._parallel_common import (
     _RAY_MISSING,
     _loads,

@@ -14,10 +14,10 @@ from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
-from eas.morphisms.legal import KINDS, SHRINK_KINDS, SKIP_MODES, LegalActions
 
 from eas import morphisms
 from eas.arch import Architecture, Dense, SearchSpace, width_of
+from eas.morphisms.legal import KINDS, SHRINK_KINDS, SKIP_MODES, LegalActions
 from eas.network import ChildNet
 
 __all__ = ["CheckedAction", "InvalidActionError", "check_action"]

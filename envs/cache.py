@@ -24,9 +24,9 @@ from dataclasses import replace
 from typing import Any
 
 import torch
-from eas.envs.evaluators import EvalResult, evaluate_batch
 from torch import nn
 
+from eas.envs.evaluators import EvalResult, evaluate_batch
 from eas.network import ChildNet
 
 __all__ = ["EvalCache", "evaluate_children", "fingerprint"]

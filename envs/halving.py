@@ -81,10 +81,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from eas.envs.evaluators import EvalResult, as_result, evaluate_batch
-from eas.envs.parallel import ParallelEvaluator
 from torch import nn
 
+from eas.envs.evaluators import EvalResult, as_result, evaluate_batch
+from eas.envs.parallel import ParallelEvaluator
 from eas.training import TrainConfig
 
 __all__ = ["HalvingConfig", "HalvingEvaluator", "at_budget", "rank_rewards", "survivors"]

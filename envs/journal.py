@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from eas.envs.cache import fingerprint
-from eas.envs.evaluators import EvalResult, as_result
 
 from eas.checkpoint import atomic_save
+from eas.envs.cache import fingerprint
+from eas.envs.evaluators import EvalResult, as_result
 from eas.network import ChildNet
 
 

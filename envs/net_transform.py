@@ -14,6 +14,8 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+
+from eas.arch import Architecture, SearchSpace, Tokenizer
 from eas.envs.actions import CheckedAction, InvalidActionError, check_action
 from eas.envs.cache import EvalCache, evaluate_children, fingerprint
 from eas.envs.evaluators import EvalResult, TrainerEvaluator
@@ -31,8 +33,6 @@ from eas.morphisms.legal import (
     legal_actions,
     narrow_levels,
 )
-
-from eas.arch import Architecture, SearchSpace, Tokenizer
 from eas.network import ChildNet, build_network
 
 __all__ = [

@@ -19,7 +19,6 @@ from dataclasses import replace
 from typing import Any
 
 from eas.envs.evaluators import EvalResult, evaluate_batch
-
 from eas.network import ChildNet
 from eas.objectives import cost_objectives, measure_latency
 

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+
 from eas.morphisms.legal import ALL_KINDS
 
 __all__ = [

@@ -14,7 +14,6 @@ from dataclasses import replace
 from typing import Any
 
 from eas.envs.evaluators import EvalResult
-
 from eas.network import ChildNet
 
 __all__ = ["episode_outcome"]

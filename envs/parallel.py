@@ -72,6 +72,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from torch import nn
+
 from eas.envs._parallel_common import (
     BACKENDS,
     ChildSpec,
@@ -98,7 +100,6 @@ from eas.envs._ray_pool import (
     _RayPool,
 )
 from eas.envs.evaluators import EvalResult
-from torch import nn
 
 __all__ = [
     "BACKENDS",

@@ -18,9 +18,10 @@ import weakref
 from typing import Any, Protocol
 
 import numpy as np
+from gymnasium import spaces
+
 from eas.envs.observation import sample_legal_action
 from eas.morphisms.legal import KINDS, LegalActions, kinds_for, narrow_levels
-from gymnasium import spaces
 
 __all__ = ["ARCH_CHARSET", "LegalActionDict", "Masks", "mask_arrays", "observation_space"]
 

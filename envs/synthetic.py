@@ -13,9 +13,8 @@ import math
 import time
 from typing import Any
 
-from eas.envs.evaluators import EvalResult
-
 from eas.arch import Architecture, Conv, Dense
+from eas.envs.evaluators import EvalResult
 from eas.network import ChildNet, build_network, count_flops, count_parameters
 
 __all__ = ["SyntheticEvaluator", "synthetic_accuracy"]

@@ -16,15 +16,15 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from eas.envs.cache import EvalCache, fingerprint
-from eas.envs.evaluators import EvalResult
-from eas.envs.net_transform import InvalidActionError, NetTransformEnv, evaluate_children
-from eas.envs.observation import sample_legal_action
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
 from eas.arch import Architecture
+from eas.envs.cache import EvalCache, fingerprint
+from eas.envs.evaluators import EvalResult
+from eas.envs.net_transform import InvalidActionError, NetTransformEnv, evaluate_children
+from eas.envs.observation import sample_legal_action
 from eas.network import ChildNet, build_network
 
 __all__ = ["VectorNetTransformEnv"]

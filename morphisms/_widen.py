@@ -4,9 +4,9 @@ widen to, and the unit-copy plan that widens one layer."""
 from __future__ import annotations
 
 import numpy as np
-from eas.morphisms._remap import Plan
 
 from eas.arch import FC, Conv, Dense, SearchSpace
+from eas.morphisms._remap import Plan
 from eas.network import ChildNet
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
+
+from eas.arch import Architecture, Dense, SearchSpace
 from eas.morphisms._remap import (
     Insert,
     Plan,
@@ -13,8 +15,6 @@ from eas.morphisms._remap import (
     layouts,
     maybe_negative_owners,
 )
-
-from eas.arch import Architecture, Dense, SearchSpace
 from eas.network import ChildNet
 
 __all__ = ["dense_insert", "dense_insert_refusal"]

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from eas.morphisms._remap import check_layer_index
 
 from eas.arch import FC, Architecture, Conv, Dense, Pool, Softmax
+from eas.morphisms._remap import check_layer_index
 from eas.network import ChildNet, build_network
 
 __all__ = ["CRITERIA", "narrow", "narrow_refusal", "narrowable_layers", "unit_importance"]

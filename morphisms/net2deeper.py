@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from torch import Tensor
+
+from eas.arch import FC, Architecture, Conv, SearchSpace
 from eas.morphisms._remap import (
     Insert,
     Plan,
@@ -14,9 +17,6 @@ from eas.morphisms._remap import (
     layouts,
     maybe_negative_owners,
 )
-from torch import Tensor
-
-from eas.arch import FC, Architecture, Conv, SearchSpace
 from eas.network import ChildNet
 
 __all__ = ["net2deeper", "deeper_refusal"]

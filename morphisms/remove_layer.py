@@ -10,9 +10,8 @@ its parent (``eas.distill``) before it is evaluated.
 
 from __future__ import annotations
 
-from eas.morphisms._remap import check_layer_index
-
 from eas.arch import FC, Architecture, Conv, Skip
+from eas.morphisms._remap import check_layer_index
 from eas.network import ChildNet, build_network, infer_shapes
 
 __all__ = ["removable_layers", "remove_layer", "remove_refusal"]

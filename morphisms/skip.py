@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-from eas.morphisms._remap import Plan, apply_plan
 
 from eas.arch import Architecture, Conv, Skip
+from eas.morphisms._remap import Plan, apply_plan
 from eas.network import ChildNet, infer_shapes
 
 __all__ = ["add_skip", "skip_refusal"]

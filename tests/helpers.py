@@ -11,8 +11,8 @@ import hashlib
 from pathlib import Path
 
 import torch
-from eas.envs import EvalResult
 
+from eas.envs import EvalResult
 from eas.search.config import load_config
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")

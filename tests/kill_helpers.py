@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 
 import torch
+
 from eas.envs import EvalResult
 from eas.envs.cache import fingerprint
 from eas.envs.parallel import ParallelEvaluator
-
 from eas.search.config import load_config
 from eas.search.loop import run_search
 

@@ -10,12 +10,12 @@ random networks) and ``bench/bench_env_steps.py`` (timings side by side).
 from __future__ import annotations
 
 import numpy as np
+
+from eas.arch import FC, Architecture, Conv, Dense, SearchSpace
 from eas.morphisms._remap import add_carriers
 from eas.morphisms.dense_insert import dense_insert_refusal
 from eas.morphisms.net2deeper import deeper_refusal
 from eas.morphisms.skip import skip_refusal
-
-from eas.arch import FC, Architecture, Conv, Dense, SearchSpace
 
 KINDS = ("wider", "deeper", "skip")
 

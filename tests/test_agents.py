@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
+from eas import envs
 from eas.agents import (
     Agent,
     AgentContext,
@@ -20,11 +22,9 @@ from eas.agents import (
     make_agent,
 )
 from eas.agents.registry import BUILTINS, ENTRY_POINT_GROUP
+from eas.arch import Architecture, Tokenizer
 from eas.envs.evaluators import EvalResult
 from eas.envs.synthetic import SyntheticEvaluator, synthetic_accuracy
-
-from eas import envs
-from eas.arch import Architecture, Tokenizer
 from eas.network import build_network
 from eas.search import SearchCallback, run_search
 from eas.search.config import agent_section, load_config

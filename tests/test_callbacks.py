@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from eas.envs.synthetic import SyntheticEvaluator
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from eas.envs.synthetic import SyntheticEvaluator
 from eas.search import SearchCallback, run_search
 from eas.search.callbacks import CallbackList
 from eas.search.config import load_config

@@ -8,9 +8,9 @@ import sys
 import textwrap
 
 import pytest
-from eas.envs.synthetic import synthetic_accuracy
 
 from eas.arch import Architecture
+from eas.envs.synthetic import synthetic_accuracy
 from eas.network import build_network
 from eas.search.compare import RunRecord, compare, load_evaluator, main, write_outputs
 from eas.search.config import load_config, resolve_start_arch

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from eas.envs.evaluators import EvalResult
 from eas.envs.parallel import ParallelEvaluator
-
 from eas.search import concurrency
 from eas.search.concurrency import parallel_options, resolve_concurrency
 from eas.search.config import ConfigError, SearchSection, load_config

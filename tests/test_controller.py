@@ -15,12 +15,12 @@ import time
 import numpy as np
 import pytest
 import torch
+
+from eas import FC, Architecture, Conv, SearchSpace, Tokenizer
 from eas.agents.base import AgentContext
 from eas.agents.controller import Controller, batch_observation
 from eas.agents.reinforce import ReinforceAgent, ReinforceConfig, baseline_step
 from eas.envs.evaluators import EvalResult
-
-from eas import FC, Architecture, Conv, SearchSpace, Tokenizer
 
 SPACE = SearchSpace()
 TOK = Tokenizer(SPACE)

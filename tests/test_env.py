@@ -10,6 +10,10 @@ import gymnasium
 import numpy as np
 import pytest
 import torch
+from gymnasium.utils.env_checker import check_env
+
+from eas import build_network, densenet_bc, envs
+from eas.arch import FC, Architecture, Conv, Dense, SearchSpace
 from eas.envs import (
     KINDS,
     EvalCache,
@@ -20,10 +24,6 @@ from eas.envs import (
     reward_of,
     sample_legal_action,
 )
-from gymnasium.utils.env_checker import check_env
-
-from eas import build_network, densenet_bc, envs
-from eas.arch import FC, Architecture, Conv, Dense, SearchSpace
 
 SMALL_SPACE = SearchSpace(filters=(16, 20, 24, 32, 40, 48, 64, 96, 128, 160),
                           fc_units=(256, 288, 320, 384, 512))

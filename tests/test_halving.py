@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import cheap_config
+
 from eas.envs import EvalResult, TrainerEvaluator, VectorNetTransformEnv
 from eas.envs.halving import HalvingConfig, HalvingEvaluator, at_budget, rank_rewards, survivors
 from eas.envs.journal import Journal
 from eas.envs.parallel import ParallelEvaluator
-from helpers import cheap_config
-
 from eas.network import build_network
 from eas.search.config import ConfigError, load_config
 from eas.search.loop import run_search

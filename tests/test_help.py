@@ -8,8 +8,8 @@ from itertools import combinations
 
 import matplotlib
 import pytest
-from eas.agents.registry import available_agents
 
+from eas.agents.registry import available_agents
 from eas.data import DATASET_NAMES
 from eas.search import cli, compare, train_controller
 from eas.search.config import CONFIG_DIR, DEFAULT_CONFIG, dump_toml, load_config

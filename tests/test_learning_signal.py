@@ -6,9 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from test_controller import START, make_ctx, make_obs, stack
+
 from eas.agents.reinforce import ReinforceAgent, ReinforceConfig, baseline_step
 from eas.envs.evaluators import EvalResult
-from test_controller import START, make_ctx, make_obs, stack
 
 
 def test_leave_one_out_baseline() -> None:

@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import cheap_config, quiet
+
 from eas.agents.base import AgentContext
 from eas.agents.lemonade import LemonadeAgent
 from eas.agents.registry import get_agent_class
-from eas.envs import EvalResult, VectorNetTransformEnv
-from helpers import cheap_config, quiet
-
 from eas.arch import SearchSpace, Tokenizer
+from eas.envs import EvalResult, VectorNetTransformEnv
 from eas.network import build_network
 from eas.search.loop import run_search
 

@@ -6,6 +6,8 @@ import math
 
 import pytest
 import torch
+from helpers import CheapEvaluator, cheap_config, quiet
+
 from eas.envs import (
     ConstrainedReward,
     EvalResult,
@@ -17,8 +19,6 @@ from eas.envs import (
     make_reward,
     reward_of,
 )
-from helpers import CheapEvaluator, cheap_config, quiet
-
 from eas.network import build_network, count_flops, count_parameters
 from eas.objectives import cost_objectives, measure_latency
 from eas.search.config import ConfigError, load_config

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from ray_local import import_ray, local_ray
+
 from eas.envs.evaluators import EvalResult, evaluate_batch
 from eas.envs.parallel import (
     BACKENDS,
@@ -27,8 +29,6 @@ from eas.envs.parallel import (
     pack_network,
     unpack_network,
 )
-from ray_local import import_ray, local_ray
-
 from eas.network import build_network
 
 INPUT = (1, 8, 8)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from eas.envs import _ray_pool
 from eas.envs._parallel_common import _Task
 

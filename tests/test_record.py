@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from helpers import CheapEvaluator, cheap_config, quiet, tensorboard_steps
+
 from eas.envs.cache import EvalCache
 from eas.envs.evaluators import EvalResult
 from eas.envs.journal import Journal
-from helpers import CheapEvaluator, cheap_config, quiet, tensorboard_steps
-
 from eas.network import build_network
 from eas.search import run_search
 

@@ -13,8 +13,8 @@ import json
 from pathlib import Path
 
 import pytest
-from eas.envs.synthetic import SyntheticEvaluator
 
+from eas.envs.synthetic import SyntheticEvaluator
 from eas.search import run_search
 from eas.search.config import load_config
 

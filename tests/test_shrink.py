@@ -7,13 +7,13 @@ import copy
 import numpy as np
 import pytest
 import torch
-from eas.morphisms.narrow import narrow, narrowable_layers, unit_importance
-from eas.morphisms.remove_layer import removable_layers, remove_layer
 from helpers import FASHION
 
 from eas import morphisms
 from eas.data import load_dataset
 from eas.distill import DistillConfig, agreement, distill
+from eas.morphisms.narrow import narrow, narrowable_layers, unit_importance
+from eas.morphisms.remove_layer import removable_layers, remove_layer
 from eas.network import build_network
 from eas.training import TrainConfig, train_child
 

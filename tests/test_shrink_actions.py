@@ -9,17 +9,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from gymnasium import spaces
+from helpers import FASHION
+
+from eas.arch import SearchSpace, width_of
+from eas.distill import DistillConfig, agreement
 from eas.envs import EvalResult, InvalidActionError, NetTransformEnv, ShrinkDistiller
 from eas.envs.observation import NARROW, REMOVE, sample_legal_action
 from eas.envs.synthetic import SyntheticEvaluator
 from eas.morphisms.legal import ALL_KINDS, KINDS, narrow_levels
 from eas.morphisms.narrow import narrow_refusal
 from eas.morphisms.remove_layer import remove_refusal
-from gymnasium import spaces
-from helpers import FASHION
-
-from eas.arch import SearchSpace, width_of
-from eas.distill import DistillConfig, agreement
 from eas.network import build_network
 from eas.search import run_search
 from eas.search.config import ConfigError, load_config

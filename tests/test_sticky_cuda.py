@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_parallel import ARCHS, TIMEOUT, TinyEvaluator, _assert_same, _nets
+
 from eas.envs.evaluators import EvalResult
 from eas.envs.parallel import ParallelEvaluator
-from test_parallel import ARCHS, TIMEOUT, TinyEvaluator, _assert_same, _nets
 
 STICKY = "CUDA error: an illegal memory access was encountered"
 
