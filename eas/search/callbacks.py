@@ -160,12 +160,16 @@ class TensorBoardCallback(SearchCallback):
     ``charts/child_<field>``: accuracy, reward, params, FLOPs, train time, epochs, ...; per round the best, mean and round-best accuracy, stage, round time,
     cached fraction and the agent's own metrics); the configuration is logged
     as a markdown table and as TensorBoard hparams (metric: ``charts/best_accuracy``).
+    How each child was trained: ``charts/child_cuda_graph`` (1 = replayed CUDA
+    graph), the text ``child_precision`` (whenever the precision changes) and
+    ``child_notes`` (e.g. why a CUDA graph fell back to eager steps).
     A resumed run appends to the same folder and drops events logged after
     the last checkpoint.
     """
 
     def __init__(self) -> None:
         self.writer: SummaryWriter | None = None
+        self._precision: str | None = None  # the last child precision written
 
     def on_search_start(self, run: SearchRun) -> None:
         step = run.state.global_step
@@ -196,6 +200,12 @@ class TensorBoardCallback(SearchCallback):
         for name, value in child.to_dict().items():  # every number of the record
             if is_number(value) and name not in _NOT_CHARTED:
                 w.add_scalar(f"charts/child_{name}", value, step)
+        w.add_scalar("charts/child_cuda_graph", float(child.cuda_graph), step)
+        if child.precision is not None and child.precision != self._precision:
+            w.add_text("child_precision", f"child {step} on: {child.precision}", step)
+            self._precision = child.precision
+        if child.note:
+            w.add_text("child_notes", f"child {step}: {child.note}", step)
         if rank == 0:
             w.add_text("best_architecture",
                        f"`{child.arch}` — val acc {100 * child.accuracy:.2f}% "
@@ -269,11 +279,23 @@ def _best_accuracy(run: SearchRun) -> float:
 
 # ---------------------------------------------------------------------- progress
 class ProgressCallback(SearchCallback):
-    """A tqdm bar over the children (``search.progress``); without it, one line per round."""
+    """A tqdm bar over the children (``search.progress``); without it, one line per round.
+
+    Either way the log gets one line the first time a child's CUDA graph fell
+    back to eager steps (the child's record keeps the reason; later ones are not logged).
+    """
 
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled
         self.bar: Any = None
+        self.fallback_logged = False
+
+    def on_child(self, run: SearchRun, child: EvalResult, rank: int | None) -> None:
+        if child.fallback is not None and not self.fallback_logged:
+            self.fallback_logged = True
+            run.log(f"note: child {child.step} fell back to eager steps ({child.note}); "
+                    "later fallbacks are only recorded (summary.json history, TensorBoard "
+                    "child_notes)")
 
     def on_search_start(self, run: SearchRun) -> None:
         if not self.enabled:
