@@ -87,6 +87,10 @@ class Architecture:
             raise TypeError(f"expected an architecture string, got {type(text).__name__}")
         if not text.strip():
             raise ValueError("empty architecture string")
+        odd = next((c for c in text if not c.isascii()), None)
+        if odd is not None:  # int() would read full-width or other non-ASCII digits
+            raise ValueError(f"non-ASCII character {odd!r} at position {text.index(odd)}; "
+                             "architecture strings use ASCII letters, digits and punctuation")
         raw = split_tokens(text.strip())
         layers: list[Layer] = []
         skips: list[Skip] = []

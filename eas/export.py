@@ -44,7 +44,6 @@ and a DenseNet start and compare the programs with PyTorch.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -56,7 +55,9 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.onnx import _constants as _onnx_constants  # private, but torch's one home of these
 
+from eas._cli import OneLineParser, creation_root, fail, output_folder_problem, remove_new
 from eas.checkpoint import (
     atomic_write_text,
     load_checkpoint,
@@ -71,6 +72,19 @@ __all__ = ["INPUT_MODES", "WEIGHTS", "Preprocessed", "export_networks", "export_
 
 _OBJECTIVES = ("accuracy", "params", "flops", "latency_ms", "step", "stage")
 _BUDGETS = {"max_params": "params", "max_flops": "flops", "max_latency_ms": "latency_ms"}
+ONNX_OPSETS: tuple[int, int] = (
+    int(getattr(_onnx_constants, "ONNX_MIN_OPSET", 7)),
+    int(getattr(_onnx_constants, "ONNX_MAX_OPSET", 17)),
+)
+"""(lowest, highest) ONNX opset version the installed torch.onnx supports."""
+
+
+def check_opset(opset: object) -> None:
+    """``opset`` is an opset version torch.onnx supports here; ValueError (one line) if not."""
+    lo, hi = ONNX_OPSETS
+    if isinstance(opset, bool) or not isinstance(opset, int) or not lo <= opset <= hi:
+        raise ValueError(f"--opset must be an integer in [{lo}, {hi}] (the ONNX opsets this "
+                         f"torch {torch.__version__.split('+')[0]} exports), got {opset!r}")
 INPUT_MODES: tuple[str, ...] = ("float", "uint8", "normalized")
 """What an exported network takes: float32 images in [0, 1] or uint8 pixels in [0, 255]
 (normalisation inside the graph), or images already normalised by the caller."""
@@ -136,6 +150,8 @@ def export_networks(items: Sequence[tuple[ChildNet, dict[str, Any]]], out_dir: s
     """
     if not items:
         raise ValueError("nothing to export: no networks given")
+    if onnx:
+        check_opset(opset)
     if input_mode not in INPUT_MODES:
         raise ValueError(f"unknown input mode {input_mode!r}; allowed values: "
                          f"{', '.join(INPUT_MODES)}")
@@ -347,8 +363,13 @@ def export_run(run_dir: str | Path, *, which: str = "best", cost: str = "params"
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "python -m eas.export") -> int:
-    """``python -m eas.export RUN ...`` (``eas export RUN ...``): export a run's best network or its front."""
-    parser = argparse.ArgumentParser(
+    """``python -m eas.export RUN ...`` (``eas export RUN ...``): export a run's best network or its front.
+
+    Bad arguments (opset, budgets, run folder, ``--out``) are one line and exit
+    code 2, before any work and with nothing written; a failure while exporting
+    is one line and exit code 1, and takes back the files written so far.
+    """
+    parser = OneLineParser(
         prog=prog,
         description="Export a search run's best network (optionally under a budget) or its "
                     "Pareto front as ONNX + torch.export programs with an export.json "
@@ -374,20 +395,42 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m eas.export") 
                              "graph), normalized = (x/255 - mean)/std done by the caller "
                              "(default: float)")
     parser.add_argument("--out", help="output folder (default: RUN/export)")
-    parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default: 17)")
+    parser.add_argument("--opset", type=int, default=17,
+                        help=f"ONNX opset, {ONNX_OPSETS[0]} to {ONNX_OPSETS[1]} (default: 17)")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     args = parser.parse_args(argv)
     for name in ("max_params", "max_flops", "max_latency_ms"):
         v = getattr(args, name)
         if v is not None and not (math.isfinite(v) and v > 0):
             parser.error(f"--{name.replace('_', '-')} must be > 0, got {v}")
+    out = Path(args.out) if args.out is not None else Path(args.run) / "export"
+    try:
+        check_opset(args.opset)
+        if not (Path(args.run) / "checkpoint.pt").is_file():
+            raise ValueError(f"{args.run} is not a run folder: it has no checkpoint.pt")
+        problem = output_folder_problem(out)
+        if problem is not None:
+            raise ValueError(f"--out: {problem}")
+    except ValueError as exc:
+        return fail(parser.prog, exc, 2)
+    before = {p.name for p in out.iterdir()} if out.is_dir() else None
+    top = creation_root(out)
     try:
         path = export_run(args.run, which=args.which, cost=args.cost,
                           max_params=args.max_params, max_flops=args.max_flops,
-                          max_latency_ms=args.max_latency_ms, out_dir=args.out,
+                          max_latency_ms=args.max_latency_ms, out_dir=out,
                           opset=args.opset, weights=args.weights, input_mode=args.input)
-    except ValueError as exc:
-        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
-        return 2
+    except Exception as exc:  # noqa: BLE001 - one line (and no partial output), unless --debug
+        remove_new(out, before, top)
+        if args.debug:
+            raise
+        if isinstance(exc, ValueError):  # bad input, found by the run's contents
+            return fail(parser.prog, exc, 2)
+        if isinstance(exc, OSError):
+            return fail(parser.prog, f"cannot write to {out}: {exc.strerror or exc} "
+                        f"({exc.filename or out})", 1)
+        return fail(parser.prog, f"{type(exc).__name__}: {exc} (run with --debug for the "
+                    "traceback)", 1)
     manifest = json.loads(path.read_text())
     for e in manifest["networks"]:
         acc, test = e.get("accuracy"), e.get("test_accuracy")

@@ -42,6 +42,9 @@ from eas.graphed import GraphStepError, StepRunner, family_of, self_check_verdic
 __all__ = ["TrainConfig", "TrainResult", "evaluate", "final_train", "lr_at", "make_optimizer", "train_child"]
 
 _CHECK_EVERY = 50  # steps between host syncs that check the running loss for NaN/inf
+CHANCE_LOSS_FACTOR = 3.0
+"""A training run whose last-epoch loss is above this many times the chance-level loss
+ln(num_classes) (what a uniform guess scores) has diverged: it is reported as failed."""
 
 
 @dataclass
@@ -131,7 +134,7 @@ class TrainResult:
     images_per_second: float
     """Training throughput: images processed / train_time."""
     failed: bool = False
-    """True when training diverged (NaN/inf loss) or ran out of GPU memory."""
+    """True when training diverged (NaN/inf loss, or a loss far above chance level) or ran out of GPU memory."""
     reason: str | None = None
     """Why it failed, else None."""
     test_accuracy: float | None = None
@@ -304,8 +307,9 @@ def train_child(
     drives the batch order and augmentation (a ``torch.Generator`` on the device),
     so CPU runs are reproducible. Validation accuracy is always measured when the
     data has a validation split; ``eval_on="test"`` also measures test accuracy.
-    A NaN/inf loss (checked every 50 steps and at each epoch end) or a CUDA
-    out-of-memory error stops training and returns ``failed=True`` with
+    A NaN/inf loss (checked every 50 steps and at each epoch end), a last-epoch
+    loss far above the chance-level loss (:data:`CHANCE_LOSS_FACTOR` x ln(classes))
+    or a CUDA out-of-memory error stops training and returns ``failed=True`` with
     ``val_accuracy=0.0`` instead of raising. The network ends in eval mode with
     its parameters in the default contiguous memory format.
 
@@ -483,6 +487,12 @@ def _train(network: nn.Module, data: Data, plan: _Plan, *, graph: bool) -> Train
     finally:
         if bar is not None:
             bar.close()
+    classes = max(2, int(getattr(data, "num_classes", 2)))
+    if last_loss > CHANCE_LOSS_FACTOR * math.log(classes):  # finite (checked above), diverging
+        return result(last_loss, last_acc, config.epochs, True,
+                      f"training loss {last_loss:.3g} stayed far above the chance-level loss "
+                      f"ln({classes}) = {math.log(classes):.2f} (diverging: learning rate too "
+                      "high?)")
     return result(last_loss, last_acc, config.epochs, False, None)
 
 

@@ -26,11 +26,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["MAX_ACCURACY", "REWARDS", "ConstrainedReward", "ObjectivesConfig", "PaperReward", "cost_of",
-           "make_reward", "paper_reward"]
+__all__ = ["MAX_ACCURACY", "REWARDS", "REWARD_BASES", "ConstrainedReward", "ObjectivesConfig",
+           "PaperReward", "cost_of", "make_reward", "paper_reward"]
 
 REWARDS: tuple[str, ...] = ("paper", "constrained")
 """Names of the built-in reward functions (``objectives.reward``)."""
+REWARD_BASES: tuple[str, ...] = ("accuracy", "tan")
+"""What the constrained reward's cost factor multiplies: the accuracy, or tan(acc*pi/2)."""
 _COSTS: tuple[str, ...] = ("params", "flops", "latency_ms")
 MAX_ACCURACY = 0.999
 """Accuracies are clamped to this before ``tan(acc * pi/2)`` so the reward stays
@@ -82,8 +84,8 @@ class ConstrainedReward:
             raise ValueError(f"unknown cost {cost!r}; allowed values: {', '.join(_COSTS)}")
         if not (isinstance(target, (int, float)) and math.isfinite(target) and target > 0):
             raise ValueError(f"the target of a constrained reward must be > 0, got {target!r}")
-        if base not in ("accuracy", "tan"):
-            raise ValueError(f"unknown base {base!r}; allowed values: accuracy, tan")
+        if base not in REWARD_BASES:
+            raise ValueError(f"unknown base {base!r}; allowed values: {', '.join(REWARD_BASES)}")
         for name, v in (("alpha", alpha), ("beta", beta)):
             if not math.isfinite(v) or v > 0:
                 raise ValueError(f"{name} must be a finite number <= 0, got {v}")
@@ -140,6 +142,9 @@ class ObjectivesConfig:
         if self.cost not in _COSTS:
             raise ValueError(f"unknown cost {self.cost!r}; allowed values: "
                              f"{', '.join(_COSTS)}")
+        if self.base not in REWARD_BASES:  # checked whichever reward is chosen
+            raise ValueError(f"unknown base {self.base!r}; allowed values: "
+                             f"{', '.join(REWARD_BASES)}")
         if self.reward == "constrained":
             if self.target is None or not (math.isfinite(self.target) and self.target > 0):
                 raise ValueError(f"target must be a number > 0 (the budget of the constrained "

@@ -35,6 +35,7 @@ from eas.data import DatasetError, DatasetNotFoundError, load_dataset
 from eas.network import build_network
 from eas.search import preflight as preflight_mod
 from eas.search import train_controller
+from eas.search.cli import main as eas_main
 from eas.search.config import (
     ConfigError,
     DataConfig,
@@ -292,6 +293,64 @@ def test_bad_input_through_the_command_line(ws: Path, argv: list[str], culprit: 
     assert main(argv) == code
     _check_one_line(capsys.readouterr().err, culprit)
     assert snapshot(ws) == before  # nothing new, nothing changed
+
+
+# ---------------------------------------------------------------------- export and compare
+EXPORT_CASES = [
+    (["export", "runs/cheap", "--opset", "3"], "--opset"),
+    (["export", "runs/cheap", "--opset", "99"], "--opset"),
+    (["export", "runs/cheap", "--out", "a_file"], "a_file"),
+    (["export", "runs/cheap", "--out", "a_file/sub"], "a_file"),
+    (["export", "runs/cheap", "--out", "runs/cheap/checkpoint.pt"], "checkpoint.pt"),
+    (["export", "no_such_run"], "no_such_run"),
+    (["export", "runs/no_config/journal"], "checkpoint.pt"),
+    (["export", "runs/cheap", "--max-params", "1", "--out", "new_export"], "max_params"),
+    (["export", "runs/cheap", "--which", "worst"], "--which"),
+    (["compare", "--agents", "random", "--children", "1", "--out", "a_file"], "a_file"),
+    (["compare", "--agents", "random", "--children", "1", "--out", "a_file/sub"], "a_file"),
+    (["compare", "--agents", "nosuchagent", "--children", "1", "--out", "c"], "nosuchagent"),
+    (["compare", "--agents", "random", "--children", "1", "--out", "c",
+      "--set", "child.lr_min=5"], "child.lr_min"),
+    (["compare", "--agents", "random", "--children", "1", "--out", "c",
+      "--set", "objectives.base=log"], "objectives.base"),
+]
+
+
+@pytest.mark.parametrize(("argv", "culprit"), EXPORT_CASES, ids=lambda a: " ".join(a)[-50:]
+                         if isinstance(a, list) else a)
+def test_bad_input_to_export_and_compare(ws: Path, argv: list[str], culprit: str,
+                                         capsys: pytest.CaptureFixture,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """``eas export`` / ``eas compare``: exit 2, one line naming the culprit, nothing written."""
+    monkeypatch.chdir(ws)
+    before = snapshot(ws)
+    try:
+        code = eas_main(argv)
+    except SystemExit as exc:  # argparse's own errors
+        code = exc.code
+    assert code == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"eas {argv[0]}: error: "), err
+    assert culprit in lines[0] and "Traceback" not in err, err
+    assert snapshot(ws) == before
+
+
+def test_a_failed_export_leaves_no_partial_output(ws: Path, tmp_path: Path, capsys,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The exporter fails half way (here: TorchScript after ONNX): its files are taken back."""
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("tracer broke")
+
+    monkeypatch.setattr(torch.jit, "trace", broken)
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "mine.txt").write_text("the user's own file")
+    for out in (tmp_path / "new" / "deeper", tmp_path / "kept"):
+        assert eas_main(["export", str(ws / "runs" / "cheap"), "--out", str(out)]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "tracer broke" in err[0], err
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["kept"]
+        assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == ["mine.txt"]
 
 
 def test_the_table_is_large_enough() -> None:

@@ -66,6 +66,7 @@ from typing import Any
 
 import torch
 
+from eas._cli import OneLineParser, creation_root, fail, output_folder_problem, remove_new
 from eas.agents.registry import available_agents, get_agent_class
 from eas.data import DATASET_NAMES, DatasetNotFoundError, dataset_facts, load_dataset
 from eas.envs.evaluators import as_result
@@ -266,8 +267,8 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 def build_parser(prog: str = "eas compare") -> argparse.ArgumentParser:
     """The command line of ``eas compare`` (also ``python -m eas.compare``)."""
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
-                                formatter_class=_HelpFormatter)
+    p = OneLineParser(prog=prog, description=__doc__.split("\n\n")[0],
+                      formatter_class=_HelpFormatter)
     p.add_argument("--agents", default="reinforce,random,hill_climbing",
                    help="comma-separated agent names (" + ", ".join(available_agents())
                         + ") or module:Class paths")
@@ -301,6 +302,7 @@ def build_parser(prog: str = "eas compare") -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="a setting for every run, e.g. --set space.filters=16,32,48,64 "
                         "(repeatable)")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     p.add_argument("--rank-by", choices=RANK_BY, default=None,
                    help="order the table best first by mean best accuracy or by the mean "
                         "hypervolume of the (accuracy, parameters) fronts (default: --agents order)")
@@ -338,6 +340,19 @@ def main(argv: Sequence[str] | None = None, prog: str = "eas compare") -> int:
             get_agent_class(name)
         except (ValueError, TypeError, ImportError) as exc:
             p.error(str(exc))
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        problem = output_folder_problem(out)
+        if problem is None and (out / "comparison.csv").exists():
+            problem = f"{out} already holds a comparison (comparison.csv); choose another folder"
+        taken = [out / "runs" / f"{_safe(a)}__seed{s}" for a in agents for s in seeds]
+        taken = [r for r in taken if r.exists()]
+        if problem is None and taken:
+            problem = f"{taken[0]} already exists; choose another folder"
+        if problem is not None:
+            p.error(f"--out: {problem}")
+    before = {q.name for q in out.iterdir()} if out is not None and out.is_dir() else None
+    top = creation_root(out) if out is not None else None
     try:
         load_evaluator(args.evaluator)
         compare(agents, seeds, args.children, evaluator=args.evaluator, dataset=args.dataset,
@@ -347,9 +362,16 @@ def main(argv: Sequence[str] | None = None, prog: str = "eas compare") -> int:
                 start_epochs=args.start_epochs, rank_by=args.rank_by, seconds=args.seconds,
                 lr=args.lr, start_lr=args.start_lr, overrides=overrides)
     except (ConfigError, DatasetNotFoundError, ValueError) as exc:
-        p.error(str(exc))
+        if out is not None and top is not None:
+            remove_new(out, before, top)  # bad input: take back what was written
+        if args.debug:
+            raise
+        p.error(" ".join(str(exc).split()))
+    except OSError as exc:
+        if args.debug:
+            raise
+        return fail(p.prog, f"cannot write {exc.filename or args.out}: {exc.strerror or exc}", 1)
     return 0
-
 
 if __name__ == "__main__":
     raise SystemExit(main(prog="python -m eas.compare"))

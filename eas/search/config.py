@@ -47,6 +47,7 @@ from eas.arch import TABLE1, Architecture, SearchSpace, densenet_bc
 from eas.data import DATASET_CLASSES, DATASET_NAMES, DATASET_SHAPES  # the one home of dataset facts
 from eas.envs.parallel import BACKENDS
 from eas.network import MAX_PARAMETERS, estimate_parameters
+from eas.search.checks import check_semantics
 from eas.search.field_types import coerce, field_docs, field_type, split_optional, type_name
 from eas.search.sections import (
     AGENT_SECTIONS,
@@ -243,6 +244,7 @@ def validate(cfg: SearchConfig) -> None:
         if is_dataclass(section):
             check_finite(name, section)
     _run_own_checks(cfg)
+    check_semantics(cfg)
     key = cfg.data.name.lower().replace("_", "-")
 
     s = cfg.start

@@ -16,7 +16,10 @@ from collections.abc import Iterable
 from typing import Any
 
 __all__ = [
+    "CHANCE_MARGIN",
     "SearchFailed",
+    "at_chance",
+    "check_chance",
     "check_children",
     "check_start",
     "failure_counts",
@@ -55,6 +58,32 @@ def check_children(history: list[dict[str, Any]]) -> None:
     more = f"; and {len(counts) - 3} other reasons" if len(counts) > 3 else ""
     raise SearchFailed(f"every child failed ({len(history)} of {len(history)}): "
                        f"{reasons}{more}")
+
+
+CHANCE_MARGIN = 0.05
+"""An accuracy is at chance level when it is at most 1/classes plus this share of the
+rest (10 classes: 14.5 %; 2 classes: 52.5 %)."""
+
+
+def at_chance(accuracy: float, classes: int) -> bool:
+    """``accuracy`` is no better than guessing among ``classes`` (see :data:`CHANCE_MARGIN`)."""
+    chance = 1.0 / max(2, classes)
+    return accuracy <= chance + CHANCE_MARGIN * (1.0 - chance)
+
+
+def check_chance(starts: list[dict[str, Any]], history: list[dict[str, Any]],
+                 classes: int) -> None:
+    """Stop when the start network and every child scored at chance level: nothing learned,
+    so the final training and the reports would only dress up guesses."""
+    start = [s.get("accuracy") for s in starts if s.get("accuracy") is not None]
+    scored = [r.get("accuracy") for r in history if not r.get("failed")
+              and r.get("accuracy") is not None]
+    if not start or not scored or not all(at_chance(float(a), classes) for a in start + scored):
+        return
+    raise SearchFailed(f"the start network and every child scored at chance level (best "
+                       f"{100 * max(start + scored):.1f} % with {classes} classes, chance "
+                       f"{100 / max(2, classes):.1f} %): nothing was learned; check child.lr, "
+                       "the data (data.name, data.root) and the start network")
 
 
 def final_training_failure(final: list[dict[str, Any]]) -> str | None:

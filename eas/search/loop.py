@@ -51,7 +51,7 @@ from typing import Any
 from eas.network import ChildNet
 from eas.search.callbacks import CallbackList, SearchCallback, default_callbacks
 from eas.search.config import SearchConfig
-from eas.search.failures import check_children
+from eas.search.failures import check_chance, check_children
 from eas.search.stages import parent_control
 from eas.search.state import (
     CHECKPOINT,
@@ -135,6 +135,7 @@ def run_search(
         cbs.on_sampling_end(run)
 
         if not run.stopped:
+            check_chance(run.state.starts, run.state.history, run.num_classes)  # learned nothing
             final_training(run, cbs)
         summary, table = write_reports(run)
         run.state.done = not run.stopped

@@ -108,7 +108,9 @@ def check_data(cfg: SearchConfig) -> None:
         parts = [root / "train", root / "test"] if (root / "train").is_dir() else [root]
         try:
             for part in parts:
-                check_image_folder(part)
+                if check_image_folder(part) < 2:
+                    raise ConfigError("data.root", f"{part} has one class folder; a classifier "
+                                      "needs at least two")
         except (DatasetError, DatasetNotFoundError) as exc:
             raise ConfigError("data.root", str(exc)) from None
 

@@ -37,6 +37,7 @@ from eas.envs.parallel import ParallelEvaluator
 from eas.morphisms.legal import kinds_for
 from eas.network import ChildNet, build_network
 from eas.search.callbacks import SearchCallback
+from eas.search.checks import check_loaded_data
 from eas.search.concurrency import parallel_options, resolve_concurrency
 from eas.search.config import (
     ConfigError,
@@ -132,7 +133,7 @@ def open_run(cfg: SearchConfig, *, run_dir: str | Path | None, resume: bool, dat
         return loaded[key]
 
     if evaluator is None:
-        get_data()
+        check_loaded_data(cfg, get_data())  # every class present, a batch fits: before writing
     s = cfg.search
     run_dir, lock = claim_run_dir(plan.run_dir, resume=resume, overwrite=overwrite,
                                   auto_name=plan.auto_name)
