@@ -338,11 +338,11 @@ def test_bad_input_to_export_and_compare(ws: Path, argv: list[str], culprit: str
 
 def test_a_failed_export_leaves_no_partial_output(ws: Path, tmp_path: Path, capsys,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    """The exporter fails half way (here: TorchScript after ONNX): its files are taken back."""
+    """The exporter fails half way (here: torch.export after ONNX): its files are taken back."""
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("tracer broke")
 
-    monkeypatch.setattr(torch.jit, "trace", broken)
+    monkeypatch.setattr(torch.export, "export", broken)
     (tmp_path / "kept").mkdir()
     (tmp_path / "kept" / "mine.txt").write_text("the user's own file")
     for out in (tmp_path / "new" / "deeper", tmp_path / "kept"):
