@@ -21,7 +21,8 @@ from typing import Any, Literal
 import torch
 
 __all__ = ["PRECISIONS", "SGD_HAS_FUSED", "STICKY_CUDA_MESSAGES", "Precision", "autocast",
-           "bf16_supported", "choose_precision", "grad_scaler", "is_sticky_cuda_error"]
+           "bf16_supported", "choose_precision", "grad_scaler", "is_sticky_cuda_error",
+           "rng_state", "set_rng_state"]
 
 Precision = Literal["fp32", "bf16", "fp16"]
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
@@ -70,6 +71,19 @@ def autocast(device: torch.device, precision: str, *,
     if dtype is None or device.type != "cuda":
         return contextlib.nullcontext()
     return torch.autocast("cuda", dtype=dtype, cache_enabled=cache_enabled)
+
+
+def rng_state(device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The global RNG states a training step may draw from (dropout): CPU, and ``device`` on CUDA."""
+    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    return torch.get_rng_state(), cuda
+
+
+def set_rng_state(device: torch.device, state: tuple[torch.Tensor, torch.Tensor | None]) -> None:
+    """Put back what :func:`rng_state` returned."""
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)
 
 
 def grad_scaler() -> Any:

@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from eas.accel import autocast
+from eas.accel import autocast, rng_state, set_rng_state
 from eas.data import Data, crop_flip
 
 __all__ = ["SELF_CHECK_ATOL", "SELF_CHECK_RTOL", "WARMUP_STEPS", "GraphStepError", "StepRunner",
@@ -240,16 +240,6 @@ class StepRunner:
                     self.last_loss]
         return tensors
 
-    def _rng_state(self) -> tuple[Tensor, Tensor | None]:
-        """The global RNG states a step may draw from (dropout): CPU and this GPU."""
-        cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
-        return torch.get_rng_state(), cuda
-
-    def _set_rng_state(self, state: tuple[Tensor, Tensor | None]) -> None:
-        torch.set_rng_state(state[0])
-        if state[1] is not None:
-            torch.cuda.set_rng_state(state[1], self.device)
-
     def _capture_checked(self) -> None:
         """Capture the step; self-check it (unless the family passed before); replay it once."""
         assert self.optimizer is not None
@@ -257,14 +247,14 @@ class StepRunner:
         if check:
             state = self._state()
             saved = [t.detach().clone() for t in state]
-            rng = self._rng_state()
+            rng = rng_state(self.device)
             self._eager()  # the reference step from this state, batch and random numbers
             ref_loss = self.last_loss.detach().clone()
             ref_params = [p.detach().clone() for p in self.network.parameters()]
             with torch.no_grad():
                 for t, s in zip(state, saved):
                     t.copy_(s)
-            self._set_rng_state(rng)
+            set_rng_state(self.device, rng)
             del saved
         self.optimizer.zero_grad(set_to_none=True)
         self.graph = capture(self._body)

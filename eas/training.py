@@ -34,7 +34,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from eas.accel import SGD_HAS_FUSED, autocast, choose_precision, grad_scaler, is_sticky_cuda_error
+from eas.accel import (
+    SGD_HAS_FUSED,
+    autocast,
+    choose_precision,
+    grad_scaler,
+    is_sticky_cuda_error,
+    rng_state,
+    set_rng_state,
+)
 from eas.data import Data, crop_flip, normalize_batch
 from eas.epoch import draw_epoch_augment
 from eas.graphed import GraphStepError, StepRunner, family_of, self_check_verdict
@@ -278,17 +286,6 @@ class _Plan:
     progress: bool
 
 
-def _rng_state(device: torch.device) -> tuple[Tensor, Tensor | None]:
-    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
-    return torch.get_rng_state(), cuda
-
-
-def _set_rng_state(device: torch.device, state: tuple[Tensor, Tensor | None]) -> None:
-    torch.set_rng_state(state[0])
-    if state[1] is not None:
-        torch.cuda.set_rng_state(state[1], device)
-
-
 def train_child(
     network: nn.Module,
     data: Data,
@@ -343,7 +340,7 @@ def train_child(
     graph, why_not = _graph_plan(dev, config, plan.total_steps, precision, plan.family)
     if graph and steps_per_epoch > 0:
         initial = {k: v.detach().clone() for k, v in network.state_dict().items()}
-        rng = _rng_state(dev)
+        rng = rng_state(dev)
         try:
             res = _train(network, data, plan, graph=True)
         except GraphStepError as exc:
@@ -353,7 +350,7 @@ def train_child(
                 torch.cuda.empty_cache()
             with torch.no_grad():
                 network.load_state_dict(initial)
-            _set_rng_state(dev, rng)
+            set_rng_state(dev, rng)
             res = _train(network, data, plan, graph=False)
             res.note = f"{exc}; retrained with eager steps from the initial weights"
             res.fallback = exc.stage

@@ -448,3 +448,24 @@ def test_graph_detects_divergence() -> None:
     cfg = TrainConfig(epochs=2, max_batches_per_epoch=60, lr=1e8, cuda_graph_min_steps=0)
     res = train_child(small_cnn(in_ch=3, size=32, bn=False), _cuda_data(), cfg)
     assert res.failed and "non-finite" in (res.reason or "")
+
+
+def test_fp16_children_train_eagerly_with_a_grad_scaler(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pre-Ampere GPUs: fp16 with a scaler, no graph (and a note saying why). Run on CPU here."""
+    scalers: list[Any] = []
+
+    def scaler() -> Any:
+        scalers.append(torch.amp.GradScaler("cpu", init_scale=2.0**8))
+        return scalers[-1]
+
+    eager, eager_net = _eager()  # plain fp32, before fp16 is forced
+    monkeypatch.setattr(training, "_graph_steps_wanted", lambda device, config: config.cuda_graph)
+    monkeypatch.setattr(training, "choose_precision", lambda device, amp: "fp16")
+    monkeypatch.setattr(training, "grad_scaler", scaler)
+    res, net = _graphed()
+    assert res.precision == "fp16" and not res.cuda_graph and res.fallback is None
+    assert res.note is not None and "fp16 needs a gradient scaler" in res.note
+    assert len(scalers) == 1 and scalers[0].get_scale() == 2.0**8
+    # autocast is CUDA-only and the scale a power of two: on CPU the scaled steps are fp32's
+    assert res.val_accuracy == eager.val_accuracy
+    _same_weights(net, eager_net, rtol=1e-5, atol=1e-6)
