@@ -29,16 +29,38 @@ Baseline (``Config.baseline_mode``):
 Without a previous round (and ``baseline_init`` None) the modes start from the
 first round's mean reward.
 
-``advantage_norm`` (opt-in, not in EAS) divides the round's advantages by the
+``advantage_norm`` divides the round's advantages by the
 standard deviation of its rewards, so a round whose children differ by 0.1 %
 pushes the controller as hard as one where they differ by 5 %.
+
+**Modes** (``Config.mode``). ``"paper"`` is the EAS controller: every episode
+starts from the stage's start network, the configured schedule, one update per
+round, EMA baseline, lr 2e-3 (the default). ``"pool"`` compounds:
+
+* every child's episode starts from a network drawn from a
+  :class:`~agents.controller_pool.NetworkPool` of the best networks found so
+  far, with their weights (``pool_size``, ``pool_select``);
+* whole episodes are planned first in private copies of the environment
+  (:class:`~agents.controller_pool.EpisodePlanner`); a proposal whose
+  architecture was already evaluated, or already planned in the round, is
+  resampled (``resample_tries`` times, then allowed: ``no_repeat``);
+* learning: leave-one-out baseline, advantages normalised, lr 1e-2, and
+  ``ppo_epochs`` passes per round with a clipped probability ratio (the first
+  pass is the REINFORCE gradient);
+* ``free = true`` lets the controller choose each step's kind (wider, deeper,
+  skip) itself, the action set of hill climbing (the env's free mode).
+
+Fields left at None take their mode's value (:data:`MODE_DEFAULTS`); any field
+set explicitly wins. ``init`` warm-starts the controller's weights from an
+earlier run's ``checkpoint.pt`` (or its run folder).
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -46,31 +68,45 @@ import torch
 
 from eas.agents.base import Agent, AgentContext
 from eas.agents.controller import Controller
+from eas.agents.controller_pool import POOL_SELECTIONS, Episode, EpisodePlanner, NetworkPool
+from eas.arch import SearchSpace
+from eas.checkpoint import load_checkpoint
 from eas.envs.evaluators import EvalResult
 
-__all__ = ["BASELINE_MODES", "ReinforceAgent", "ReinforceConfig", "baseline_step"]
+__all__ = ["BASELINE_MODES", "MODES", "MODE_DEFAULTS", "ReinforceAgent", "ReinforceConfig",
+           "baseline_step"]
 
 BASELINE_MODES: tuple[str, ...] = ("ema", "batch", "loo")
+MODES: tuple[str, ...] = ("paper", "pool")
+MODE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "paper": {"lr": 2e-3, "baseline_mode": "ema", "advantage_norm": False, "pool_size": 0,
+              "no_repeat": False, "ppo_epochs": 1, "free": False},
+    "pool": {"lr": 1e-2, "baseline_mode": "loo", "advantage_norm": True, "pool_size": 5,
+             "no_repeat": True, "ppo_epochs": 1, "free": False},
+}
+"""The value of every mode-dependent field left at None, per mode."""
 
 
 @dataclass
 class ReinforceConfig:
-    """Hyperparameters of the EAS REINFORCE meta-controller (defaults as in EAS)."""
+    """Hyperparameters of the REINFORCE meta-controller (None = the mode's value)."""
 
-    lr: float = 2e-3
-    """Adam learning rate of the controller (2e-3 as in the EAS code)."""
+    mode: str = "paper"
+    """paper (EAS: episodes from the stage start) or pool (compounding: episodes from the best networks so far, no repeats)."""
+    lr: float | None = None
+    """Adam learning rate of the controller; none = the mode's (paper 2e-3 as in the EAS code, pool 1e-2)."""
     baseline_decay: float = 0.95
     """Decay of the reward baseline (0.95 in EAS)."""
-    baseline_mode: str = "ema"
-    """"ema" (default; the paper: moving average of previous rewards), "batch" (the EAS code) or "loo" (leave-one-out)."""
+    baseline_mode: str | None = None
+    """ema (the paper: moving average of previous rewards), batch (the EAS code) or loo (leave-one-out); none = the mode's (paper ema, pool loo)."""
     baseline_init: float | None = None
     """Initial baseline; None = the first round's mean reward."""
     entropy_coef: float = 1e-5
     """Weight of the entropy bonus (1e-5 as in the EAS code)."""
     wider_lr_scale: float = 1.0
     """Learning rate of the Net2Wider head = lr * this (1 = the paper: one learning rate for all)."""
-    advantage_norm: bool = False
-    """Divide each round's advantages by the std of its rewards (not in EAS; off = the paper)."""
+    advantage_norm: bool | None = None
+    """Divide each round's advantages by the std of its rewards (not in EAS); none = the mode's (paper off, pool on)."""
     grad_clip: float | None = None
     """Clip the gradient's global norm to this value; None = no clipping."""
     embed_dim: int = 16
@@ -79,14 +115,42 @@ class ReinforceConfig:
     """Units per direction of the bidirectional LSTM encoder."""
     decoder_hidden: int = 100
     """Units of the Net2Deeper LSTM decoder (2 * hidden_size = the encoder's final state)."""
+    pool_size: int | None = None
+    """Networks in the pool episodes start from (0 = the stage start, as in EAS); none = the mode's (paper 0, pool 5)."""
+    pool_select: str = "best"
+    """How the pool is kept: best (the pool_size most accurate) or pareto (accuracy/params front, drawn by inverse density)."""
+    no_repeat: bool | None = None
+    """Resample a proposal whose architecture was already evaluated or planned this round; none = the mode's (paper off, pool on)."""
+    resample_tries: int = 10
+    """Resampling attempts per child before a repeat is allowed."""
+    ppo_epochs: int | None = None
+    """Gradient passes per round (more than 1: PPO-style clipped ratio); none = the mode's (1)."""
+    clip: float = 0.2
+    """Clip range of the probability ratio when ppo_epochs > 1."""
+    free: bool | None = None
+    """Let the controller choose every step's kind (wider, deeper, skip: the env's free mode, search.free_steps steps) instead of search.schedule; none = the mode's (off)."""
+    init: str | None = None
+    """Warm start: load the controller's weights from an earlier run's checkpoint.pt (or its run folder)."""
 
     def __post_init__(self) -> None:
-        if self.baseline_mode not in BASELINE_MODES:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {list(MODES)}, got {self.mode!r}")
+        if self.pool_select not in POOL_SELECTIONS:
+            raise ValueError(f"pool_select must be one of {list(POOL_SELECTIONS)}, "
+                             f"got {self.pool_select!r}")
+        for name in ("pool_size", "resample_tries"):
+            if getattr(self, name) is not None and int(getattr(self, name)) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.ppo_epochs is not None and int(self.ppo_epochs) < 1:
+            raise ValueError(f"ppo_epochs must be >= 1, got {self.ppo_epochs}")
+        if not self.clip > 0:
+            raise ValueError(f"clip must be > 0, got {self.clip}")
+        if self.baseline_mode is not None and self.baseline_mode not in BASELINE_MODES:
             raise ValueError(
                 f"baseline_mode must be one of {list(BASELINE_MODES)}, "
                 f"got {self.baseline_mode!r}"
             )
-        if not self.lr > 0:
+        if self.lr is not None and not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if not 0.0 <= self.baseline_decay <= 1.0:
             raise ValueError(
@@ -101,6 +165,11 @@ class ReinforceConfig:
         for name in ("embed_dim", "hidden_size", "decoder_hidden"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+    def resolved(self) -> ReinforceConfig:
+        """A copy with every field left at None set to its mode's value (MODE_DEFAULTS)."""
+        return replace(self, **{k: v for k, v in MODE_DEFAULTS[self.mode].items()
+                                if getattr(self, k) is None})
 
 
 def baseline_step(
@@ -173,7 +242,7 @@ class ReinforceAgent(Agent):
     Config: ClassVar[type] = ReinforceConfig
 
     def __init__(self, ctx: AgentContext, config: ReinforceConfig | None = None) -> None:
-        super().__init__(ctx, config)
+        super().__init__(ctx, (config if config is not None else ReinforceConfig()).resolved())
         cfg: ReinforceConfig = self.config
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(ctx.seed)
@@ -193,6 +262,50 @@ class ReinforceAgent(Agent):
         )
         self.updates = 0
         self._memory: list[tuple[dict[str, Any], dict[str, np.ndarray]]] = []
+        self.pool: NetworkPool | None = (
+            NetworkPool(int(cfg.pool_size), cfg.pool_select) if int(cfg.pool_size) > 0 else None)
+        self.seen: set[str] = set()
+        """Architectures evaluated so far (and the pool's): a proposal leading to one is a repeat."""
+        self.children = 0
+        self.distinct_children = 0
+        self.start_accuracy: float | None = None
+        self._starts: list[dict[str, Any] | None] | None = None
+        self._plans: list[Episode] | None = None
+        self._resampled = 0
+        self._repeats = 0
+        self._planner: EpisodePlanner | None = None
+        if cfg.init:
+            self.warm_start(cfg.init)
+
+    @classmethod
+    def env_requirements(cls, config: Any = None) -> dict[str, Any]:
+        """Free mode when ``config.free`` (the controller then picks each step's kind)."""
+        config = (config if config is not None else cls.Config()).resolved()
+        return {"schedule": None} if config.free else {}
+
+    @property
+    def planning(self) -> bool:
+        """Whether episodes are planned ahead (a pool or the no-repeat rule is on)."""
+        cfg: ReinforceConfig = self.config
+        return self.pool is not None or bool(cfg.no_repeat)
+
+    def warm_start(self, path: str | Path) -> None:
+        """Load the controller's weights from a run's ``checkpoint.pt`` (or the run folder)."""
+        p = Path(path)
+        p = p / "checkpoint.pt" if p.is_dir() else p
+        if not p.is_file():
+            raise ValueError(f"controller.init: no checkpoint at {p}")
+        state = load_checkpoint(p)
+        agent = state.get("agent", state)
+        weights = agent.get("controller") if isinstance(agent, dict) else None
+        if not isinstance(weights, Mapping):
+            raise ValueError(f"controller.init: {p} holds no controller weights (not a "
+                             "reinforce run)")
+        try:
+            self.controller.load_state_dict(dict(weights))
+        except RuntimeError as exc:
+            raise ValueError(f"controller.init: {p} has a controller of another shape "
+                             f"(search space or sizes differ): {str(exc).splitlines()[0]}") from exc
 
     def _param_groups(self) -> list[dict[str, Any]]:
         """One Adam group (the paper), or two when ``wider_lr_scale`` != 1: the Net2Wider head apart."""
@@ -206,8 +319,32 @@ class ReinforceAgent(Agent):
                 {"params": wider, "lr": float(cfg.lr) * float(cfg.wider_lr_scale)}]
 
     # ----------------------------------------------------------------- acting
+    def set_start_accuracy(self, accuracy: float) -> None:
+        """The stage start's accuracy ranks it in the pool (unknown: it is only a fallback)."""
+        self.start_accuracy = float(accuracy)
+
+    def start_network(self) -> Any:
+        """Pool mode: one start per child, drawn from the pool (None = the stage's start)."""
+        self._plans = None
+        if self.pool is None:
+            return None
+        if not len(self.pool):
+            acc = -1.0 if self.start_accuracy is None else self.start_accuracy
+            self.pool.add("", acc, 0, None)  # the stage start, arch learnt at its first obs
+        picks = self.pool.draw(self.children_this_round(), self.rng)
+        self._starts = list(picks)
+        if all(m["net"] is None for m in picks):
+            return None
+        return [m["net"] for m in picks]
+
     def propose(self, obs: dict[str, Any]) -> dict[str, np.ndarray]:
-        """Sample one transformation per child; remember (obs, actions) for :meth:`learn`."""
+        """Sample one transformation per child; remember (obs, actions) for :meth:`learn`.
+
+        When planning (pool or no-repeat), the round's episodes are planned whole at
+        its first step and replayed.
+        """
+        if self.planning:
+            return self._replay(obs)
         with torch.no_grad():
             out = self.controller.act(obs, self.generator)
         if self._memory:
@@ -220,6 +357,67 @@ class ReinforceAgent(Agent):
         self._memory.append((_copy_obs(obs), {k: v.copy() for k, v in out.actions.items()}))
         return out.actions
 
+    def _sample(self, obs: dict[str, Any]) -> dict[str, np.ndarray]:
+        with torch.no_grad():
+            return self.controller.act(obs, self.generator).actions
+
+    def _replay(self, obs: dict[str, Any]) -> dict[str, np.ndarray]:
+        """The planned actions of this step (planning the round first at step 0)."""
+        steps = np.asarray(obs["step"]).reshape(-1)
+        batch = len(steps)
+        archs = obs["arch"] if not isinstance(obs["arch"], str) else [obs["arch"]]
+        if int(steps[0]) == 0 and self._plans is None:
+            self._plans = self._plan([str(a) for a in archs])
+        assert self._plans is not None
+        t = int(steps[0])
+        out = {k: np.stack([p.actions[t][k] for p in self._plans[:batch]])
+               for k in self._plans[0].actions[t]}
+        if t == len(self._plans[0].actions) - 1:
+            self._memory = [(
+                {k: (np.stack([np.asarray(p.obs[j][k]) for p in self._plans[:batch]]))
+                 for k in _NDIM},
+                {k: np.stack([p.actions[j][k] for p in self._plans[:batch]])
+                 for k in self._plans[0].actions[j]})
+                for j in range(len(self._plans[0].actions))]
+        return out
+
+    def _plan(self, start_archs: list[str]) -> list[Episode]:
+        """Plan one episode per child; repeats resampled (``no_repeat``)."""
+        cfg: ReinforceConfig = self.config
+        starts: list[Any] = []
+        for i, arch in enumerate(start_archs):
+            member = self._starts[i] if self._starts is not None and i < len(self._starts) else None
+            if member is not None and member["net"] is None and not member["arch"]:
+                member["arch"] = arch  # the stage start, now known
+            starts.append(member["net"] if member is not None and member["net"] is not None
+                          else arch)
+            self.seen.add(arch)
+        if self._planner is None:
+            extra = self.ctx.extra or {}
+            self._planner = EpisodePlanner(
+                tuple(extra.get("input_shape", (1, 28, 28))), extra.get("space") or SearchSpace(),
+                self.ctx.schedule, self.ctx.steps_per_episode, self.ctx.max_layers,
+                shrink=any(k in ("narrow", "remove") for k in self.ctx.kinds))
+        plans = self._planner.rollout(starts, self._sample)
+        if not cfg.no_repeat:
+            return plans
+        for attempt in range(int(cfg.resample_tries) + 1):
+            taken: set[str] = set()
+            bad = []
+            for i, plan in enumerate(plans):
+                if plan.arch in self.seen or plan.arch in taken:
+                    bad.append(i)
+                else:
+                    taken.add(plan.arch)
+            if not bad or attempt == int(cfg.resample_tries):
+                self._repeats += len(bad)
+                break
+            self._resampled += len(bad)
+            for i, plan in zip(bad, self._planner.rollout([starts[i] for i in bad],
+                                                          self._sample)):
+                plans[i] = plan
+        return plans
+
     # --------------------------------------------------------------- learning
     def learn(self, results: list[EvalResult]) -> dict[str, float]:
         """One REINFORCE step on the finished round; clears the episode memory."""
@@ -228,10 +426,12 @@ class ReinforceAgent(Agent):
             [0.0 if r.failed else float(r.reward) for r in results], dtype=np.float64
         )
         rewards = np.where(np.isfinite(rewards), rewards, 0.0)
+        extra = self._note(results)
         if not self._memory:
             return {
                 "charts/mean_reward": float(rewards.mean()) if rewards.size else 0.0,
                 "charts/best_reward": float(rewards.max()) if rewards.size else 0.0,
+                **extra,
             }
         batch = len(self._memory[0][1]["kind"])
         if len(results) != batch:
@@ -248,16 +448,26 @@ class ReinforceAgent(Agent):
         advantages = torch.as_tensor(adv_np, dtype=torch.float32)
 
         self.controller.train()
-        log_prob, entropy, pooled = self.episode_log_prob()
-        policy_loss = -(log_prob * advantages).sum() / batch
-        mean_entropy = entropy.sum() / batch
-        loss = policy_loss - float(cfg.entropy_coef) * mean_entropy
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        params = [p for p in self.controller.parameters() if p.grad is not None]
-        max_norm = float(cfg.grad_clip) if cfg.grad_clip is not None else float("inf")
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm)) if params else 0.0
-        self.optimizer.step()
+        if int(cfg.ppo_epochs) == 1:  # REINFORCE (the paper's update)
+            log_prob, entropy, pooled = self.episode_log_prob()
+            policy_loss = -(log_prob * advantages).sum() / batch
+            mean_entropy = entropy.sum() / batch
+            loss = policy_loss - float(cfg.entropy_coef) * mean_entropy
+            grad_norm = self._gradient_step(loss)
+        else:  # PPO-style passes: per-decision-step ratios, clipped
+            with torch.no_grad():
+                old, _, _ = self.episode_log_prob(per_step=True)
+            low, high = 1.0 - float(cfg.clip), 1.0 + float(cfg.clip)
+            for _ in range(int(cfg.ppo_epochs)):
+                new, entropy, pooled = self.episode_log_prob(per_step=True)
+                ratio = torch.exp(new - old)
+                surrogate = torch.minimum(ratio * advantages, ratio.clamp(low, high) * advantages)
+                policy_loss = -surrogate.sum() / batch
+                mean_entropy = entropy.sum() / batch
+                loss = policy_loss - float(cfg.entropy_coef) * mean_entropy
+                grad_norm = self._gradient_step(loss)
+            extra["charts/clip_fraction"] = float(((ratio - 1).abs() > float(cfg.clip))
+                                                  .float().mean())
         self.baseline = float(new_baseline)
         self.updates += 1
         steps = len(self._memory)
@@ -278,14 +488,45 @@ class ReinforceAgent(Agent):
         for key, (total, count) in pooled.items():
             if count > 0:
                 metrics[f"charts/{key}"] = total / count
+        metrics.update(extra)
         return metrics
 
-    def episode_log_prob(self) -> tuple[torch.Tensor, torch.Tensor, dict[str, tuple[float, float]]]:
+    def _gradient_step(self, loss: torch.Tensor) -> float:
+        """Backpropagate ``loss``, clip (``grad_clip``), one Adam step; the gradient's norm."""
+        cfg: ReinforceConfig = self.config
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        params = [p for p in self.controller.parameters() if p.grad is not None]
+        max_norm = float(cfg.grad_clip) if cfg.grad_clip is not None else float("inf")
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm)) if params else 0.0
+        self.optimizer.step()
+        return grad_norm
+
+    def _note(self, results: list[EvalResult]) -> dict[str, float]:
+        """Count distinct children; add the round's children to the pool and the seen set."""
+        for r in results:
+            self.children += 1
+            self.distinct_children += int(r.arch not in self.seen)
+            self.seen.add(r.arch)
+            if self.pool is not None and not r.failed and r.net is not None:
+                self.pool.add(r.arch, float(r.accuracy), int(r.params), r.net)
+        self._plans, self._starts = None, None
+        out = {"charts/distinct_fraction": self.distinct_children / max(self.children, 1)}
+        if self.planning:
+            out["charts/resampled"] = float(self._resampled)
+            out["charts/repeats_allowed"] = float(self._repeats)
+        if self.pool is not None and len(self.pool):
+            out["charts/pool_best_accuracy"] = max(m["accuracy"] for m in self.pool.members)
+        return out
+
+    def episode_log_prob(self, per_step: bool = False
+                         ) -> tuple[torch.Tensor, torch.Tensor, dict[str, tuple[float, float]]]:
         """Rescore the remembered episode with gradients, all steps in one batched pass.
 
         Returns ``(log_prob [B], entropy [B], stats)``: per child, the sums over
         the episode's steps of the log-probabilities and entropies of every
-        decision, and the controller's diagnostics pooled over the steps.
+        decision, and the controller's diagnostics pooled over the steps
+        (``per_step``: ``[steps, B]``, not summed).
         """
         if not self._memory:
             raise ValueError("no remembered decisions: call propose() first")
@@ -300,14 +541,17 @@ class ReinforceAgent(Agent):
             for k in self._memory[0][1]
         }
         out = self.controller.evaluate(obs_all, act_all)
-        log_prob = out.log_prob.reshape(steps, batch).sum(0)
-        entropy = out.entropy.reshape(steps, batch).sum(0)
-        return log_prob, entropy, out.stats
+        log_prob = out.log_prob.reshape(steps, batch)
+        entropy = out.entropy.reshape(steps, batch)
+        if per_step:
+            return log_prob, entropy, out.stats
+        return log_prob.sum(0), entropy.sum(0), out.stats
 
     # ------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
-        """Controller weights, Adam state, baseline, both RNG states (deep copies)."""
-        return {
+        """Controller weights, Adam state, baseline, both RNG states (deep copies), and in
+        pool mode the pool (with weights), the evaluated architectures and the counters."""
+        state = {
             "controller": copy.deepcopy(self.controller.state_dict()),
             "optimizer": copy.deepcopy(self.optimizer.state_dict()),
             "baseline": self.baseline,
@@ -315,6 +559,15 @@ class ReinforceAgent(Agent):
             "generator": self.generator.get_state().clone(),
             "rng": copy.deepcopy(self.rng.bit_generator.state),
         }
+        if self.planning or self.children:
+            state.update({
+                "pool": None if self.pool is None else self.pool.state_dict(),
+                "seen": sorted(self.seen),
+                "counts": [self.children, self.distinct_children, self._resampled,
+                           self._repeats],
+                "start_accuracy": self.start_accuracy,
+            })
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned (the episode memory is cleared)."""
@@ -325,3 +578,11 @@ class ReinforceAgent(Agent):
         self.generator.set_state(torch.as_tensor(state["generator"], dtype=torch.uint8).clone())
         self.rng.bit_generator.state = copy.deepcopy(state["rng"])
         self._memory.clear()
+        self._plans, self._starts = None, None
+        if self.pool is not None and state.get("pool") is not None:
+            self.pool.load_state_dict(state["pool"])
+        self.seen = set(state.get("seen", []))
+        counts = list(state.get("counts", [0, 0, 0, 0]))
+        self.children, self.distinct_children, self._resampled, self._repeats = map(int, counts)
+        acc = state.get("start_accuracy")
+        self.start_accuracy = None if acc is None else float(acc)

@@ -355,13 +355,13 @@ def test_packing_ignores_padding() -> None:
 
 # ---------------------------------------------------------------- REINFORCE
 def test_config_defaults_and_validation() -> None:
-    cfg = ReinforceAgent.Config()
+    cfg = ReinforceAgent.Config(mode="paper").resolved()
     assert (cfg.lr, cfg.baseline_decay, cfg.baseline_mode, cfg.entropy_coef) == (
         2e-3, 0.95, "ema", 1e-5)
     assert (cfg.embed_dim, cfg.hidden_size, cfg.decoder_hidden) == (16, 50, 100)
     assert ReinforceAgent.Config is ReinforceConfig and ReinforceAgent.name == "reinforce"
     with pytest.raises(ValueError, match="baseline_mode"):
-        ReinforceConfig(baseline_mode="mean")
+        ReinforceConfig(mode="paper", baseline_mode="mean")
     agent = ReinforceAgent(make_ctx(), ReinforceAgent.Config(hidden_size=8, decoder_hidden=12))
     assert agent.controller.encoder.hidden_size == 8
     assert agent.controller.decoder.hidden_size == 12
@@ -381,7 +381,7 @@ def test_baseline_modes() -> None:
     np.testing.assert_allclose(adv, [5.0 - 5.8, 7.0 - 5.8])
     # and the agent uses them
     for mode, expected in (("ema", 2.2), ("batch", 5.8)):
-        agent = ReinforceAgent(make_ctx(children=2), ReinforceConfig(baseline_mode=mode,
+        agent = ReinforceAgent(make_ctx(children=2), ReinforceConfig(mode="paper", baseline_mode=mode,
                                                                       baseline_init=2.0))
         obs = stack([make_obs(START, "wider")] * 2)
         agent.propose(obs)
@@ -391,7 +391,7 @@ def test_baseline_modes() -> None:
 
 
 def test_failed_children_get_zero_reward_and_memory_is_cleared() -> None:
-    agent = ReinforceAgent(make_ctx(children=3))
+    agent = ReinforceAgent(make_ctx(children=3), ReinforceConfig(mode="paper"))
     obs = stack([make_obs(START, "wider")] * 3)
     agent.propose(obs)
     agent.propose(stack([make_obs(START, "deeper")] * 3))
@@ -412,7 +412,7 @@ def test_failed_children_get_zero_reward_and_memory_is_cleared() -> None:
 
 def test_batched_rescoring_equals_per_step_log_probs() -> None:
     """learn() rescores all steps in one pass; it must equal the per-step sampled log-probs."""
-    agent = ReinforceAgent(make_ctx(seed=8, children=4))
+    agent = ReinforceAgent(make_ctx(seed=8, children=4), ReinforceConfig(mode="paper"))
     archs = [Architecture.parse(a) for a in VARIED] + [Architecture.parse(START)]
     total = torch.zeros(4)
     for step, kind in enumerate(SCHEDULE):
@@ -434,7 +434,7 @@ def test_batched_rescoring_equals_per_step_log_probs() -> None:
 
 def test_learn_changes_weights_in_the_right_direction() -> None:
     """One step with a positive advantage on a single child makes its actions likelier."""
-    agent = ReinforceAgent(make_ctx(children=2), ReinforceConfig(lr=1e-2, baseline_init=0.0))
+    agent = ReinforceAgent(make_ctx(children=2), ReinforceConfig(mode="paper", lr=1e-2, baseline_init=0.0))
     obs = stack([make_obs(START, "deeper")] * 2)
     acts = agent.propose(obs)
     before = agent.controller.evaluate(obs, acts).log_prob.detach()
@@ -447,13 +447,13 @@ def test_no_global_rng_use() -> None:
     torch.manual_seed(123)
     np.random.seed(123)
     t_state, n_state = torch.get_rng_state(), np.random.get_state()[1].copy()
-    agent = ReinforceAgent(make_ctx(seed=5, children=4))
+    agent = ReinforceAgent(make_ctx(seed=5, children=4), ReinforceConfig(mode="paper"))
     results, _ = run_round(agent, 4)
     agent.learn(results)
     assert torch.equal(torch.get_rng_state(), t_state)
     np.testing.assert_array_equal(np.random.get_state()[1], n_state)
     # same seed -> same weights and same actions; another seed -> different
-    a, b, c = (ReinforceAgent(make_ctx(seed=s, children=4)) for s in (5, 5, 6))
+    a, b, c = (ReinforceAgent(make_ctx(seed=s, children=4), ReinforceConfig(mode="paper")) for s in (5, 5, 6))
     obs = stack([make_obs(x, "deeper") for x in VARIED] + [make_obs(START, "deeper")])
     pa, pb = a.propose(obs), b.propose(obs)
     np.testing.assert_array_equal(pa["deeper"], pb["deeper"])
@@ -463,7 +463,7 @@ def test_no_global_rng_use() -> None:
 
 def test_checkpoint_round_trip_restores_next_actions() -> None:
     ctx = make_ctx(seed=11, children=6)
-    a = ReinforceAgent(ctx)
+    a = ReinforceAgent(ctx, ReinforceConfig(mode="paper"))
     for _ in range(2):
         results, _ = run_round(a, 6)
         a.learn(results)
@@ -472,7 +472,7 @@ def test_checkpoint_round_trip_restores_next_actions() -> None:
     torch.save(state, buf)
     buf.seek(0)
     loaded = torch.load(buf, weights_only=True)
-    b = ReinforceAgent(make_ctx(seed=999, children=6))
+    b = ReinforceAgent(make_ctx(seed=999, children=6), ReinforceConfig(mode="paper"))
     b.load_state_dict(loaded)
     assert b.baseline == a.baseline
     obs = stack([make_obs(x, k) for x in VARIED for k in ("wider", "deeper")])
@@ -487,7 +487,7 @@ def test_checkpoint_round_trip_restores_next_actions() -> None:
     for x, y in zip(a.controller.parameters(), b.controller.parameters()):
         torch.testing.assert_close(x, y)
     # the snapshot is a copy: training a further did not change it
-    fresh = ReinforceAgent(make_ctx(seed=999, children=6))
+    fresh = ReinforceAgent(make_ctx(seed=999, children=6), ReinforceConfig(mode="paper"))
     fresh.load_state_dict(state)
     assert not all(torch.equal(x, y) for x, y in zip(a.controller.parameters(),
                                                          fresh.controller.parameters()))
@@ -499,7 +499,7 @@ def random_mean(rounds: int, n: int, seed: int = 0) -> float:
 
 
 def train(rounds: int, seed: int, **cfg) -> list[float]:
-    agent = ReinforceAgent(make_ctx(seed=seed), ReinforceConfig(**cfg))
+    agent = ReinforceAgent(make_ctx(seed=seed), ReinforceConfig(mode="paper", **cfg))
     curve = []
     for _ in range(rounds):
         results, rewards = run_round(agent, 10)
@@ -533,9 +533,10 @@ def test_controller_learns_with_paper_settings() -> None:
 
 
 # ------------------------------------------------------------ with the real env
+@pytest.mark.parametrize("mode", ["paper", "pool"])
 @pytest.mark.parametrize("schedule", [("wider", "deeper", "wider", "deeper"), None],
                          ids=["schedule", "free"])
-def test_agent_drives_the_real_environment(schedule: tuple[str, ...] | None) -> None:
+def test_agent_drives_the_real_environment(schedule: tuple[str, ...] | None, mode: str) -> None:
     """Every action the agent proposes is legal for NetTransformEnv; learning runs."""
     envs = pytest.importorskip("eas.envs")
     space = SearchSpace(filters=(16, 20, 24, 32, 40, 48, 64), fc_units=(256, 288, 320))
@@ -548,8 +549,9 @@ def test_agent_drives_the_real_environment(schedule: tuple[str, ...] | None) -> 
                                       free_steps=4, noise=False)
     ctx = AgentContext(max_layers=50, vocab_size=Tokenizer(space).vocab_size,
                        kernel_sizes=space.kernel_sizes, kinds=tuple(envs.KINDS),
-                       schedule=schedule, steps_per_episode=4, children_per_round=n, seed=3)
-    agent = ReinforceAgent(ctx)
+                       schedule=schedule, steps_per_episode=4, children_per_round=n, seed=3,
+                       extra={"space": space})
+    agent = ReinforceAgent(ctx, ReinforceConfig(mode=mode))
     for r in range(2):
         obs, _ = venv.reset(seed=r)
         steps = 0

@@ -21,16 +21,16 @@ def test_leave_one_out_baseline() -> None:
 
 
 def test_defaults_are_the_paper_and_one_adam_group() -> None:
-    cfg = ReinforceConfig()
+    cfg = ReinforceConfig(mode="paper").resolved()
     assert (cfg.baseline_mode, cfg.advantage_norm, cfg.wider_lr_scale) == ("ema", False, 1.0)
     agent = ReinforceAgent(make_ctx(), cfg)
     assert len(agent.optimizer.param_groups) == 1
     with pytest.raises(ValueError, match="wider_lr_scale"):
-        ReinforceConfig(wider_lr_scale=0)
+        ReinforceConfig(mode="paper", wider_lr_scale=0)
 
 
 def test_wider_lr_scale_puts_the_wider_head_in_its_own_group() -> None:
-    agent = ReinforceAgent(make_ctx(), ReinforceConfig(lr=1e-3, wider_lr_scale=5))
+    agent = ReinforceAgent(make_ctx(), ReinforceConfig(mode="paper", lr=1e-3, wider_lr_scale=5))
     rest, wider = agent.optimizer.param_groups
     assert wider["lr"] == pytest.approx(5e-3) and rest["lr"] == pytest.approx(1e-3)
     head = {id(p) for p in agent.controller.wider_head.parameters()}
@@ -39,13 +39,13 @@ def test_wider_lr_scale_puts_the_wider_head_in_its_own_group() -> None:
     assert len(rest["params"]) + len(wider["params"]) == n_all
     # the checkpoint round trip keeps both groups
     state = agent.state_dict()
-    again = ReinforceAgent(make_ctx(), ReinforceConfig(lr=1e-3, wider_lr_scale=5))
+    again = ReinforceAgent(make_ctx(), ReinforceConfig(mode="paper", lr=1e-3, wider_lr_scale=5))
     again.load_state_dict(state)
     assert again.optimizer.param_groups[1]["lr"] == pytest.approx(5e-3)
 
 
 def one_step(**cfg) -> tuple[torch.Tensor, dict]:
-    agent = ReinforceAgent(make_ctx(children=2), ReinforceConfig(baseline_init=0.0, **cfg))
+    agent = ReinforceAgent(make_ctx(children=2), ReinforceConfig(mode="paper", baseline_init=0.0, **cfg))
     obs = stack([make_obs(START, "wider")] * 2)
     agent.propose(obs)
     m = agent.learn([EvalResult(0.9, arch="a", reward=2.0), EvalResult(0.9, arch="b", reward=1.0)])

@@ -30,7 +30,8 @@ def test_same_seed_gives_the_saved_children(tmp_path: Path, agent: str) -> None:
         "search.final_top_k": 0, "search.final_epochs": 0, "search.progress": False,
         "search.schedule": "wider,deeper,deeper", "data.name": "fashion-mnist",
         "data.device": "cpu", "start.arch": SMALL, "start.epochs": 0,
-        "hill_climbing.n_neigh": 3, "hill_climbing.n_nm": 2, "hill_climbing.n_steps": 2})
+        "hill_climbing.n_neigh": 3, "hill_climbing.n_nm": 2, "hill_climbing.n_steps": 2,
+        "controller.mode": "paper"})
     res = run_search(cfg, run_dir=tmp_path / agent, evaluator=SyntheticEvaluator(),
                      log=lambda _m: None)
     got = [[h["stage"], h["arch"], round(h["accuracy"], 12)] for h in res.state.history]

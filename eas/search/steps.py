@@ -380,6 +380,8 @@ def play_round(run: SearchRun) -> list[EvalResult]:
     venv = _vector_env(run, n)
     start = agent.start_network()
     start = run.start_net if start is None else start
+    if isinstance(start, (list, tuple)):  # one start per child (None = the stage's start)
+        start = [run.start_net if s is None else s for s in start[:n]]
     obs, _ = venv.reset(seed=int(run.rng.integers(2**31 - 1)), options={"start": start})
     for _ in range(run.steps + 1):
         obs, _, terminated, truncated, infos = venv.step(agent.propose(obs))

@@ -1,0 +1,124 @@
+"""The compounding controller (controller.mode = "pool"): its pool, the no-repeat rule,
+PPO passes, warm start, and checkpoint/resume of everything it learns."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers import cheap_config
+
+from eas.agents.base import AgentContext
+from eas.agents.controller_pool import NetworkPool
+from eas.agents.reinforce import MODE_DEFAULTS, ReinforceAgent, ReinforceConfig
+from eas.arch import Architecture, SearchSpace, Tokenizer
+from eas.checkpoint import load_checkpoint
+from eas.envs.synthetic import SYNTHETIC_TASKS, SyntheticTaskEvaluator
+from eas.network import build_network
+from eas.search import run_search
+
+START = "C(16,3,1), P(2,2,MAX), C(16,3,1), P(2,2,MAX), C(32,3,1), P(7,7,AVG), FC(64), SM(10)"
+
+
+def _search(tmp_path: Path, name: str, resume: bool = False, **over: str):
+    values = {"search.agent": "reinforce", "controller.mode": "pool", "start.arch": START,
+              "search.stage1_networks": "12", "search.stage2_networks": "0",
+              "search.seed": "4", "search.run_name": name, **over}
+    cfg = cheap_config(tmp_path, **values)
+    return run_search(cfg, run_dir=tmp_path / name, resume=resume,
+                      evaluator=SyntheticTaskEvaluator("deep"), log=lambda _m: None)
+
+
+def _children(out) -> list[tuple[str, float]]:
+    return [(h["arch"], round(h["accuracy"], 12)) for h in out.state.history]
+
+
+def test_modes_fill_unset_fields_and_explicit_values_win() -> None:
+    paper = ReinforceConfig(mode="paper").resolved()
+    assert (paper.lr, paper.baseline_mode, paper.pool_size, paper.no_repeat) == (
+        2e-3, "ema", 0, False)
+    pool = ReinforceConfig(mode="pool", lr=3e-3).resolved()
+    assert pool.lr == 3e-3 and pool.baseline_mode == "loo" and pool.pool_size == 5
+    assert set(MODE_DEFAULTS["paper"]) == set(MODE_DEFAULTS["pool"])
+    with pytest.raises(ValueError, match="mode"):
+        ReinforceConfig(mode="fancy")
+    with pytest.raises(ValueError, match="pool_select"):
+        ReinforceConfig(pool_select="worst")
+
+
+def test_pool_keeps_the_best_distinct_networks_and_round_trips() -> None:
+    pool = NetworkPool(2)
+    net = build_network(START, (1, 28, 28), seed=0)
+    assert pool.add("a", 0.5, 10, None)
+    assert pool.add("b", 0.7, 10, net)
+    assert pool.add("c", 0.6, 10, None)  # pushes "a" out
+    assert [m["arch"] for m in pool.members] == ["b", "c"]
+    assert not pool.add("c", 0.55, 10, None)  # a worse copy of a member changes nothing
+    assert not pool.add("d", 0.1, 10, None)
+    again = NetworkPool(2)
+    again.load_state_dict(pool.state_dict())
+    assert [(m["arch"], m["accuracy"]) for m in again.members] == [("b", 0.7), ("c", 0.6)]
+    for key, value in net.state_dict().items():
+        assert torch.equal(again.members[0]["net"].state_dict()[key], value)
+    draws = again.draw(50, np.random.default_rng(0))
+    assert {m["arch"] for m in draws} == {"b", "c"}
+
+
+def test_pareto_pool_keeps_the_front() -> None:
+    pool = NetworkPool(5, "pareto")
+    pool.add("big", 0.9, 1000, None)
+    pool.add("small", 0.8, 10, None)
+    pool.add("dominated", 0.7, 500, None)
+    assert sorted(m["arch"] for m in pool.members) == ["big", "small"]
+
+
+def test_pool_mode_compounds_and_never_repeats(tmp_path: Path) -> None:
+    out = _search(tmp_path, "pool", **{"search.cache": "true"})
+    archs = [a for a, _ in _children(out)]
+    assert len(archs) == 12 and len(set(archs)) == 12  # every child a new architecture
+    # an episode adds 2 layers (wider, deeper, deeper): deeper children started from children
+    start_layers = len(Architecture.parse(START).layers)
+    assert max(len(Architecture.parse(a).layers) for a in archs) > start_layers + 2
+    paper = _search(tmp_path, "paper", **{"controller.mode": "paper"})
+    assert max(len(Architecture.parse(a).layers) for a, _ in _children(paper)) == start_layers + 2
+
+
+@pytest.mark.parametrize("extra", [{}, pytest.param({"controller.ppo_epochs": "3"},
+                                                     marks=pytest.mark.slow),
+                                   pytest.param({"controller.pool_select": "pareto"},
+                                                marks=pytest.mark.slow)],
+                         ids=["reinforce", "ppo", "pareto"])
+def test_resumed_pool_run_gives_the_same_children(tmp_path: Path, extra: dict) -> None:
+    whole = _search(tmp_path, "whole", **extra)
+    part = _search(tmp_path, "part", **{"search.max_rounds": "2", **extra})
+    assert not part.finished and len(part.state.history) == 6
+    resumed = _search(tmp_path, "part", resume=True, **extra)
+    assert _children(resumed) == _children(whole)
+
+
+def test_warm_start_loads_the_controller(tmp_path: Path) -> None:
+    first = _search(tmp_path, "first", **{"search.max_rounds": "2"})
+    saved = load_checkpoint(first.run_dir / "checkpoint.pt")["agent"]["controller"]
+    space = SearchSpace(filters=(16, 32, 48, 64), fc_units=(64, 128, 256))  # cheap_config's
+    ctx = AgentContext(max_layers=50, vocab_size=Tokenizer(space).vocab_size,
+                       kernel_sizes=space.kernel_sizes, kinds=("wider", "deeper", "skip"),
+                       schedule=("wider", "deeper", "deeper"), steps_per_episode=3,
+                       children_per_round=3, seed=0)
+    warm = ReinforceAgent(ctx, ReinforceConfig(mode="pool", init=str(first.run_dir)))
+    cold = ReinforceAgent(ctx, ReinforceConfig(mode="pool"))
+    for key, value in warm.controller.state_dict().items():
+        assert torch.equal(value, saved[key])
+    assert any(not torch.equal(v, saved[k]) for k, v in cold.controller.state_dict().items())
+    with pytest.raises(ValueError, match="controller.init"):
+        ReinforceAgent(ctx, ReinforceConfig(init=str(tmp_path / "nothing")))
+
+
+def test_synthetic_tasks_have_their_optimum_at_the_target() -> None:
+    for task in SYNTHETIC_TASKS.values():
+        assert task.score(task.target) == pytest.approx(task.optimum)
+        assert task.reached(task.score(task.target))
+        preset_start = ("C(16,3,1), P(2,2,MAX), C(16,3,1), P(2,2,MAX), C(32,3,1), P(2,2,MAX), "
+                        "C(32,3,1), P(3,3,AVG), FC(64), SM(10)")
+        assert task.score(preset_start) < task.optimum - 0.05
