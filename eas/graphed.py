@@ -57,6 +57,9 @@ SELF_CHECK_RTOL = 1e-3
 SELF_CHECK_ATOL = 1e-5
 """Absolute tolerance of the self-check (loss and every parameter element)."""
 
+_DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
+             nn.FeatureAlphaDropout)
+
 _VERDICTS: dict[str, bool] = {}
 """Self-check verdicts of this process: architecture family -> the graph matched eager."""
 
@@ -70,16 +73,18 @@ def capture(step: Callable[[], None]) -> Any:
 
 
 def family_of(network: nn.Module, precision: str, channels_last: bool) -> str:
-    """The architecture family of ``network``: its layer kinds, precision and memory format.
+    """The architecture family of ``network``: its layer kinds, dropout, precision, memory format.
 
     A :class:`~eas.network.ChildNet` (anything with an ``arch``) is known by
     the kinds of layer in its architecture string (``C``, ``P``, ``FC``, ...);
-    another module by its class name.
+    another module by its class name. Dropout counts (a graph replays its
+    random numbers differently from plain layers).
     """
     arch = getattr(network, "arch", None)
     kinds = sorted(set(re.findall(r"([A-Za-z_]+)\s*\(", str(arch)))) if arch is not None else []
     body = ",".join(kinds) if kinds else type(network).__name__
-    return f"{body}|{precision}|{'cl' if channels_last else 'cf'}"
+    dropout = any(isinstance(m, _DROPOUTS) and m.p > 0 for m in network.modules())
+    return f"{body}|{'dropout' if dropout else 'no-dropout'}|{precision}|{'cl' if channels_last else 'cf'}"
 
 
 def self_check_verdict(family: str) -> bool | None:

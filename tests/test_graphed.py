@@ -469,3 +469,17 @@ def test_fp16_children_train_eagerly_with_a_grad_scaler(monkeypatch: pytest.Monk
     # autocast is CUDA-only and the scale a power of two: on CPU the scaled steps are fp32's
     assert res.val_accuracy == eager.val_accuracy
     _same_weights(net, eager_net, rtol=1e-5, atol=1e-6)
+
+
+def test_family_is_layer_kinds_dropout_precision_and_format() -> None:
+    from eas.network import build_network
+
+    def fam(arch: str, dropout: float = 0.0, precision: str = "bf16") -> str:
+        net = build_network(arch, (1, 28, 28), dropout=dropout, seed=0)
+        return graphed.family_of(net, precision, True)
+
+    plain = fam("C(16,3,1), P(2,2,MAX), FC(64), SM(10)")
+    assert plain == fam("C(32,5,1), C(8,3,1), P(2,2,MAX), FC(128), SM(10)")  # sizes don't count
+    assert plain != fam("C(16,3,1), P(2,2,MAX), FC(64), SM(10)", dropout=0.2)
+    assert plain != fam("C(16,3,1), P(2,2,MAX), FC(64), SM(10)", precision="fp32")
+    assert plain != fam("C(16,3,1), FC(64), SM(10)")
