@@ -397,7 +397,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m eas.export") 
     parser.add_argument("--out", help="output folder (default: RUN/export)")
     parser.add_argument("--opset", type=int, default=17,
                         help=f"ONNX opset, {ONNX_OPSETS[0]} to {ONNX_OPSETS[1]} (default: 17)")
-    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an error (default: off, one line)")
     args = parser.parse_args(argv)
     for name in ("max_params", "max_flops", "max_latency_ms"):
         v = getattr(args, name)

@@ -302,7 +302,8 @@ def build_parser(prog: str = "eas compare") -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="a setting for every run, e.g. --set space.filters=16,32,48,64 "
                         "(repeatable)")
-    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    p.add_argument("--debug", action="store_true",
+                   help="show the traceback of an error (default: off, one line)")
     p.add_argument("--rank-by", choices=RANK_BY, default=None,
                    help="order the table best first by mean best accuracy or by the mean "
                         "hypervolume of the (accuracy, parameters) fronts (default: --agents order)")
