@@ -65,6 +65,19 @@ def test_dump_round_trip(tmp_path: Path) -> None:
     assert load_config(path) == cfg
 
 
+def test_dump_escapes_strings_and_leaves_none_out(tmp_path: Path) -> None:
+    odd = 'a "quoted"\\ path\nwith a newline = [x]'
+    cfg = load_config(None, {"data.root": odd, "search.final_lr": "none",
+                             "search.run_name": "none"}, check=False)
+    text = dump_toml(cfg)
+    assert "final_lr" not in text and "run_name" not in text  # None: left out, reads back None
+    assert '"none"' not in text
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    back = load_config(path, check=False)
+    assert back == cfg and back.data.root == odd and back.search.final_lr is None
+
+
 def test_overrides_are_typed() -> None:
     cfg = load_config(None, {
         "child.epochs": "3", "child.lr": "0.1", "child.nesterov": "false",
@@ -175,14 +188,19 @@ def test_custom_agent_gets_an_agent_section(tmp_path: Path, monkeypatch: pytest.
         '        """Probability of widening a layer."""\n'
         "        temperature: float = 1.0\n"
         '        """A made-up knob."""\n'
+        "        clip: float | None = 0.5\n"
+        '        """Optional, but not None by default."""\n'
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    cmd = parse_command(["--agent", "my_agents:Mine", "--agent.temperature", "2"])
+    cmd = parse_command(["--agent", "my_agents:Mine", "--agent.temperature", "2",
+                         "--agent.clip", "none"])
     cfg = load_config(None, cmd.overrides)
-    assert cfg.agent_config().temperature == 2.0
+    assert cfg.agent_config().temperature == 2.0 and cfg.agent_config().clip is None
     saved = tmp_path / "config.toml"
     saved.write_text(dump_toml(cfg))
-    assert load_config(saved).agent_config().temperature == 2.0  # what --resume reads
+    assert 'clip = "none"' in saved.read_text()  # its default is not None: written out
+    resumed = load_config(saved).agent_config()  # what --resume reads
+    assert resumed.temperature == 2.0 and resumed.clip is None
     assert run_main(["--agent", "my_agents:Mine", "--help"]) == 0
     assert "--agent.temperature" in capsys.readouterr().out
 

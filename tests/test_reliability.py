@@ -4,8 +4,8 @@
   must give its exit code (or exception), one line naming the culprit, no
   traceback, and leave every file as it was;
 * run folders: an existing folder is refused, ``--overwrite`` replaces it, auto
-  names never collide, a live lock keeps a second process out, a stale one is
-  taken over;
+  names never collide, a live lock keeps a second process out, the lock of a
+  process that died holding it is free;
 * resume after a bad override leaves the run resumable;
 * ``kill -9`` mid-round with the serial and the process back-end retrains no
   finished child; SIGTERM stops like Ctrl-C with the resume hint.
@@ -46,7 +46,7 @@ from eas.search.config import (
 )
 from eas.search.failures import SearchFailed
 from eas.search.loop import run_search
-from eas.search.rundir import LOCK_FILE, claim_run_dir
+from eas.search.rundir import OWNER_FILE, claim_run_dir, lock_owner
 from eas.search.train_controller import main
 from eas.training import TrainConfig
 
@@ -473,7 +473,8 @@ def test_overwrite_replaces_an_old_run(tmp_path: Path) -> None:
     second = run_search(cheap_config(tmp_path, **{"search.seed": "5"}),
                         evaluator=CheapEvaluator(), log=quiet, overwrite=True)
     assert second.run_dir == first.run_dir and second.finished
-    assert not stray.exists() and not (second.run_dir / LOCK_FILE).exists()
+    assert not stray.exists() and not (second.run_dir / OWNER_FILE).exists()
+    assert lock_owner(second.run_dir) is None  # released
     assert json.loads((second.run_dir / "summary.json").read_text())["seed"] == 5
 
 
@@ -508,16 +509,20 @@ def test_a_live_lock_keeps_a_second_process_out(tmp_path: Path) -> None:
                       evaluator=CheapEvaluator(), log=quiet).finished
 
 
-def test_a_stale_lock_is_taken_over(tmp_path: Path) -> None:
+def test_the_lock_of_a_process_that_died_holding_it_is_free(tmp_path: Path) -> None:
     out = run_search(cheap_config(tmp_path, **{"search.max_rounds": "1"}),
                      evaluator=CheapEvaluator(), log=quiet)
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    (out.run_dir / LOCK_FILE).write_text(json.dumps(
-        {"host": os.uname().nodename, "pid": dead.pid, "start": None, "since": "earlier"}))
+    code = ("import os, sys; from pathlib import Path; from eas.search.rundir import claim_run_dir; "
+            "claim_run_dir(Path(sys.argv[1]), resume=True, overwrite=False, auto_name=False); "
+            "os._exit(0)")  # dies holding the lock: never released
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    subprocess.run([sys.executable, "-c", code, str(out.run_dir)], env=env, check=True,
+                   timeout=120)
+    assert json.loads((out.run_dir / OWNER_FILE).read_text())["pid"] != os.getpid()
+    assert lock_owner(out.run_dir) is None  # the kernel dropped it with the process
     resumed = run_search(cheap_config(tmp_path), run_dir=out.run_dir, resume=True,
                          evaluator=CheapEvaluator(), log=quiet)
-    assert resumed.finished and not (out.run_dir / LOCK_FILE).exists()
+    assert resumed.finished and not (out.run_dir / OWNER_FILE).exists()
 
 
 # ---------------------------------------------------------------------- resume
@@ -616,6 +621,11 @@ def _lines(log: Path) -> list[str]:
     return [ln.split()[0] for ln in log.read_text().splitlines()] if log.exists() else []
 
 
+def _journaled(journal: Path) -> set[str]:
+    """Digests of the children in the journal (files ``r<round>_<digest>_<n>.pt``)."""
+    return {p.name.split("_")[1] for p in journal.glob("r*_*_*.pt")}
+
+
 def _wait_for(log: Path, n: int, proc: subprocess.Popen, timeout: float = 240) -> None:
     end = time.time() + timeout
     while len(_lines(log)) < n:
@@ -628,25 +638,32 @@ def _wait_for(log: Path, n: int, proc: subprocess.Popen, timeout: float = 240) -
 @pytest.mark.parametrize(("backend", "delay"), [("serial", 1.5), ("process", 3.0)])
 def test_kill_9_mid_round_retrains_no_finished_child(tmp_path: Path, backend: str,
                                                      delay: float) -> None:
-    """2 rounds of 4 children; kill -9 after round 1 and 2 children of round 2 finished."""
+    """2 rounds of 4 children; kill -9 once 2 children of round 2 are journaled.
+
+    The kill comes when the journal holds every child of round 2 whose training had
+    finished (no fixed sleep); the resumed run must train exactly the others.
+    """
     runs, log = tmp_path / "runs", tmp_path / "trained.log"
+    journal = runs / "run" / "journal"
     proc = _launch(backend, runs, log, delay, resume=False)
     _wait_for(log, 6, proc)
-    time.sleep(0.5)  # well inside the next child's training (delay >= 1.5 s)
+    end = time.time() + 60
+    while not set(_lines(log)[4:]) <= _journaled(journal):  # the finished ones are journaled
+        assert proc.poll() is None and time.time() < end, "round 2's children were not journaled"
+        time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    finished = _lines(log)
-    journaled = list((runs / "run" / "journal").glob("*.pt"))
-    assert len(finished) == 6 and len(journaled) == 2
-    assert (runs / "run" / LOCK_FILE).exists()  # left by the killed run: stale
+    finished, journaled = _lines(log), _journaled(journal)
+    assert len(journaled) >= 2 and journaled <= set(finished[4:])  # only finished children
+    assert lock_owner(runs / "run") is None  # the kernel dropped the killed run's lock
 
     again = _launch(backend, runs, log, delay, resume=True)
     out, err = again.communicate(timeout=300)
     assert again.returncode == 0, err
     assert "DONE 8" in out
-    retrained = _lines(log)[6:]
-    assert not set(retrained) & set(finished[4:])  # 0 finished children trained again
-    assert len(retrained) == 2  # only the ones that were in flight (or not started)
+    retrained = _lines(log)[len(finished):]
+    assert not set(retrained) & journaled  # no journaled child trained again
+    assert len(retrained) == 4 - len(journaled)  # exactly round 2's others
     ckpt = load_checkpoint(runs / "run" / "checkpoint.pt")
     assert ckpt["state"]["global_step"] == 8 and ckpt["state"]["done"]
 
@@ -674,7 +691,7 @@ def test_sigterm_stops_like_ctrl_c(tmp_path: Path) -> None:
     assert "--resume" in err and "Traceback" not in err
     ckpt = load_checkpoint(runs / "term" / "checkpoint.pt")
     assert ckpt["state"]["global_step"] in (2, 4)  # the last completed round
-    assert not (runs / "term" / LOCK_FILE).exists()
+    assert not (runs / "term" / OWNER_FILE).exists()  # the lock was released on the way out
 
 
 @pytest.mark.slow

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import math
 import re
 import sys
 import tomllib
@@ -40,6 +39,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Literal
+
+import tomli_w
 
 from eas import configs as _presets
 from eas.agents.registry import available_agents, get_agent_class
@@ -304,27 +305,25 @@ def config_to_dict(cfg: SearchConfig) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _toml_value(v: Any) -> str:
-    if v is None:
-        return '"none"'
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v) if not (isinstance(v, float) and not math.isfinite(v)) else f'"{v}"'
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    s = str(v).replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{s}"'
-
-
 def dump_toml(cfg: SearchConfig) -> str:
-    """The config as TOML that :func:`load_config` reads back (None written as "none")."""
-    lines: list[str] = []
-    for name, values in config_to_dict(cfg).items():
-        lines.append(f"[{name}]")
-        lines.extend(f"{k} = {_toml_value(v)}" for k, v in values.items())
-        lines.append("")
-    return "\n".join(lines)
+    """The config as TOML that :func:`load_config` reads back to an equal config.
+
+    Written with ``tomli_w`` (strings escaped, non-finite floats as ``inf``/``nan``).
+    TOML has no null: a field whose value is None is left out, so it reads back as
+    its default, which is None for every optional field of the built-in sections; a
+    field whose default is not None (a plug-in agent's) is written as ``"none"``, the
+    word :func:`load_config` reads as None for optional fields (as on the command line).
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for name, section_values in config_to_dict(cfg).items():
+        default = _default_instance(name, cfg.search.agent)
+        values = out[name] = {}
+        for key, value in section_values.items():
+            if value is not None:
+                values[key] = value
+            elif getattr(default, key) is not None:
+                values[key] = "none"
+    return tomli_w.dumps(out)
 
 
 # ------------------------------------------------------------------ command line

@@ -5,9 +5,10 @@
 * An auto-generated name (``{dataset}__{agent}__{seed}__{timestamp}``) never
   collides: the folder is created with an atomic ``mkdir`` and a ``-2``, ``-3``,
   ... suffix is added when another run took the name in the same second.
-* ``run.lock`` in the folder holds the owner's host, pid and process start
-  time; a second live process is refused, a lock left by a killed run (its
-  process is gone) is taken over.
+* ``run.lock`` in the folder is an OS file lock (``filelock``) held while the run
+  is live, with the holder's host, pid and start written to ``run.owner``; a
+  second process is refused. The kernel releases the lock when its process ends
+  (also when it is killed), so a killed run leaves nothing to take over.
 """
 
 from __future__ import annotations
@@ -21,100 +22,87 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from filelock import FileLock, Timeout
+
 from eas.search.config import RUN_NAME_MAX, ConfigError
 
-__all__ = ["LOCK_FILE", "RUN_MARKERS", "RunLock", "check_run_dir", "claim_run_dir", "lock_owner"]
+__all__ = ["LOCK_FILE", "OWNER_FILE", "RUN_MARKERS", "RunLock", "check_run_dir", "claim_run_dir",
+           "lock_owner"]
 
 LOCK_FILE = "run.lock"
-"""Name of the lock file inside a run folder."""
+"""Name of the lock file inside a run folder (an OS file lock, :class:`filelock.FileLock`)."""
+OWNER_FILE = "run.owner"
+"""Who holds the lock (host, pid, since), written by the holder, removed when it releases."""
+_PROBE_GRACE = 1.0
+"""Seconds :func:`claim_run_dir` waits for a lock another process is only probing."""
 RUN_MARKERS = ("config.toml", "checkpoint.pt", "summary.json")
 """Files that show a folder is a run folder (only such folders may be overwritten)."""
 
 
-def _start_time(pid: int) -> str | None:
-    """The process's start time (Linux: /proc/<pid>/stat field 22), to tell reused pids apart."""
+def _read_owner(folder: Path) -> dict[str, object]:
+    """Who holds the lock, as its holder wrote it (best effort: the lock itself is the flock)."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[-1].split()[19]
-
-
-def _me() -> dict[str, object]:
-    return {"host": socket.gethostname(), "pid": os.getpid(), "start": _start_time(os.getpid()),
-            "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+        owner = json.loads((folder / OWNER_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return owner if isinstance(owner, dict) else {}
 
 
 def lock_owner(folder: str | Path) -> dict[str, object] | None:
-    """The live owner recorded in ``folder/run.lock``, or None (no lock, or a stale one)."""
+    """The owner of ``folder``'s lock while a live process holds it, else None.
+
+    The lock is an OS file lock (:class:`filelock.FileLock` on ``run.lock``): the
+    kernel drops it when its process ends, however it ends, so there is no stale
+    lock to detect. Probing writes nothing (no lock file is created).
+    """
     path = Path(folder) / LOCK_FILE
-    try:
-        owner = json.loads(path.read_text())
-        pid = int(owner["pid"])
-    except FileNotFoundError:
+    if not path.is_file():
         return None
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # a lock its writer did not finish: that process died while starting
-    if owner.get("host") != socket.gethostname():
-        return owner  # cannot look at another machine's processes: assume it is alive
+    probe = FileLock(path, timeout=0)
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        pass  # alive, another user's
-    start = owner.get("start")
-    if start is not None and _start_time(pid) not in (None, start):
-        return None  # the pid was reused by an unrelated process
-    return owner
+        probe.acquire()
+    except Timeout:
+        return _read_owner(Path(folder))
+    except OSError:
+        return None  # not lockable here (read-only folder, ...): the write checks say why
+    probe.release()
+    return None
 
 
 def _busy(folder: Path, owner: dict[str, object]) -> ConfigError:
-    return ConfigError("run folder", f"{folder} is in use by process {owner.get('pid')} on "
-                       f"{owner.get('host')} (since {owner.get('since')}); wait for it to end or "
-                       f"stop it (a lock of a dead process is taken over: {folder / LOCK_FILE})")
+    return ConfigError("run folder", f"{folder} is in use by process {owner.get('pid', '?')} on "
+                       f"{owner.get('host', '?')} (since {owner.get('since', '?')}); wait for it "
+                       f"to end or stop it (its lock: {folder / LOCK_FILE})")
 
 
 @dataclass
 class RunLock:
-    """A held run-folder lock; :meth:`release` removes the lock file if it is still ours."""
+    """A held run-folder lock; :meth:`release` lets go of it (the OS does when the process ends)."""
 
     folder: Path
     """The run folder."""
-    token: str
-    """The lock file's content written by this process."""
+    lock: FileLock
+    """The held OS file lock on ``run.lock``."""
 
     def release(self) -> None:
-        """Remove the lock (only if it still holds this process's token)."""
-        path = self.folder / LOCK_FILE
-        with contextlib.suppress(OSError):
-            if path.read_text() == self.token:
-                path.unlink()
+        """Remove the owner note and release the lock."""
+        if self.lock.is_locked:
+            with contextlib.suppress(OSError):
+                (self.folder / OWNER_FILE).unlink()
+            self.lock.release()
 
 
 def _acquire(folder: Path) -> RunLock:
-    path = folder / LOCK_FILE
-    token = json.dumps(_me())
-    for _ in range(3):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            owner = lock_owner(folder)
-            if owner is not None:
-                raise _busy(folder, owner) from None
-            # A stale lock: move it aside atomically (only one taker succeeds), then retry.
-            with contextlib.suppress(FileNotFoundError):
-                stale = path.with_name(f".{LOCK_FILE}.stale.{os.getpid()}")
-                os.rename(path, stale)
-                stale.unlink()
-            continue
-        with os.fdopen(fd, "w") as f:
-            f.write(token)
-            f.flush()
-            os.fsync(f.fileno())
-        return RunLock(folder, token)
-    raise ConfigError("run folder", f"could not take the lock {path} (another process keeps "
-                      "taking it)")
+    # A short wait: another process's lock_owner() probe holds it for microseconds.
+    lock = FileLock(folder / LOCK_FILE, timeout=_PROBE_GRACE)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise _busy(folder, _read_owner(folder)) from None
+    owner = {"host": socket.gethostname(), "pid": os.getpid(),
+             "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+    (folder / OWNER_FILE).write_text(json.dumps(owner))
+    return RunLock(folder, lock)
 
 
 def _is_run_folder(folder: Path) -> bool:
@@ -168,7 +156,7 @@ def claim_run_dir(folder: Path, *, resume: bool, overwrite: bool, auto_name: boo
                 check_run_dir(folder, resume=False, overwrite=False)  # raises, naming the folder
             lock = _acquire(folder)
             for p in folder.iterdir():
-                if p.name == LOCK_FILE:
+                if p.name in (LOCK_FILE, OWNER_FILE):
                     continue
                 if p.is_dir() and not p.is_symlink():
                     shutil.rmtree(p)
