@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import FASHION, TINY
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from eas import training
 from eas.search import run_search
@@ -43,9 +44,6 @@ def test_fallbacks_are_on_the_record(tmp_path: Path, monkeypatch: pytest.MonkeyP
         assert "eager steps from the initial weights" in rec["note"]
     notes = [line for line in lines if "fell back to eager steps" in line]
     assert len(notes) == 1 and "child 1 " in notes[0]
-
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
     acc = EventAccumulator(str(tmp_path / "run"), size_guidance={"scalars": 0, "tensors": 0})
     acc.Reload()
     assert [e.value for e in acc.Scalars("charts/child_cuda_graph")] == [0.0] * 6

@@ -28,6 +28,7 @@ from torch.fx.experimental.proxy_tensor import make_fx
 
 from eas import accel, graphed, training
 from eas.data import DEBIAN_DATASET_DIR, AugmentConfig, load_dataset
+from eas.network import build_network
 from eas.search.config import load_config
 from eas.training import TrainConfig, train_child
 
@@ -473,8 +474,6 @@ def test_fp16_children_train_eagerly_with_a_grad_scaler(monkeypatch: pytest.Monk
 
 
 def test_family_is_layer_kinds_dropout_precision_and_format() -> None:
-    from eas.network import build_network
-
     def fam(arch: str, dropout: float = 0.0, precision: str = "bf16") -> str:
         net = build_network(arch, (1, 28, 28), dropout=dropout, seed=0)
         return graphed.family_of(net, precision, True)
