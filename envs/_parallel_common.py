@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import logging
 import os
 import random
 import time
@@ -39,6 +40,10 @@ _RAY_MISSING = (
     "(or pip install 'ray>=2.9'), or use backend='process'"
 )
 _START_TIMEOUT = 300.0  # seconds a worker may take to import torch and set up the evaluator
+
+RETRY_LOG = logging.getLogger("eas.envs.parallel")
+"""Where each retry of a child is told, one WARNING line as it happens (and each child
+given up on); a search forwards these lines to its own log."""
 
 
 # ---------------------------------------------------------------------------
@@ -267,6 +272,25 @@ class _Task:
     reasons: list[str] = field(default_factory=list)
     exclusive: bool = False  # retry alone on its GPU (after running out of memory)
     restarts: int = 0  # attempts retried on a restarted worker after a sticky CUDA error
+    label: str = ""  # the child's architecture, for log lines (read from payload when empty)
+
+
+def _task_label(task: _Task) -> str:
+    """The child's architecture string (for log lines), or its index in the batch."""
+    if not task.label and task.payload:
+        with contextlib.suppress(Exception):
+            task.label = str(_loads(task.payload).arch or "")
+    return task.label or f"#{task.index}"
+
+
+def _tell_retry(task: _Task, worker: str, reason: str) -> None:
+    RETRY_LOG.warning("retrying child %s (attempt %d failed on %s: %s)",
+                      _task_label(task), task.attempts, worker, _short(reason))
+
+
+def _short(reason: str, limit: int = 300) -> str:
+    text = " ".join(str(reason).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class _Results(dict):
@@ -289,22 +313,25 @@ def _settle(task: _Task, kind: Outcome, result: EvalResult, max_retries: int,
         if task.restarts < STICKY_RETRIES:
             task.restarts += 1
             task.reasons.append(f"sticky CUDA error, worker restarted: {result.reason}")
+            _tell_retry(task, worker, task.reasons[-1])
             return None
         result.reason = (f"{result.reason} (a sticky CUDA error again after "
                          f"{task.restarts} worker restart(s))")
+        RETRY_LOG.warning("child %s failed: %s", _task_label(task), _short(result.reason))
     if kind == "infra":
         task.reasons.append(result.reason or "infrastructure failure")
         if task.attempts <= max_retries:
             task.exclusive = task.exclusive or is_out_of_memory(result.reason)
+            _tell_retry(task, worker, task.reasons[-1])
             return None
         result.reason = f"{result.reason} (gave up after {task.attempts} attempts)"
         task.reasons.pop()
+        RETRY_LOG.warning("child %s failed: %s", _task_label(task), _short(result.reason))
     if result.failed:
         result.accuracy = 0.0
-    result.extra["attempts"] = task.attempts
-    result.extra.setdefault("worker", worker)
-    if task.reasons:
-        result.extra["retried"] = list(task.reasons)
+    result.attempts = task.attempts
+    result.retried = list(task.reasons)
+    result.worker = result.worker or worker
     return result
 
 

@@ -88,6 +88,14 @@ class EvalResult:
     """Autocast precision of the training steps (``fp32``, ``bf16``, ``fp16``), when known."""
     fallback: str | None = None
     """Stage of the CUDA-graph path that failed before the eager retraining, else None."""
+    # ------------------------------------------------------------ the back-end
+    attempts: int = 1
+    """Tries it took (``eas.envs.parallel``: a worker death, Ray node loss, out of memory,
+    timeout or sticky CUDA error is retried on a fresh worker)."""
+    retried: list[str] = field(default_factory=list)
+    """Why each earlier try failed, in order (empty when the first try settled it)."""
+    worker: str | None = None
+    """Who ran the last try (``serial``, a process worker's name, ``ray``), when known."""
     params: int = 0
     """Trainable parameters (``envs.ObjectivesEvaluator``, then the environment)."""
     flops: int = 0

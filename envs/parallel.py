@@ -49,13 +49,17 @@ Faults
 * A sticky CUDA error (illegal address, launch failure, ECC error, ...:
   :func:`eas.accel.is_sticky_cuda_error`) leaves the worker's CUDA context
   unusable: the worker process exits and is replaced, and the child is retried
-  once on the fresh one (``extra["retried"]`` says "sticky CUDA error, worker
+  once on the fresh one (``retried`` says "sticky CUDA error, worker
   restarted"); this retry does not count against ``max_retries``. The serial
   back-end cannot restart itself and records such a child failed.
 * Only the worker that died is replaced; children finished or running on other
   workers are never lost or re-run.
-* ``EvalResult.extra["attempts"]`` counts the tries; ``extra["retried"]`` lists
-  the reasons of the failed tries.
+* Retries are on the record: the child's :class:`~eas.envs.evaluators.EvalResult`
+  has ``attempts`` (the tries), ``retried`` (why each earlier try failed) and
+  ``worker``; each retry (and each child given up on) is one WARNING line on the
+  logger ``eas.envs.parallel`` (:data:`RETRY_LOG`) as it happens. A search forwards
+  these lines to its log and keeps the fields in its journal, history,
+  ``summary.json`` and TensorBoard (``charts/retries``).
 
 Same results whatever the back-end
 ----------------------------------
@@ -76,6 +80,7 @@ from torch import nn
 
 from eas.envs._parallel_common import (
     BACKENDS,
+    RETRY_LOG,
     ChildSpec,
     _dumps,
     _evaluator_seed,
@@ -103,6 +108,7 @@ from eas.envs.evaluators import EvalResult
 
 __all__ = [
     "BACKENDS",
+    "RETRY_LOG",
     "ChildSpec",
     "ParallelEvaluator",
     "available_cores",
@@ -269,7 +275,7 @@ class ParallelEvaluator:
                     on_result: Callable[[int, EvalResult], None] | None) -> list[EvalResult]:
         done = _Results(on_result)
         for i, spec in enumerate(specs):
-            task = _Task(i, b"")
+            task = _Task(i, b"", label=spec.arch or "")
             while i not in done:
                 task.attempts += 1
                 kind, result = _run_child(self.base, spec, self.seed)

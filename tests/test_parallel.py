@@ -228,7 +228,7 @@ def test_serial_seeds_each_child_and_keeps_order():
     assert torch.equal(torch.rand(1), before)  # the caller's RNG is left alone
     b = ev.evaluate_many([nets[1], nets[0]])[::-1]  # order does not change a child's result
     _assert_same(a[:2], b)
-    assert all(not r.failed and r.extra["attempts"] == 1 for r in a)
+    assert all(not r.failed and r.attempts == 1 for r in a)
     # the input networks are not trained in place
     assert torch.equal(nets[0].state_dict()["layers.0.conv.weight"],
                        build_network(ARCHS[0], INPUT, dropout=0.2, seed=0)
@@ -241,15 +241,19 @@ def test_serial_seeds_each_child_and_keeps_order():
                            a[0].state_dict["layers.0.conv.weight"])
 
 
-def test_serial_exception_and_oom(tmp_path):
+def test_serial_exception_and_oom(tmp_path, caplog):
     nets = _nets()
     base = TinyEvaluator(raise_arch=ARCHS[1], oom_once_arch=ARCHS[2], marker_dir=str(tmp_path))
-    res = ParallelEvaluator(base, backend="serial").evaluate_many(nets)
+    with caplog.at_level("WARNING", logger="eas.envs.parallel"):
+        res = ParallelEvaluator(base, backend="serial").evaluate_many(nets)
+    lines = [r.getMessage() for r in caplog.records if r.name == "eas.envs.parallel"]
+    assert len(lines) == 1 and lines[0].startswith(f"retrying child {ARCHS[2]} (attempt 1 ")
+    assert "out of memory" in lines[0] and res[2].worker == "serial"
     assert res[1].failed and res[1].accuracy == 0.0
     assert res[1].reason == f"ValueError: bad child {ARCHS[1]}"
-    assert res[1].extra["attempts"] == 1  # a bug in the training code is not retried
-    assert not res[2].failed and res[2].extra["attempts"] == 2  # OOM: retried
-    assert "out of memory" in res[2].extra["retried"][0]
+    assert res[1].attempts == 1  # a bug in the training code is not retried
+    assert not res[2].failed and res[2].attempts == 2  # OOM: retried
+    assert "out of memory" in res[2].retried[0]
     assert not res[0].failed and not res[3].failed
 
 
@@ -271,14 +275,14 @@ def test_process_matches_serial_and_reuses_workers():
     assert sorted(seen) == [0, 1, 2, 3]
     _assert_same(first, serial)
     _assert_same(second, serial[:2])
-    assert all(not r.failed and r.extra["attempts"] == 1 for r in first)
+    assert all(not r.failed and r.attempts == 1 for r in first)
     pids = {r.extra["pid"] for r in first + second}
     assert len(pids) == 2 and os.getpid() not in pids  # two workers, kept across batches
     assert all(r.state_dict["layers.0.conv.weight"].device.type == "cpu" for r in first)
 
 
 @pytest.mark.slow
-def test_process_fault_handling(tmp_path):
+def test_process_fault_handling(tmp_path, caplog):
     """One pool, a batch with every kind of fault: a worker killed once (retried),
     a child that always kills its worker (failed after max_retries), a child whose
     training raises (failed, not retried), a child running out of memory once
@@ -288,21 +292,26 @@ def test_process_fault_handling(tmp_path):
                          raise_arch=ARCHS[2], oom_once_arch=ARCHS[3], marker_dir=str(tmp_path))
     clean = ParallelEvaluator(TinyEvaluator(), backend="serial").evaluate_many(
         [nets[0], nets[4], nets[3]])
-    with ParallelEvaluator(base, workers=2, backend="process", max_retries=1,
-                           child_timeout=TIMEOUT) as ev:
+    with caplog.at_level("WARNING", logger="eas.envs.parallel"), ParallelEvaluator(
+            base, workers=2, backend="process", max_retries=1, child_timeout=TIMEOUT) as ev:
         res = ev.evaluate_many(nets)
         again = ev.evaluate_many([nets[4]])  # the pool still works afterwards
     killed, crashing, raising, oom, healthy = res
-    assert not oom.failed and oom.extra["attempts"] == 2
-    assert "out of memory" in oom.extra["retried"][0]
+    lines = sorted(r.getMessage() for r in caplog.records if r.name == "eas.envs.parallel")
+    # one line per retry as it happens, and one for the child given up on
+    assert [line.split(" (")[0] for line in lines] == sorted(
+        [f"retrying child {ARCHS[0]}", f"retrying child {ARCHS[1]}",
+         f"retrying child {ARCHS[3]}", f"child {ARCHS[1]} failed: worker process died"])
+    assert not oom.failed and oom.attempts == 2
+    assert "out of memory" in oom.retried[0]
     _assert_same([oom], clean[2:])
-    assert not killed.failed and killed.extra["attempts"] == 2
-    assert "exit code 3" in killed.extra["retried"][0]
-    assert crashing.failed and crashing.accuracy == 0.0 and crashing.extra["attempts"] == 2
+    assert not killed.failed and killed.attempts == 2
+    assert "exit code 3" in killed.retried[0]
+    assert crashing.failed and crashing.accuracy == 0.0 and crashing.attempts == 2
     assert "SIGKILL" in crashing.reason and "gave up after 2 attempts" in crashing.reason
     assert raising.failed and raising.reason == f"ValueError: bad child {ARCHS[2]}"
-    assert raising.extra["attempts"] == 1
-    assert not healthy.failed and healthy.extra["attempts"] == 1
+    assert raising.attempts == 1
+    assert not healthy.failed and healthy.attempts == 1
     _assert_same([killed, healthy], clean[:2])
     _assert_same(again, clean[1:2])
 
@@ -328,7 +337,7 @@ def test_process_child_timeout():
         ev.child_timeout = 4.0
         res = ev.evaluate_many(nets[:2])
     assert res[0].failed and "timed out after 4 s" in res[0].reason
-    assert res[0].extra["attempts"] == 1
+    assert res[0].attempts == 1
     assert not res[1].failed
 
 
@@ -352,4 +361,4 @@ def test_ray_matches_serial():
         res = ev.evaluate_many(nets)
         ev.close()
     _assert_same(res, serial)
-    assert all(not r.failed and r.extra["attempts"] == 1 for r in res)
+    assert all(not r.failed and r.attempts == 1 for r in res)

@@ -53,9 +53,9 @@ def test_sticky_error_restarts_the_worker_and_retries_once(tmp_path: Path) -> No
     first, *others = res
     poisoned = (tmp_path / "poisoned").read_text().split()
     assert len(poisoned) == 1
-    assert not first.failed and first.extra["attempts"] == 2
-    assert first.extra["retried"] == [f"sticky CUDA error, worker restarted: RuntimeError: {STICKY}"]
-    assert all(not r.failed and "retried" not in r.extra for r in others)
+    assert not first.failed and first.attempts == 2
+    assert first.retried == [f"sticky CUDA error, worker restarted: RuntimeError: {STICKY}"]
+    assert all(not r.failed and not r.retried for r in others)
     assert all(str(r.extra["pid"]) not in poisoned for r in res)  # never the poisoned worker
     _assert_same(res, clean)  # the same accuracy and weights as a clean run
 
@@ -67,7 +67,7 @@ def test_sticky_error_twice_fails_the_child_only(tmp_path: Path) -> None:
     with ParallelEvaluator(base, workers=1, backend="process", max_retries=3,
                            child_timeout=TIMEOUT) as ev:
         bad, good = ev.evaluate_many(nets)
-    assert bad.failed and bad.accuracy == 0.0 and bad.extra["attempts"] == 2
+    assert bad.failed and bad.accuracy == 0.0 and bad.attempts == 2
     assert "again after 1 worker restart" in (bad.reason or "")
     assert len((tmp_path / "poisoned").read_text().split()) == 2  # two different workers
     assert not good.failed
@@ -76,5 +76,5 @@ def test_sticky_error_twice_fails_the_child_only(tmp_path: Path) -> None:
 def test_serial_backend_records_a_sticky_error_without_retrying(tmp_path: Path) -> None:
     base = PoisoningEvaluator(str(tmp_path), ARCHS[0])
     (res,) = ParallelEvaluator(base, backend="serial", max_retries=2).evaluate_many(_nets()[:1])
-    assert res.failed and res.extra["attempts"] == 1
+    assert res.failed and res.attempts == 1
     assert "illegal memory access" in res.reason and "backend='process'" in res.reason

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from eas.envs.evaluators import EvalResult
 from eas.search.config import agent_section, config_to_dict
+from eas.search.report import retries
 from eas.search.stages import stage_budgets
 from eas.search.state import (
     SearchRun,
@@ -226,6 +227,9 @@ class TensorBoardCallback(SearchCallback):
         w.add_scalar("charts/stage", state.stage, step)
         w.add_scalar("charts/round_time", round_time, step)
         w.add_scalar("charts/cached_fraction", mean([r.cached for r in results]), step)
+        # a counter: the search's failed-and-retried child attempts so far (worker death,
+        # node loss, out of memory, timeout); each child's own count is charts/child_attempts
+        w.add_scalar("charts/retries", retries(state.history)["failed_attempts"], step)
 
     def on_stage_end(self, run: SearchRun, next_stage: int | None) -> None:
         if next_stage is not None:

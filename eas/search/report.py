@@ -24,12 +24,20 @@ from eas.checkpoint import atomic_write_text
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only back-end)
 
-__all__ = ["SUMMARY_COLUMNS", "format_table", "plot_progress", "save_figure", "top_architectures",
-           "write_summary"]
+__all__ = ["SUMMARY_COLUMNS", "format_table", "plot_progress", "retries", "save_figure",
+           "top_architectures", "write_summary"]
 
 SUMMARY_COLUMNS = ("rank", "arch", "val_accuracy", "params", "flops", "stage", "step",
                    "test_accuracy")
 """Columns of summary.csv and of the printed table."""
+
+
+def retries(history: list[dict[str, Any]]) -> dict[str, int]:
+    """Children that needed more than one try and the failed tries, over ``history``
+    (cached children are copies of a trained one and do not count)."""
+    counted = [h for h in history if not h.get("cached")]
+    return {"children": sum(1 for h in counted if int(h.get("attempts") or 1) > 1),
+            "failed_attempts": sum(max(0, int(h.get("attempts") or 1) - 1) for h in counted)}
 
 
 def top_architectures(history: Sequence[dict[str, Any]], k: int) -> list[dict[str, Any]]:

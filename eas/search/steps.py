@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from eas.distill import DistillConfig
 from eas.envs.evaluators import EvalResult
 from eas.envs.halving import HalvingEvaluator
 from eas.envs.journal import Journal
-from eas.envs.parallel import ParallelEvaluator
+from eas.envs.parallel import RETRY_LOG, ParallelEvaluator
 from eas.morphisms.legal import kinds_for
 from eas.network import ChildNet, build_network
 from eas.search.callbacks import SearchCallback
@@ -54,6 +55,7 @@ from eas.search.preflight import preflight
 from eas.search.report import (
     format_table,
     plot_progress,
+    retries,
     summary_rows,
     top_architectures,
     write_summary,
@@ -251,6 +253,20 @@ def build_agent(run: SearchRun) -> None:
     run.agent = agent
 
 
+class _RunLogHandler(logging.Handler):
+    """Forwards log records (the back-ends' retry lines) to the search's ``run.log``."""
+
+    def __init__(self, run: SearchRun) -> None:
+        super().__init__(logging.WARNING)
+        self.run = run
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.run.log(record.getMessage())
+        except Exception:  # noqa: BLE001 - logging must never break the search
+            self.handleError(record)
+
+
 def build_evaluator(run: SearchRun, evaluator: Callable[[ChildNet], Any] | None,
                     callbacks: SearchCallback, cleanup: contextlib.ExitStack) -> None:
     """The child evaluator, its journal and the evaluation cache.
@@ -261,6 +277,9 @@ def build_evaluator(run: SearchRun, evaluator: Callable[[ChildNet], Any] | None,
     child at once (and tells ``callbacks.on_child_trained``).
     """
     s = run.cfg.search
+    handler = _RunLogHandler(run)  # each retry of a child: one line in the search's log
+    RETRY_LOG.addHandler(handler)
+    cleanup.callback(RETRY_LOG.removeHandler, handler)
     if evaluator is None:
         evaluator = envs.TrainerEvaluator(run.get_data(), run.child_cfg, device=run.device,
                                           seed=int(s.seed))
@@ -473,6 +492,7 @@ def write_reports(run: SearchRun) -> tuple[dict[str, Any], str]:
         "start_accuracies": start_accs,
         "stage_starts": [st["arch"] for st in state.starts],
         "child_seconds": child_seconds(state.history),
+        "retries": retries(state.history),
         "stages": stage_report(state),
         "parent_controls": state.parent_controls,
         "best_accuracy": top[0]["accuracy"] if top else None,
