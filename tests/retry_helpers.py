@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import torch
+
 from eas.envs import EvalResult
 
 

@@ -12,13 +12,13 @@ import time
 from pathlib import Path
 
 import pytest
-from eas.envs.journal import Journal
-from eas.envs.parallel import ParallelEvaluator
 from helpers import cheap_config
 from ray_local import START_TIMEOUT, import_ray
 from retry_helpers import FaultOnceEvaluator
 from test_parallel import _nets
 
+from eas.envs.journal import Journal
+from eas.envs.parallel import ParallelEvaluator
 from eas.search.loop import run_search
 
 pytestmark = pytest.mark.slow
