@@ -81,7 +81,8 @@ def test_compare_help_shows_its_defaults(capsys) -> None:
     text = help_text(capsys, lambda: compare.main(["--help"])).split("options:", 1)[1]
     parser = compare.build_parser()
     for action in parser._actions:
-        if not action.option_strings or action.default in (None, []) or action.dest == "help":
+        if (not action.option_strings or action.default in (None, [])
+                or isinstance(action.default, bool) or action.dest == "help"):  # flags
             continue
         flag = action.option_strings[0]
         assert "default" in text.split(f"{flag} ", 1)[1].split(" --", 1)[0], flag

@@ -40,10 +40,12 @@ def test_to_dict_is_plain_and_from_dict_gives_the_record_back() -> None:
 
 
 def test_from_dict_keeps_unknown_keys_and_lifts_old_extras() -> None:
-    old = {"accuracy": 0.7, "extra": {"fidelity": 3, "reward": 0.5, "attempts": 2}, "pid": 9}
+    old = {"accuracy": 0.7, "extra": {"fidelity": 3, "reward": 0.5, "attempts": 2,
+                                      "retried": ["worker process died (SIGKILL)"]}, "pid": 9}
     rec = EvalResult.from_dict(old)
     assert (rec.fidelity, rec.reward) == (3, 0.5)
-    assert rec.extra == {"attempts": 2, "pid": 9}
+    assert (rec.attempts, rec.retried) == (2, ["worker process died (SIGKILL)"])  # now fields
+    assert rec.extra == {"pid": 9}
 
 
 def test_every_field_of_the_record_reaches_history_summary_and_tensorboard(tmp_path: Path
