@@ -134,6 +134,14 @@ def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
             torch.save([1, 2, 3], ck)
     shutil.copytree(out.run_dir, runs / "no_config")
     (runs / "no_config" / "config.toml").unlink()
+    shutil.copytree(out.run_dir, runs / "no_ckpt")  # killed before its first checkpoint
+    (runs / "no_ckpt" / "checkpoint.pt").unlink()
+    shutil.copytree(out.run_dir, runs / "journal_file")
+    shutil.rmtree(runs / "journal_file" / "journal", ignore_errors=True)
+    (runs / "journal_file" / "journal").write_text("not the journal folder")
+    done = run_search(cheap_config(runs, **{"search.run_name": "finished"}),
+                      evaluator=CheapEvaluator(), log=quiet)
+    assert done.finished
     return root
 
 
@@ -260,6 +268,25 @@ CLI_CASES = [
     _case(RESUME + ["--space.filters", "16,32"], "space.filters"),
     _case(RESUME + ["--search.seed", "9"], "search.seed"),
     _case(RESUME + ["--config", "config_bad.toml"], "--config"),
+    # resume: every override that changes which children come out or how they score
+    _case(RESUME + ["--halving.rungs", "1,2"], "halving.rungs"),
+    _case(RESUME + ["--objectives.reward", "constrained", "--objectives.target", "100000"],
+          "objectives."),
+    _case(RESUME + ["--data.train_subset", "600"], "data.train_subset"),
+    _case(RESUME + ["--data.val_size", "600"], "data.val_size"),
+    _case(RESUME + ["--search.stages", "12,6"], "search.stages"),
+    _case(RESUME + ["--search.stage1_networks", "9"], "the run used 6"),
+    _case(RESUME + ["--search.max_child_seconds", "5"], "search.max_child_seconds"),
+    _case(RESUME + ["--child.lr", "0.1"], "child.lr"),
+    _case(RESUME + ["--start.epochs", "2"], "start.epochs"),
+    _case(RESUME + ["--search.final_top_k", "2"], "search.final_top_k"),
+    _case(RESUME + ["--controller.lr", "0.5"], "controller.lr"),
+    _case(RESUME + ["--space.kernel_sizes", "3"], "space.kernel_sizes"),
+    _case(RESUME + ["--search.cache", "false"], "search.cache"),
+    # resume: nothing to resume
+    _case(["--resume", "runs/no_ckpt"], "--overwrite"),
+    _case(["--resume", "runs/finished"], "finished run"),
+    _case(["--resume", "runs/journal_file"], "journal_file/journal"),
     _case(RESUME + ["--overwrite"], "--overwrite"),
 ]
 
@@ -539,7 +566,10 @@ def test_resume_after_a_bad_override_still_resumes(tmp_path: Path, capsys,
     real = train_controller.run_search
     monkeypatch.setattr(train_controller, "run_search",
                         lambda cfg, **kw: real(cfg, evaluator=CheapEvaluator(), log=quiet, **kw))
-    assert main(["--resume", str(out.run_dir), "--search.max_rounds", "none"]) == 0
+    # settings that leave the search alone may change: this invocation, where children train
+    assert main(["--resume", str(out.run_dir), "--search.max_rounds", "none",
+                 "--search.progress", "false", "--search.backend", "serial",
+                 "--child.eval_batch_size", "64", "--search.keep_best", "2"]) == 0
     assert load_checkpoint(out.run_dir / "checkpoint.pt")["state"]["global_step"] == 6
 
 

@@ -32,14 +32,23 @@ from eas.search.config import (
 from eas.search.rundir import check_run_dir
 from eas.search.state import CHECKPOINT, default_run_name
 
-__all__ = ["FIXED_ON_RESUME", "Plan", "check_resume_changes", "default_run_name", "preflight"]
+__all__ = ["FREE_ON_RESUME", "Plan", "check_resume_changes", "default_run_name", "preflight"]
 
-FIXED_ON_RESUME: tuple[str, ...] = (
-    "data.name", "search.agent", "search.seed", "search.children_per_step", "search.schedule",
-    "search.free_steps", "space.kernel_sizes", "space.filters", "space.fc_units",
-    "space.growth_rates", "space.max_layers",
-)
-"""Fields a resumed run may not change: they would give the rest of the run another meaning."""
+FREE_ON_RESUME: frozenset[str] = frozenset({
+    # where and how fast the children train, not which children or how they score
+    "data.device", "data.download", "child.eval_batch_size", "child.channels_last",
+    "child.cuda_graph", "child.cuda_graph_min_steps",
+    "search.workers", "search.backend", "search.children_per_gpu", "search.gpu_memory_fraction",
+    "search.max_retries", "search.child_timeout", "search.ray_address",
+    "search.ray_gpus_per_child",
+    # this invocation and its outputs
+    "search.max_rounds", "search.run_name", "search.runs_dir", "search.progress",
+    "search.keep_best",
+})
+"""The only fields a resumed run may change. Every other field (the data and its split, the
+child, start and final recipes, the space, the agent and its settings, stages, schedule,
+halving, objectives and reward) decides which children the search produces or how they
+are scored, so changing it would give the rest of the run another meaning."""
 
 @dataclass
 class Plan:
@@ -154,16 +163,51 @@ def check_start_weights(cfg: SearchConfig) -> None:
 
 
 def check_resume_changes(saved: dict[str, dict[str, Any]], cfg: SearchConfig) -> None:
-    """Refuse overrides of :data:`FIXED_ON_RESUME` fields (``saved``: the checkpoint's config)."""
+    """Refuse a change of any field but :data:`FREE_ON_RESUME` (``saved``: the checkpoint's
+    config); ``data.root`` may move, except for an ImageFolder (there it is the data)."""
     now = config_to_dict(cfg)
-    for key in FIXED_ON_RESUME:
-        section, name = key.split(".")
-        if section not in saved or name not in saved[section]:
-            continue
-        old, new = saved[section][name], now[section][name]
-        if old != new:
-            raise ConfigError(key, f"cannot be changed when resuming (the run used {old!r}, "
-                              f"got {new!r}); start a new run for a different search")
+    free = set(FREE_ON_RESUME)
+    if str(now["data"]["name"]).lower() != "imagefolder":
+        free.add("data.root")
+    for section, values in now.items():
+        for name, new in values.items():
+            key = f"{section}.{name}"
+            if key in free or section not in saved or name not in saved[section]:
+                continue  # a field the run did not record (added later) keeps its default
+            old = saved[section][name]
+            if old != new:
+                raise ConfigError(key, f"cannot be changed when resuming (the run used {old!r}, "
+                                  f"got {new!r}): it changes which children the search "
+                                  "produces or how they are scored; start a new run (another "
+                                  "--search.run_name) for a different search")
+
+
+def _resumable(run_dir: Path, cfg: SearchConfig) -> dict[str, Any]:
+    """The checkpoint of a run that ``--resume`` may continue; ConfigError if there is none."""
+    ckpt = run_dir / CHECKPOINT
+    again = (f"start it again with --search.run_name {run_dir.name} "
+             f"--search.runs_dir {run_dir.parent} --overwrite, or under another run name")
+    if not ckpt.exists():
+        raise ConfigError("--resume", f"{run_dir} has no {CHECKPOINT} (the run stopped before "
+                          f"its first checkpoint); {again}")
+    try:
+        checkpoint = load_checkpoint(ckpt)
+    except CheckpointError as exc:
+        raise ConfigError("--resume", str(exc)) from None
+    if not {"state", "agent", "rng"} <= set(checkpoint) or not isinstance(
+            checkpoint["state"], dict):
+        raise ConfigError("--resume", f"{ckpt} is not a search checkpoint (no "
+                          "'state', 'agent' and 'rng' entries)")
+    if checkpoint["state"].get("done"):
+        raise ConfigError("--resume", f"{run_dir} holds a finished run (nothing is left to "
+                          f"resume); {again}")
+    for sub in ("journal",):
+        path = run_dir / sub
+        if path.exists() and not path.is_dir():
+            raise ConfigError("run folder", f"{path} is a file, but the run keeps its journal "
+                              "of finished children in that folder; move the file away")
+    check_resume_changes(checkpoint.get("config", {}), cfg)
+    return checkpoint
 
 
 def preflight(cfg: SearchConfig, *, run_dir: str | Path | None, resume: bool,
@@ -188,16 +232,7 @@ def preflight(cfg: SearchConfig, *, run_dir: str | Path | None, resume: bool,
     checkpoint = None
     if resume:
         check_run_dir(run_dir, resume=True, overwrite=False)
-        ckpt = run_dir / CHECKPOINT
-        if ckpt.exists():
-            try:
-                checkpoint = load_checkpoint(ckpt)
-            except CheckpointError as exc:
-                raise ConfigError("--resume", str(exc)) from None
-            if not {"state", "agent", "rng"} <= set(checkpoint):
-                raise ConfigError("--resume", f"{ckpt} is not a search checkpoint (no "
-                                  "'state', 'agent' and 'rng' entries)")
-            check_resume_changes(checkpoint.get("config", {}), cfg)
+        checkpoint = _resumable(run_dir, cfg)
     elif not auto:
         check_run_dir(run_dir, resume=False, overwrite=overwrite)
     return Plan(run_dir=run_dir, auto_name=auto, checkpoint=checkpoint)

@@ -70,7 +70,6 @@ from eas.search.stages import (
     stage_start_epochs,
 )
 from eas.search.state import (
-    CHECKPOINT,
     CONFIG_FILE,
     SearchRun,
     SearchState,
@@ -139,9 +138,7 @@ def open_run(cfg: SearchConfig, *, run_dir: str | Path | None, resume: bool, dat
     s = cfg.search
     run_dir, lock = claim_run_dir(plan.run_dir, resume=resume, overwrite=overwrite,
                                   auto_name=plan.auto_name)
-    checkpoint = plan.checkpoint
-    if resume and checkpoint is None:
-        log(f"no {CHECKPOINT} in {run_dir}; starting the run from the beginning")
+    checkpoint = plan.checkpoint  # preflight: a resumed run has one
     atomic_write_text(dump_toml(cfg), run_dir / CONFIG_FILE)
     folder.append(run_dir)
     if loaded.get("search") is not None:
