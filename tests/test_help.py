@@ -112,3 +112,13 @@ def test_log_ticks_are_few_compact_and_do_not_overlap() -> None:
         finally:
             plt.close(fig)
 
+
+
+def test_errors_and_usage_carry_the_name_the_program_was_called_by(capsys, monkeypatch) -> None:
+    assert cli.main(["search", "--search.nope", "1"]) == 2
+    assert capsys.readouterr().err.startswith("eas search: error: search.nope")
+    assert train_controller.main(["--search.nope", "1"]) == 2
+    assert capsys.readouterr().err.startswith("python -m eas.train_controller: error:")
+    monkeypatch.setattr("sys.argv", ["/usr/local/bin/eas-search", "--help"])
+    text = help_text(capsys, lambda: train_controller.main())
+    assert text.startswith("usage: eas-search ")
