@@ -229,6 +229,7 @@ class HalvingEvaluator:
         reached = [0] * n
         history: list[list[float]] = [[] for _ in range(n)]
         times = [0.0] * n
+        retried: list[list[str]] = [[] for _ in range(n)]  # failed tries over all rungs
         alive = list(range(n))
         for k, budget in enumerate(self.rungs):
             if k > 0:
@@ -254,10 +255,12 @@ class HalvingEvaluator:
                 reached[i] = k
                 history[i].append(0.0 if res.failed else float(res.accuracy))
                 times[i] += float(res.train_time)
+                retried[i] += res.retried
         final: list[EvalResult] = [r for r in results if r is not None]
         rewards = rank_rewards(reached, [r.accuracy for r in final], [r.failed for r in final])
         for i, res in enumerate(final):
             res.train_time = times[i]
+            res.retried, res.attempts = retried[i], max(res.attempts, 1 + len(retried[i]))
             res.fidelity, res.rung = self.rungs[reached[i]], reached[i]
             res.rung_accuracies, res.reward = history[i], rewards[i]
         return final

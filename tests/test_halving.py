@@ -165,6 +165,37 @@ def test_with_the_serial_parallel_evaluator_results_are_the_same() -> None:
             (b.accuracy, b.fidelity, b.reward)
 
 
+class OomOnceTrainer(FakeTrainer):
+    """Runs out of memory on the first try of width ``oom_width`` at every budget."""
+
+    def __init__(self, budget: int = 1, seen: set | None = None, oom_width: int = 100) -> None:
+        super().__init__(budget)
+        self.seen = set() if seen is None else seen
+        self.oom_width = oom_width
+
+    def at_budget(self, budget: int) -> OomOnceTrainer:
+        return OomOnceTrainer(budget, self.seen, self.oom_width)
+
+    def __call__(self, net: torch.nn.Module) -> EvalResult:
+        key = (net.arch.layers[-2].units, self.budget)
+        if key[0] == self.oom_width and key not in self.seen:
+            self.seen.add(key)
+            return EvalResult(0.0, failed=True, reason="CUDA out of memory (fake)")
+        return super().__call__(net)
+
+
+def test_retries_of_every_rung_stay_on_the_record() -> None:
+    wrapped = HalvingEvaluator(ParallelEvaluator(OomOnceTrainer(), backend="serial"),
+                               rungs=(1, 3, 9), eta=3)
+    res = run_round(wrapped)
+    wrapped.close()
+    best = res[WIDTHS.index(100)]  # promoted through all three rungs, one retry at each
+    assert best.fidelity == 9 and not best.failed
+    assert best.attempts == 4 and len(best.retried) == 3
+    assert all("out of memory" in reason for reason in best.retried)
+    assert all(r.attempts == 1 and r.retried == [] for r in res if r is not best)
+
+
 def test_journal_answers_a_replayed_round_without_training(tmp_path: Path) -> None:
     log: list = []
     journal = Journal(tmp_path, HalvingEvaluator(FakeTrainer(log=log), rungs=(1, 3, 9), eta=3))
