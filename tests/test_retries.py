@@ -18,7 +18,7 @@ from retry_helpers import FaultOnceEvaluator
 from test_parallel import _nets
 
 from eas.envs.journal import Journal
-from eas.envs.parallel import ParallelEvaluator
+from eas.envs.parallel import RETRY_LOG, ParallelEvaluator
 from eas.search.loop import run_search
 
 pytestmark = pytest.mark.slow
@@ -84,15 +84,18 @@ def assert_retry_on_the_record(run_dir: Path, lines: list[str], expect: list, ma
     assert tensorboard_values(run_dir, "charts/retries") == [0.0, 1.0, 1.0]
 
 
-def test_process_worker_killed_mid_search(tmp_path: Path) -> None:
+def test_process_worker_killed_mid_search(tmp_path: Path, caplog) -> None:
     expect = fault_free_children(tmp_path)
     marks = _folder(tmp_path, "killed")
     base = FaultOnceEvaluator(str(marks), "kill", after=2)  # in round 2
     lines: list[str] = []
-    with ParallelEvaluator(base, workers=2, backend="process", device="cpu",
-                           child_timeout=TIMEOUT) as ev:
+    with caplog.at_level("WARNING"), ParallelEvaluator(
+            base, workers=2, backend="process", device="cpu", child_timeout=TIMEOUT) as ev:
         out = run_search(search_config(tmp_path, "killed"), evaluator=ev, log=lines.append)
     assert_retry_on_the_record(out.run_dir, lines, expect, marks, ("died (SIGKILL)",))
+    # during the search the line went to the search's log only, not also to the root logger
+    assert not [r for r in caplog.records if r.name == "eas.envs.parallel"]
+    assert RETRY_LOG.propagate and not RETRY_LOG.handlers  # as it was before the search
     # the journal keeps the attempts of a child the moment it is trained
     marks = _folder(tmp_path, "journal")
     journal = Journal(tmp_path / "journal",

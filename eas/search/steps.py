@@ -274,9 +274,11 @@ def build_evaluator(run: SearchRun, evaluator: Callable[[ChildNet], Any] | None,
     child at once (and tells ``callbacks.on_child_trained``).
     """
     s = run.cfg.search
-    handler = _RunLogHandler(run)  # each retry of a child: one line in the search's log
+    handler = _RunLogHandler(run)  # each retry of a child: one line, in the search's log only
     RETRY_LOG.addHandler(handler)
+    cleanup.callback(setattr, RETRY_LOG, "propagate", RETRY_LOG.propagate)
     cleanup.callback(RETRY_LOG.removeHandler, handler)
+    RETRY_LOG.propagate = False
     if evaluator is None:
         evaluator = envs.TrainerEvaluator(run.get_data(), run.child_cfg, device=run.device,
                                           seed=int(s.seed))
