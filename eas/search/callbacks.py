@@ -93,6 +93,9 @@ class SearchCallback:
     def on_final_network(self, run: SearchRun, entry: dict[str, Any]) -> None:
         """One of the best networks finished its final training (``entry`` = its result)."""
 
+    def on_no_search_control(self, run: SearchRun, entry: dict[str, Any]) -> None:
+        """The no-search control finished (``entry``: budget, epochs, val/test accuracy, seconds)."""
+
     def on_search_end(self, run: SearchRun, summary: dict[str, Any]) -> None:
         """The reports are written; ``summary`` is the content of summary.json."""
 
@@ -142,6 +145,10 @@ class CallbackList(SearchCallback):
     def on_final_network(self, run: SearchRun, entry: dict[str, Any]) -> None:
         for cb in self.callbacks:
             cb.on_final_network(run, entry)
+
+    def on_no_search_control(self, run: SearchRun, entry: dict[str, Any]) -> None:
+        for cb in self.callbacks:
+            cb.on_no_search_control(run, entry)
 
     def on_search_end(self, run: SearchRun, summary: dict[str, Any]) -> None:
         for cb in self.callbacks:
@@ -247,6 +254,20 @@ class TensorBoardCallback(SearchCallback):
         assert self.writer is not None
         self.writer.add_scalar(f"charts/final_test_accuracy_{entry['rank']}",
                                nan_if_none(entry["test_accuracy"]), run.state.global_step)
+        if "trained_val_accuracy" in entry:
+            self.writer.add_scalar(f"charts/final_val_accuracy_{entry['rank']}",
+                                   nan_if_none(entry["trained_val_accuracy"]),
+                                   run.state.global_step)
+
+    def on_no_search_control(self, run: SearchRun, entry: dict[str, Any]) -> None:
+        assert self.writer is not None
+        step = run.state.global_step
+        self.writer.add_scalar("charts/no_search_control_val_accuracy",
+                               nan_if_none(entry["val_accuracy"]), step)
+        self.writer.add_scalar("charts/no_search_control_test_accuracy",
+                               nan_if_none(entry["test_accuracy"]), step)
+        self.writer.add_scalar("charts/no_search_control_epochs", entry["epochs"], step)
+        self.writer.add_scalar("charts/no_search_control_seconds", entry["seconds"], step)
 
     def on_search_end(self, run: SearchRun, summary: dict[str, Any]) -> None:
         if self.writer is not None:
@@ -360,6 +381,9 @@ class CheckpointCallback(SearchCallback):
         save_checkpoint(run)
 
     def on_final_network(self, run: SearchRun, entry: dict[str, Any]) -> None:
+        save_checkpoint(run)
+
+    def on_no_search_control(self, run: SearchRun, entry: dict[str, Any]) -> None:
         save_checkpoint(run)
 
     def on_search_end(self, run: SearchRun, summary: dict[str, Any]) -> None:

@@ -23,8 +23,11 @@ Read top to bottom, :func:`run_search` does what the EAS paper describes:
    the whole search) are trained ``final_epochs`` on train + validation with
    :func:`eas.training.final_train`, starting from their searched weights
    (``final_init = "weights"``, the paper's "further train") or from scratch,
-   and their test accuracy is reported;
-7. ``summary.json``/``summary.csv``, ``progress.png`` and a printed table.
+   and their test accuracy is reported (with ``search.final_patience``: trained
+   until validation accuracy plateaus, :mod:`eas.search.final`);
+7. with ``search.no_search_control``, the start architecture is trained from
+   scratch for the run's wall-clock so far: would plain training have won?
+8. ``summary.json``/``summary.csv``, ``progress.png`` and a printed table.
 
 Each step is a function of :mod:`eas.search.steps`; what happens besides the
 search (TensorBoard, progress bar, checkpoints, the journal) are callbacks
@@ -68,6 +71,7 @@ from eas.search.steps import (
     build_start_network,
     end_stage,
     final_training,
+    no_search_control,
     open_run,
     play_round,
     record_round,
@@ -137,6 +141,7 @@ def run_search(
         if not run.stopped:
             check_chance(run.state.starts, run.state.history, run.num_classes)  # learned nothing
             final_training(run, cbs)
+            no_search_control(run, cbs)  # search.no_search_control: would plain training win?
         summary, table = write_reports(run)
         run.state.done = not run.stopped
         cbs.on_search_end(run, summary)

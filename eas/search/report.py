@@ -139,6 +139,8 @@ def plot_progress(
     *,
     start_accuracies: Sequence[float | None] = (),
     control_accuracies: Sequence[float | None] = (),
+    final_accuracy: float | None = None,
+    no_search_accuracy: float | None = None,
     title: str = "Architecture search progress",
 ) -> Path:
     """Plot every child's validation accuracy against networks sampled (EAS Figure 4 style).
@@ -146,7 +148,10 @@ def plot_progress(
     Dots: sampled networks (failed ones as crosses at 0); line: running best per
     stage; dashed vertical lines: stage boundaries; dotted horizontal lines: the
     start network of each stage (``start_accuracies[i]`` for stage ``i + 1``);
-    dash-dotted horizontal lines: each stage's parent control (``control_accuracies``).
+    dash-dotted horizontal lines: each stage's parent control (``control_accuracies``);
+    across the whole plot, solid black: the final network's validation accuracy after
+    its final training (``final_accuracy``), dashed black: the no-search control's
+    (the start architecture trained from scratch for the run's time).
     """
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
     try:
@@ -180,8 +185,16 @@ def plot_progress(
                           linestyles="-.", linewidth=1.2, label=f"stage {stage} parent control")
             if si > 0 and recs:
                 ax.axvline(recs[0]["step"] - 0.5, color="grey", linestyle="--", linewidth=1)
+        if history:
+            x0, x1 = history[0]["step"], history[-1]["step"]
+            for acc, style, label in ((final_accuracy, "-", "final network (trained)"),
+                                      (no_search_accuracy, "--", "no-search control")):
+                if acc is not None and math.isfinite(acc):
+                    ax.hlines(100 * acc, x0, x1, colors="black", linestyles=style,
+                              linewidth=1.4, label=label)
         accs = [100 * r["accuracy"] for r in history if not r.get("failed")]
-        accs += [100 * a for a in (*start_accuracies, *control_accuracies)
+        accs += [100 * a for a in (*start_accuracies, *control_accuracies, final_accuracy,
+                                   no_search_accuracy)
                  if a is not None and math.isfinite(a)]
         if accs:
             lo, hi = min(accs), max(accs)

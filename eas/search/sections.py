@@ -292,6 +292,20 @@ class SearchSection(_Section):
     """Initial learning rate of the final training; None = child.lr."""
     final_full_data: bool = True
     """Final training uses the whole official training set (ignoring data.train_subset) + validation."""
+    final_patience: int | None = None
+    """Plateau rule: train the final networks in cosine cycles (final_epochs, then x final_growth) until this many cycles in a row gain less than final_min_delta validation accuracy, keeping the best weights (needs final_full_data false); none = one fixed run of final_epochs."""
+    final_min_delta: float = 0.001
+    """Smallest validation-accuracy gain (0-1) of a final-training cycle that counts as progress."""
+    final_growth: float = 2.0
+    """Each final-training cycle is this many times longer than the one before (>= 1)."""
+    final_max_epochs: int | None = None
+    """Cap on the epochs of one network's final training (plateau rule); none = no cap."""
+    final_budget_share: float | None = None
+    """Cap on one network's final-training seconds, as a share of the search's seconds before it (plateau rule); none = no time cap."""
+    no_search_control: bool = False
+    """After the final training, train the start architecture from scratch (start recipe, one cosine run) for the run's wall-clock so far and report it beside the final network: the answer to 'would plain training have done better?'."""
+    control_seconds: float | None = None
+    """The no-search control's budget in seconds; none = the whole run's seconds before it (start, search and final training)."""
     keep_best: int = 5
     """How many of the best distinct networks are kept (with weights) as best_<k>.pt."""
     max_rounds: int | None = None
@@ -319,6 +333,7 @@ class SearchSection(_Section):
                 f"must be > 0 or none, got {self.final_lr!r}")
         require(self.final_init in ("weights", "scratch"), "search.final_init",
                 f"{self.final_init!r} is not allowed; allowed values: weights, scratch")
+        check_final(self)
         require(self.backend in _BACKENDS, "search.backend",
                 f"unknown backend {self.backend!r}; allowed values: {', '.join(_BACKENDS)}")
         require(not (self.backend == "serial" and self.workers is not None and self.workers > 1),
@@ -372,6 +387,34 @@ def check_stages(s: Any) -> None:
     m = s.max_child_seconds
     require(m is None or (isinstance(m, (int, float)) and not isinstance(m, bool) and m > 0),
             "search.max_child_seconds", f"must be > 0 (seconds) or none, got {m!r}")
+
+
+def check_final(s: Any) -> None:
+    """The plateau rule of the final training and the no-search control's budget."""
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    p = s.final_patience
+    require(p is None or (isinstance(p, int) and not isinstance(p, bool) and 1 <= p <= 1000),
+            "search.final_patience", f"must be an integer in [1, 1000] or none, got {p!r}")
+    require(p is None or not s.final_full_data, "search.final_full_data",
+            "must be false with search.final_patience (the plateau rule needs the validation "
+            "split)")
+    require(number(s.final_min_delta) and 0 <= s.final_min_delta < 1, "search.final_min_delta",
+            f"must be in [0, 1), got {s.final_min_delta!r}")
+    require(number(s.final_growth) and 1 <= s.final_growth <= 100, "search.final_growth",
+            f"must be in [1, 100], got {s.final_growth!r}")
+    m = s.final_max_epochs
+    require(m is None or (isinstance(m, int) and not isinstance(m, bool) and 1 <= m <= _MAX_COUNT),
+            "search.final_max_epochs", f"must be an integer >= 1 or none, got {m!r}")
+    b = s.final_budget_share
+    require(b is None or (number(b) and b > 0), "search.final_budget_share",
+            f"must be > 0 or none, got {b!r}")
+    require(isinstance(s.no_search_control, bool), "search.no_search_control",
+            f"must be true or false, got {s.no_search_control!r}")
+    c = s.control_seconds
+    require(c is None or (number(c) and c > 0), "search.control_seconds",
+            f"must be > 0 (seconds) or none, got {c!r}")
 
 
 def check_shrink(s: Any, sched: tuple[str, ...] | None) -> None:

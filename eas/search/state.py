@@ -75,6 +75,10 @@ class SearchState:
     """Per stage: its start network trained as a child (``eas.search.stages.parent_control``)."""
     front_nets: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Architectures on a Pareto front -> network record with weights (for ``eas.export``)."""
+    search_seconds: float | None = None
+    """The run's seconds before its final training (start, children, stage starts, controls)."""
+    no_search_control: dict[str, Any] | None = None
+    """The start architecture trained from scratch for the run's seconds (``eas.search.final``)."""
 
 
 @dataclass

@@ -50,6 +50,7 @@ from eas.search.config import (
     search_space,
 )
 from eas.search.failures import check_start
+from eas.search.final import final_training, format_control, no_search_control
 from eas.search.pareto_report import update_front_networks, write_pareto_reports
 from eas.search.preflight import preflight
 from eas.search.report import (
@@ -79,7 +80,7 @@ from eas.search.state import (
     update_best,
 )
 from eas.training import evaluate as evaluate_net
-from eas.training import final_train, train_child
+from eas.training import train_child
 
 __all__ = [
     "build_agent",
@@ -87,6 +88,7 @@ __all__ = [
     "build_start_network",
     "end_stage",
     "final_training",
+    "no_search_control",
     "open_run",
     "play_round",
     "record_round",
@@ -432,47 +434,6 @@ def record_round(run: SearchRun, results: list[EvalResult], callbacks: SearchCal
 
 
 # ---------------------------------------------------------------------- finishing
-def final_training(run: SearchRun, callbacks: SearchCallback) -> None:
-    """Train the top ``final_top_k`` networks ``final_epochs`` on train + validation; test them.
-
-    They start from their searched weights (``final_init = "weights"``, the
-    paper's "further train") or from scratch. Networks already done (resumed
-    run) are skipped.
-    """
-    cfg, s, state, seed = run.cfg, run.cfg.search, run.state, int(run.cfg.search.seed)
-    if s.final_top_k <= 0 or s.final_epochs <= 0:
-        return
-    done_archs = {f["arch"] for f in state.final}
-    final_cfg = dataclasses.replace(
-        cfg.child, epochs=s.final_epochs, max_batches_per_epoch=None,
-        lr=s.final_lr if s.final_lr is not None else cfg.child.lr)
-    final_cfg = dataclasses.replace(final_cfg, **run.agent.final_train_overrides())
-    for k, rec in enumerate(state.best[: s.final_top_k], 1):
-        if rec["arch"] in done_archs:
-            continue
-        if s.final_init == "scratch":
-            net = build_network(rec["arch"], run.input_shape, dropout=cfg.start.dropout,
-                                seed=seed)
-        else:
-            net = network_from_record(rec["network"])
-        run.log(f"final training of #{k} ({final_cfg.epochs} epochs, {s.final_init}): "
-                f"{rec['arch']}")
-        data = run.get_data(full=s.final_full_data)
-        res = final_train(net, data, final_cfg, device=run.device, seed=seed,
-                          progress=s.progress)
-        net.cpu()
-        entry = {"rank": k, "arch": rec["arch"], "val_accuracy": rec["accuracy"],
-                 "test_accuracy": res.test_accuracy, "failed": res.failed,
-                 "reason": res.reason, "epochs": final_cfg.epochs, "train_time": res.train_time,
-                 "init": s.final_init}
-        state.final.append(entry)
-        save_network(net, run.run_dir / f"final_{k}.pt", **entry, input=_contract(data))
-        test_error = None if res.test_accuracy is None else 1 - res.test_accuracy
-        run.log(f"  final training failed: {res.reason}" if res.failed else
-                f"  test accuracy {pct(res.test_accuracy)} (test error {pct(test_error)})")
-        callbacks.on_final_network(run, entry)
-
-
 def write_reports(run: SearchRun) -> tuple[dict[str, Any], str]:
     """summary.json/summary.csv and progress.png; returns the summary and the printed table."""
     cfg, s, state = run.cfg, run.cfg.search, run.state
@@ -497,6 +458,8 @@ def write_reports(run: SearchRun) -> tuple[dict[str, Any], str]:
         "best_accuracy": top[0]["accuracy"] if top else None,
         "best_arch": top[0]["arch"] if top else None,
         "final": state.final,
+        "search_seconds": state.search_seconds,
+        "no_search_control": state.no_search_control,
         "history": state.history,
         "config": config_to_dict(cfg),
     }
@@ -504,10 +467,16 @@ def write_reports(run: SearchRun) -> tuple[dict[str, Any], str]:
                                              title=f"{cfg.data.name} — {s.agent} (seed {s.seed})")
     write_summary(run.run_dir, summary, rows)
     controls = {c["stage"]: c["accuracy"] for c in state.parent_controls}
+    nsc = state.no_search_control or {}
     plot_progress(state.history, run.run_dir / "progress.png", start_accuracies=start_accs,
                   control_accuracies=[controls.get(k) for k in range(1, len(start_accs) + 1)],
+                  final_accuracy=(state.final[0].get("trained_val_accuracy")
+                                  if state.final else None),
+                  no_search_accuracy=nsc.get("val_accuracy"),
                   title=f"{cfg.data.name} — {s.agent} (seed {s.seed})")
-    return summary, f"{format_table(rows)}\n{format_stage_report(summary['stages'])}"
+    table = f"{format_table(rows)}\n{format_stage_report(summary['stages'])}"
+    versus = format_control(state.final, state.no_search_control, state.search_seconds)
+    return summary, f"{table}\n{versus}" if versus else table
 
 
 def _load_start_weights(net: ChildNet, path: str) -> None:
