@@ -12,6 +12,7 @@ from torch import nn
 
 from eas.data import load_dataset
 from eas.plateau import PlateauRule, epochs_for_seconds, train_to_plateau
+from eas.ranking import kendall_tau, rank_average, spearman_rho
 from eas.search import final as final_mod
 from eas.search.config import ConfigError, load_config
 from eas.search.final import format_control
@@ -206,3 +207,16 @@ def test_final_training_to_a_plateau_end_to_end(tmp_path: Path) -> None:
     assert fin["trained_val_accuracy"] == max(c["val_accuracy"] for c in fin["cycles"])
     assert 0.0 <= summary["top"][0]["test_accuracy"] <= 1.0
     assert tensorboard_steps(tmp_path / "plateau", "charts/final_val_accuracy_1") == [6]
+
+
+# ---------------------------------------------------------------------- rank correlation
+def test_rank_correlations_match_hand_computed_values_with_ties() -> None:
+    x, y = [1, 2, 3, 4, 5], [5, 6, 7, 8, 7]
+    assert rank_average(y) == [1.0, 2.0, 3.5, 5.0, 3.5]
+    # ranks of y: 1, 2, 3.5, 5, 3.5 -> cov 8, var 10 and 9.5; 8 concordant, 1 discordant, 1 tie
+    assert spearman_rho(x, y) == pytest.approx(8 / (10 * 9.5) ** 0.5)
+    assert kendall_tau(x, y) == pytest.approx(7 / (10 * 9) ** 0.5)
+    assert kendall_tau(x, x[::-1]) == -1.0 and spearman_rho(x, x) == pytest.approx(1.0)
+    assert spearman_rho(x, [1] * 5) != spearman_rho(x, [1] * 5)  # constant: NaN
+    with pytest.raises(ValueError, match="same length"):
+        kendall_tau([1, 2], [1])
