@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -143,12 +144,14 @@ def test_plateau_settings_are_checked() -> None:
 
 def test_format_control_puts_the_final_network_beside_the_control() -> None:
     text = format_control([{"rank": 1, "trained_val_accuracy": 0.9, "test_accuracy": 0.91,
-                            "epochs": 12, "seconds": 50.0}],
+                            "epochs": 12, "seconds": 50.0, "cpu_seconds": 90.0}],
                           {"val_accuracy": 0.88, "test_accuracy": 0.89, "epochs": 40,
-                           "seconds": 149.0}, 100.0)
+                           "seconds": 149.0, "cpu_seconds": 290.0, "clock": "cpu"}, 100.0, 200.0)
     final_line, control_line = text.splitlines()[2:]
-    assert final_line.split()[3:7] == ["90.00", "91.00", "12", "150"]
-    assert control_line.split()[:6] == ["no-search", "control", "88.00", "89.00", "40", "149"]
+    assert final_line.split()[3:8] == ["90.00", "91.00", "12", "150", "290"]
+    assert control_line.split()[:7] == ["no-search", "control", "88.00", "89.00", "40", "149",
+                                        "290"]
+    assert control_line.endswith("equal cpu time)")
 
 
 # ---------------------------------------------------------------------- end to end
@@ -188,8 +191,28 @@ def test_no_search_control_defaults_to_the_run_seconds(tmp_path: Path,
     assert 0 < ctrl["budget_seconds"] <= out.summary["elapsed_seconds"]
     assert ctrl["epochs"] == 1                      # a budget shorter than an epoch: one epoch
     assert any(line.startswith("no-search control: the start architecture") for line in lines)
+    assert ctrl["clock"] == "wall" and ctrl["cpu_seconds"] >= 0
     table = next(line for line in lines if "no-search control  " in line)  # the end table
-    assert "(start architecture from scratch)" in table
+    assert "(start architecture from scratch, equal wall time)" in table
+
+
+@needs_fashion
+def test_no_search_control_can_count_cpu_seconds(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = {}
+
+    def measure(*args, clock, **kwargs):
+        seen["clock"] = clock
+        return 1e6
+
+    monkeypatch.setattr(final_mod, "measure_epoch_seconds", measure)
+    data = load_dataset("fashion-mnist", val_size=100, train_subset=128, seed=0, device="cpu")
+    cfg = cheap_config(tmp_path, **{"search.no_search_control": "true",
+                                    "search.control_clock": "cpu"})
+    out = run_search(cfg, evaluator=CheapEvaluator(), data=data, log=quiet)
+    ctrl = out.summary["no_search_control"]
+    assert seen["clock"] is time.process_time and ctrl["clock"] == "cpu"
+    assert 0 < ctrl["budget_seconds"] <= out.summary["cpu_seconds"]
 
 
 @pytest.mark.slow

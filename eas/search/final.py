@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import time
+from collections.abc import Callable
 from typing import Any
 
 from eas.checkpoint import network_from_record, save_network
@@ -52,7 +53,7 @@ def final_training(run: SearchRun, callbacks: SearchCallback) -> None:
     if s.final_top_k <= 0 or s.final_epochs <= 0:
         return
     if state.search_seconds is None:
-        state.search_seconds = run.elapsed()
+        state.search_seconds, state.search_cpu_seconds = run.elapsed(), run.cpu_elapsed()
     done_archs = {f["arch"] for f in state.final}
     final_cfg = dataclasses.replace(
         cfg.child, epochs=s.final_epochs, max_batches_per_epoch=None,
@@ -66,7 +67,7 @@ def final_training(run: SearchRun, callbacks: SearchCallback) -> None:
                                 seed=seed)
         else:
             net = network_from_record(rec["network"])
-        wall = time.time()
+        wall, cpu = time.time(), time.process_time()
         data = run.get_data(full=s.final_full_data)
         entry: dict[str, Any] = {"rank": k, "arch": rec["arch"], "val_accuracy": rec["accuracy"],
                                  "init": s.final_init}
@@ -95,7 +96,7 @@ def final_training(run: SearchRun, callbacks: SearchCallback) -> None:
                          trained_val_accuracy=plat.val_accuracy, best_epochs=plat.best_epochs,
                          stopped_by=plat.stopped_by, cycles=plat.cycles)
         net.cpu()
-        entry["seconds"] = time.time() - wall
+        entry["seconds"], entry["cpu_seconds"] = time.time() - wall, time.process_time() - cpu
         state.final.append(entry)
         save_network(net, run.run_dir / f"final_{k}.pt", input=_contract(data), **{
             key: v for key, v in entry.items() if key != "cycles"})
@@ -107,11 +108,13 @@ def final_training(run: SearchRun, callbacks: SearchCallback) -> None:
 
 
 def measure_epoch_seconds(net: Any, data: Data, recipe: TrainConfig, *, device: Any = None,
-                          seed: int = 0, batches: int = _TIMED_BATCHES) -> float:
-    """Seconds one full epoch of ``recipe`` takes for ``net`` (a throwaway copy is trained).
+                          seed: int = 0, batches: int = _TIMED_BATCHES,
+                          clock: Callable[[], float] = time.perf_counter) -> float:
+    """Seconds (of ``clock``) one full epoch of ``recipe`` takes for ``net`` (on a throwaway copy).
 
     A few warm-up batches first (first-call costs), then ``batches`` timed ones,
-    scaled to the epoch's number of batches.
+    scaled to the epoch's number of batches. ``clock=time.process_time`` counts
+    this process's CPU seconds instead of wall-clock ones.
     """
     steps = max(1, len(data.train_y) // min(recipe.batch_size, max(1, len(data.train_y))))
     batches = max(1, min(batches, steps))
@@ -119,8 +122,9 @@ def measure_epoch_seconds(net: Any, data: Data, recipe: TrainConfig, *, device: 
     warm = dataclasses.replace(recipe, epochs=1, max_batches_per_epoch=min(3, steps))
     train_child(probe, data, warm, device=device, seed=seed)
     timed = dataclasses.replace(recipe, epochs=1, max_batches_per_epoch=batches)
-    res = train_child(probe, data, timed, device=device, seed=seed)
-    return max(res.train_time, 1e-6) / batches * steps
+    t0 = clock()
+    train_child(probe, data, timed, device=device, seed=seed)
+    return max(clock() - t0, 1e-6) / batches * steps
 
 
 def no_search_control(run: SearchRun, callbacks: SearchCallback) -> None:
@@ -132,23 +136,28 @@ def no_search_control(run: SearchRun, callbacks: SearchCallback) -> None:
     cfg, s, state, seed = run.cfg, run.cfg.search, run.state, int(run.cfg.search.seed)
     if not s.no_search_control or state.no_search_control is not None or not state.starts:
         return
-    budget = float(s.control_seconds) if s.control_seconds is not None else run.elapsed()
+    cpu_clock = s.control_clock == "cpu"
+    clock = time.process_time if cpu_clock else time.time
+    budget = (float(s.control_seconds) if s.control_seconds is not None
+              else run.cpu_elapsed() if cpu_clock else run.elapsed())
     arch = state.starts[0]["arch"]
     data = run.get_data(full=s.final_full_data)
-    wall = time.time()
+    wall, cpu, began = time.time(), time.process_time(), clock()
     net = build_network(arch, run.input_shape, dropout=cfg.start.dropout, seed=seed)
     recipe = cfg.start.recipe(cfg.child, 1)
-    epoch_s = measure_epoch_seconds(net, data, recipe, device=run.device, seed=seed)
-    epochs = epochs_for_seconds(budget - (time.time() - wall), epoch_s)
-    run.log(f"no-search control: the start architecture from scratch for {budget:.0f}s "
-            f"(~{epoch_s:.2f}s per epoch -> {epochs} epochs, start recipe): {arch}")
+    epoch_s = measure_epoch_seconds(net, data, recipe, device=run.device, seed=seed, clock=clock)
+    epochs = epochs_for_seconds(budget - (clock() - began), epoch_s)
+    unit = "CPU seconds" if cpu_clock else "s"
+    run.log(f"no-search control: the start architecture from scratch for {budget:.0f} {unit} "
+            f"(~{epoch_s:.2f} per epoch -> {epochs} epochs, start recipe): {arch}")
     res = train_child(net, data, dataclasses.replace(recipe, epochs=epochs), device=run.device,
                       seed=seed, progress=s.progress, eval_on="test")
     net.cpu()
     entry = {"arch": arch, "budget_seconds": budget, "epoch_seconds": epoch_s, "epochs": epochs,
              "val_accuracy": None if res.failed else res.val_accuracy,
              "test_accuracy": None if res.failed else res.test_accuracy,
-             "train_time": res.train_time, "seconds": time.time() - wall,
+             "clock": s.control_clock, "train_time": res.train_time,
+             "seconds": time.time() - wall, "cpu_seconds": time.process_time() - cpu,
              "failed": res.failed, "reason": res.reason}
     state.no_search_control = entry
     save_network(net, run.run_dir / "no_search_control.pt", input=_contract(data), **entry)
@@ -158,21 +167,31 @@ def no_search_control(run: SearchRun, callbacks: SearchCallback) -> None:
 
 
 def format_control(final: list[dict[str, Any]], control: dict[str, Any] | None,
-                   search_seconds: float | None) -> str:
-    """The final network(s) beside the no-search control: accuracies, epochs and seconds."""
+                   search_seconds: float | None, search_cpu_seconds: float | None = None) -> str:
+    """The final network(s) beside the no-search control: accuracies, epochs, wall and CPU seconds.
+
+    A final network's seconds are the search's plus its own final training.
+    """
     if control is None and not final:
         return ""
-    lines = ["                     val acc %  test acc %  epochs  seconds",
-             "-" * 58]
+    lines = ["                     val acc %  test acc %  epochs  seconds  CPU seconds",
+             "-" * 71]
+
+    def total(base: float | None, own: Any) -> str:
+        return "-" if base is None or own is None else f"{base + float(own):.0f}"
+
     for f in final:
-        total = None if search_seconds is None else search_seconds + float(f.get("seconds") or 0)
         lines.append(f"final network #{f['rank']:<5} {_p(f.get('trained_val_accuracy')):>9}  "
                      f"{_p(f.get('test_accuracy')):>10}  {f.get('epochs', '-'):>6}  "
-                     f"{'-' if total is None else f'{total:.0f}':>7}  (search + final training)")
+                     f"{total(search_seconds, f.get('seconds')):>7}  "
+                     f"{total(search_cpu_seconds, f.get('cpu_seconds')):>11}  "
+                     "(search + final training)")
     if control is not None:
         lines.append(f"no-search control     {_p(control.get('val_accuracy')):>9}  "
                      f"{_p(control.get('test_accuracy')):>10}  {control['epochs']:>6}  "
-                     f"{control['seconds']:>7.0f}  (start architecture from scratch)")
+                     f"{control['seconds']:>7.0f}  {control.get('cpu_seconds', 0):>11.0f}  "
+                     f"(start architecture from scratch, equal {control.get('clock', 'wall')} "
+                     "time)")
     return "\n".join(lines)
 
 

@@ -305,7 +305,9 @@ class SearchSection(_Section):
     no_search_control: bool = False
     """After the final training, train the start architecture from scratch (start recipe, one cosine run) for the run's wall-clock so far and report it beside the final network: the answer to 'would plain training have done better?'."""
     control_seconds: float | None = None
-    """The no-search control's budget in seconds; none = the whole run's seconds before it (start, search and final training)."""
+    """The no-search control's budget in seconds (of control_clock); none = the whole run's seconds before it (start, search and final training)."""
+    control_clock: Literal["wall", "cpu"] = "wall"
+    """What the no-search control's budget counts: 'wall' (wall-clock seconds) or 'cpu' (this process's CPU seconds, all threads: fairer on a shared machine)."""
     keep_best: int = 5
     """How many of the best distinct networks are kept (with weights) as best_<k>.pt."""
     max_rounds: int | None = None
@@ -412,6 +414,8 @@ def check_final(s: Any) -> None:
             f"must be > 0 or none, got {b!r}")
     require(isinstance(s.no_search_control, bool), "search.no_search_control",
             f"must be true or false, got {s.no_search_control!r}")
+    require(s.control_clock in ("wall", "cpu"), "search.control_clock",
+            f"{s.control_clock!r} is not allowed; allowed values: wall, cpu")
     c = s.control_seconds
     require(c is None or (number(c) and c > 0), "search.control_seconds",
             f"must be > 0 (seconds) or none, got {c!r}")

@@ -77,6 +77,10 @@ class SearchState:
     """Architectures on a Pareto front -> network record with weights (for ``eas.export``)."""
     search_seconds: float | None = None
     """The run's seconds before its final training (start, children, stage starts, controls)."""
+    search_cpu_seconds: float | None = None
+    """The same in process CPU seconds (all threads)."""
+    cpu_seconds: float = 0.0
+    """Process CPU seconds (all threads) spent in earlier invocations (for resumed runs)."""
     no_search_control: dict[str, Any] | None = None
     """The start architecture trained from scratch for the run's seconds (``eas.search.final``)."""
 
@@ -153,15 +157,24 @@ class SearchRun:
     """When this invocation started."""
     elapsed_before: float = 0.0
     """Seconds spent in earlier invocations."""
+    cpu_start: float = field(default_factory=time.process_time)
+    """Process CPU time when this invocation started."""
+    cpu_before: float = 0.0
+    """Process CPU seconds spent in earlier invocations."""
 
     def elapsed(self) -> float:
         """Seconds the run has taken in all invocations so far."""
         return self.elapsed_before + time.time() - self.wall_start
 
+    def cpu_elapsed(self) -> float:
+        """Process CPU seconds (all threads) the run has taken in all invocations so far."""
+        return self.cpu_before + time.process_time() - self.cpu_start
+
 
 def save_checkpoint(run: SearchRun) -> None:
     """Atomically replace ``checkpoint.pt`` with the current state of everything."""
     run.state.elapsed = run.elapsed()
+    run.state.cpu_seconds = run.cpu_elapsed()
     state = run.state
     atomic_save({
         "version": CHECKPOINT_VERSION,

@@ -160,7 +160,8 @@ def open_run(cfg: SearchConfig, *, run_dir: str | Path | None, resume: bool, dat
     return SearchRun(cfg=cfg, run_dir=run_dir, state=state, rng=rng, get_data=get_data,
                      device=device, log=log, checkpoint=checkpoint,
                      input_shape=tuple(input_shape), num_classes=num_classes,
-                     child_cfg=cfg.child, elapsed_before=state.elapsed, lock=lock)
+                     child_cfg=cfg.child, elapsed_before=state.elapsed,
+                     cpu_before=state.cpu_seconds, lock=lock)
 
 
 def _contract(data: Any) -> dict[str, Any] | None:
@@ -459,6 +460,8 @@ def write_reports(run: SearchRun) -> tuple[dict[str, Any], str]:
         "best_arch": top[0]["arch"] if top else None,
         "final": state.final,
         "search_seconds": state.search_seconds,
+        "search_cpu_seconds": state.search_cpu_seconds,
+        "cpu_seconds": run.cpu_elapsed(),
         "no_search_control": state.no_search_control,
         "history": state.history,
         "config": config_to_dict(cfg),
@@ -475,7 +478,8 @@ def write_reports(run: SearchRun) -> tuple[dict[str, Any], str]:
                   no_search_accuracy=nsc.get("val_accuracy"),
                   title=f"{cfg.data.name} — {s.agent} (seed {s.seed})")
     table = f"{format_table(rows)}\n{format_stage_report(summary['stages'])}"
-    versus = format_control(state.final, state.no_search_control, state.search_seconds)
+    versus = format_control(state.final, state.no_search_control, state.search_seconds,
+                            state.search_cpu_seconds)
     return summary, f"{table}\n{versus}" if versus else table
 
 
