@@ -1,6 +1,7 @@
 """Does the search's cheap child accuracy rank architectures like their converged accuracy?
 
-Takes a finished run (its ``summary.json`` history and ``config.toml``), picks
+Takes a run (the history in its ``summary.json``, or in ``checkpoint.pt`` for an
+unfinished run, and its ``config.toml``), picks
 ``--children`` distinct architectures spread evenly over the run's range of child
 accuracies, and trains each **from scratch** (the start's recipe) until validation
 accuracy plateaus (:func:`eas.plateau.train_to_plateau`: cosine cycles of
@@ -39,11 +40,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _machine import cpu_model  # noqa: E402
 
+from eas.checkpoint import load_checkpoint  # noqa: E402
 from eas.data import load_dataset  # noqa: E402
 from eas.network import build_network  # noqa: E402
 from eas.plateau import train_to_plateau  # noqa: E402
 from eas.ranking import kendall_tau, spearman_rho  # noqa: E402
 from eas.search.config import load_config  # noqa: E402
+from eas.search.state import CHECKPOINT  # noqa: E402
 from eas.training import train_child  # noqa: E402
 
 
@@ -80,14 +83,17 @@ def main() -> None:  # noqa: D103
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    summary = json.loads((args.run / "summary.json").read_text())
+    if (args.run / "summary.json").is_file():
+        history = json.loads((args.run / "summary.json").read_text())["history"]
+    else:  # an unfinished run: the children its last checkpoint holds
+        history = load_checkpoint(args.run / CHECKPOINT)["state"]["history"]
     cfg = load_config(args.run / "config.toml")
     d = cfg.data
     data = load_dataset(d.name, d.root, val_size=d.val_size, seed=d.seed,
                         train_subset=d.train_subset, device="cpu")
     recipe = cfg.start.recipe(cfg.child, 1)
     proxies = [int(p) for p in args.proxy_epochs.split(",") if p.strip()]
-    picked = spread(summary["history"], args.children)
+    picked = spread(history, args.children)
     print(f"machine: {cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"{args.threads} threads, Python {platform.python_version()}; load {load()}")
     print(f"run {args.run.name}: {len(picked)} children; converged = from scratch, cycles of "

@@ -26,8 +26,10 @@ TINY = [
     "--search.children_per_step", "2", "--search.stage1_networks", "4",
     "--search.stage1_best_epochs", "1", "--search.stage2_networks", "2",
     "--search.schedule", "wider,deeper", "--search.progress", "false",
+    "--search.final_patience", "none", "--search.no_search_control", "false",
 ]
-"""A tiny two-stage search on a Fashion-MNIST slice: 3 rounds of 2 children, 2 batches each."""
+"""A tiny two-stage search on a Fashion-MNIST slice: 3 rounds of 2 children, 2 batches each
+(a fixed final training and no no-search control, whatever the default preset says)."""
 
 
 def quiet(_: str) -> None:
