@@ -94,6 +94,8 @@ def main() -> None:  # noqa: D103
     recipe = cfg.start.recipe(cfg.child, 1)
     proxies = [int(p) for p in args.proxy_epochs.split(",") if p.strip()]
     picked = spread(history, args.children)
+    # evens then odds of the accuracy order: a run cut short still spans the whole range
+    picked = picked[::2] + picked[1::2]
     print(f"machine: {cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"{args.threads} threads, Python {platform.python_version()}; load {load()}")
     print(f"run {args.run.name}: {len(picked)} children; converged = from scratch, cycles of "
