@@ -88,7 +88,7 @@ class LemonadeAgent(Agent):
         p_shrink: float = 0.3
         """Probability that a round's parent is first shrunk (narrow a layer or remove one)."""
         bandwidth: float = 0.0
-        """KDE bandwidth in natural-log cost units; 0 = Scott's rule."""
+        """KDE bandwidth in natural-log cost units; 0 = Silverman's rule of thumb (eas.pareto.kde_density)."""
 
         def __post_init__(self) -> None:
             for name in ("n_pc", "n_ac", "n_nm"):

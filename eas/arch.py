@@ -23,6 +23,12 @@ after its incoming skips are merged.
 
 Blocks, as in the EAS paper, are the runs of layers between pooling layers.
 
+>>> arch = Architecture.parse("C(16,3,1), P(2,2,MAX), C(32,3,1), S(0,2,ADD), FC(64), SM(10)")
+>>> str(arch)
+'C(16,3,1), P(2,2,MAX), C(32,3,1), S(0,2,ADD), FC(64), SM(10)'
+>>> len(arch.layers), arch.blocks()
+(5, [[0], [2, 3]])
+
 The layer dataclasses and the token parser live in :mod:`eas.layers` (re-exported here).
 """
 

@@ -79,7 +79,7 @@ def kde_density(samples: Sequence[float], at: Sequence[float],
                 bandwidth: float | None = None) -> list[float]:
     """Gaussian kernel density of 1-D ``samples`` evaluated at the points ``at``.
 
-    ``bandwidth`` defaults to Scott's rule ``1.06 * std * n ** (-1/5)``, or 0.25
+    ``bandwidth`` defaults to Silverman's rule of thumb ``1.06 * std * n ** (-1/5)``, or 0.25
     when the samples do not spread (one sample, or all equal). No samples: a
     density of 0 everywhere.
     """

@@ -15,6 +15,12 @@ with ``base`` the accuracy itself (as in MnasNet) or the paper's ``tan(acc * pi/
 ``alpha = beta = -0.07`` is MnasNet's soft constraint (a network twice as big
 loses about 5 % of its reward); ``alpha = 0, beta = -1`` a hard one.
 
+>>> round(paper_reward(0.5), 6), paper_reward(0.9, failed=True)
+(1.0, 0.0)
+>>> soft = ConstrainedReward(cost="params", target=1000, alpha=-0.07, beta=-0.07)
+>>> round(soft(0.9, False, {"params": 2000}), 4)  # twice the target: ~5 % less
+0.8574
+
 :class:`ObjectivesConfig` is the ``[objectives]`` section of a search
 configuration, and :func:`make_reward` turns it into a reward function.
 """

@@ -7,7 +7,7 @@ bar, checkpoint, journal, in that order) and then the ones passed to
 ``run_search(..., callbacks=[...])``::
 
     class PrintBest(SearchCallback):
-        def on_round_end(self, run, results, metrics):
+        def on_round_end(self, run, results, metrics, round_time):
             print(run.state.best[0]["accuracy"] if run.state.best else None)
 
 Hooks receive the live :class:`~eas.search.state.SearchRun` (configuration,
