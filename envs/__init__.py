@@ -3,13 +3,15 @@
 ``from eas import envs`` registers ``"eas/NetTransform-v0"`` (:class:`NetTransformEnv`; its
 vector entry point is :class:`VectorNetTransformEnv`, so
 ``gymnasium.make_vec("eas/NetTransform-v0", num_envs=n, vectorization_mode="vector_entry_point")``
-works too).
+works too), and ``"eas/NetTransformFlat-v0"`` (:class:`~envs.flat.FlatNetTransformEnv`, the
+SB3-ready view: one ``Discrete`` action, numeric observations, ``action_masks()`` one flat array).
 """
 
 import gymnasium
 
 from eas.envs.cache import EvalCache, fingerprint
 from eas.envs.evaluators import EvalResult, Evaluator, TrainerEvaluator, as_result, evaluate_batch
+from eas.envs.flat import FlatActions, FlatNetTransformEnv, sample_masked
 from eas.envs.net_transform import (
     DEFAULT_SCHEDULE,
     FASHION_START,
@@ -21,7 +23,7 @@ from eas.envs.net_transform import (
     reward_of,
 )
 from eas.envs.objective_evaluator import ObjectivesEvaluator
-from eas.envs.observation import sample_legal_action
+from eas.envs.observation import sample_legal_action, sample_legal_actions
 from eas.envs.rewards import ConstrainedReward, ObjectivesConfig, PaperReward, make_reward
 from eas.envs.shrink import ShrinkDistiller
 from eas.envs.vector import VectorNetTransformEnv
@@ -34,6 +36,8 @@ __all__ = [
     "EvalCache",
     "EvalResult",
     "Evaluator",
+    "FlatActions",
+    "FlatNetTransformEnv",
     "ConstrainedReward",
     "InvalidActionError",
     "NetTransformEnv",
@@ -50,6 +54,8 @@ __all__ = [
     "make_reward",
     "reward_of",
     "sample_legal_action",
+    "sample_legal_actions",
+    "sample_masked",
 ]
 
 if "eas/NetTransform-v0" not in gymnasium.registry:
@@ -58,3 +64,5 @@ if "eas/NetTransform-v0" not in gymnasium.registry:
         entry_point="eas.envs.net_transform:NetTransformEnv",
         vector_entry_point="eas.envs.vector:VectorNetTransformEnv",
     )
+if "eas/NetTransformFlat-v0" not in gymnasium.registry:
+    gymnasium.register("eas/NetTransformFlat-v0", entry_point="eas.envs.flat:FlatNetTransformEnv")

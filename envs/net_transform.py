@@ -303,8 +303,14 @@ class NetTransformEnv(gym.Env[dict[str, Any], dict[str, Any]]):
         """
         return None if self._net is None else self._compute_masks().legal
 
-    def action_masks(self) -> dict[str, np.ndarray] | None:
-        """The current mask arrays (fresh copies), or None before reset / after the episode."""
+    def legal_masks(self) -> dict[str, np.ndarray] | None:
+        """The current mask arrays (fresh copies), or None before reset / after the episode.
+
+        A dict of per-kind masks (the observation's ``*_mask`` entries). It is not
+        called ``action_masks``: sb3-contrib's ``MaskablePPO`` looks for a method of
+        that name returning one flat boolean array, which :class:`envs.flat.FlatNetTransformEnv`
+        provides.
+        """
         if self._net is None or self._step >= self.steps:
             return None
         return self._compute_masks().arrays()

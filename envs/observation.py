@@ -30,6 +30,7 @@ __all__ = [
     "allowed_kinds",
     "empty_action",
     "sample_legal_action",
+    "sample_legal_actions",
     "split_obs",
     "stack_actions",
     "uniform_index",
@@ -167,3 +168,17 @@ def sample_legal_action(one: Mapping[str, Any], rng: np.random.Generator,
         if where is not None:
             act["remove"] = np.int64(where[0])
     return act
+
+
+def sample_legal_actions(obs: Mapping[str, Any], rng: np.random.Generator,
+                         wider_prob: float | None = 0.5) -> dict[str, Any]:
+    """Legal actions for a batched (vector-env) observation: one :func:`sample_legal_action` per copy.
+
+    Works for any vector env of the environment (gymnasium's ``SyncVectorEnv`` and
+    ``AsyncVectorEnv``, ``make_vec``, :class:`~envs.vector.VectorNetTransformEnv`),
+    whose batched ``action_space.sample()`` knows nothing of the masks;
+    ``vec.step(sample_legal_actions(obs, rng))`` always works. An unbatched
+    observation gives one action dict.
+    """
+    ones, batched = split_obs(dict(obs))
+    return stack_actions([sample_legal_action(one, rng, wider_prob) for one in ones], batched)

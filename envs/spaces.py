@@ -15,18 +15,76 @@ with it off (``None``) every space and array is exactly the exact-kinds one.
 from __future__ import annotations
 
 import weakref
+from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
 import numpy as np
 from gymnasium import spaces
+from gymnasium.vector.utils import read_from_shared_memory
 
 from eas.envs.observation import sample_legal_action
 from eas.morphisms.legal import KINDS, LegalActions, kinds_for, narrow_levels
 
-__all__ = ["ARCH_CHARSET", "LegalActionDict", "Masks", "mask_arrays", "observation_space"]
+__all__ = ["ARCH_CHARSET", "ArchText", "LegalActionDict", "Masks", "SharedArchStrings",
+           "mask_arrays", "observation_space"]
 
 ARCH_CHARSET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789(), ")
 """The characters an architecture string may hold (the ``arch`` entry's charset)."""
+
+
+class ArchText(spaces.Text):
+    """The ``arch`` entry's space: a :class:`gymnasium.spaces.Text` that survives shared memory.
+
+    Gymnasium's ``AsyncVectorEnv(shared_memory=True)`` (its default) reads a
+    ``Text`` entry out of shared memory once, when the vector env is built, so
+    every later observation shows that first read (blank strings). For this
+    subclass the read returns a :class:`SharedArchStrings` view that decodes the
+    shared buffer whenever it is read (and copies to a plain tuple of strings),
+    so ``obs["arch"]`` is right under sync and async vectorisation alike.
+    """
+
+
+class SharedArchStrings(Sequence[str]):
+    """The ``n`` architecture strings in an ``AsyncVectorEnv``'s shared memory, decoded on access.
+
+    ``copy.deepcopy`` (what ``AsyncVectorEnv`` does to observations with its
+    default ``copy=True``) gives a plain tuple of the current strings.
+    """
+
+    def __init__(self, space: ArchText, shared_memory: Any, n: int) -> None:
+        self._data = np.frombuffer(shared_memory.get_obj(), dtype=np.int32).reshape(
+            n, space.max_length)
+        codes = [ord(c) for c in space.character_list]
+        self._lut = np.asarray(codes + [0], dtype=np.uint8)  # the padding index -> dropped
+
+    def __len__(self) -> int:
+        return int(self._data.shape[0])
+
+    def _decode(self, row: np.ndarray) -> str:
+        return self._lut[row[row < len(self._lut) - 1]].tobytes().decode("ascii")
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return tuple(self._decode(row) for row in self._data[i])
+        return self._decode(self._data[i])
+
+    def __iter__(self) -> Iterator[str]:
+        return (self._decode(row) for row in self._data)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> tuple[str, ...]:
+        return tuple(self)
+
+    def __eq__(self, other: object) -> bool:
+        return tuple(self) == (tuple(other) if isinstance(other, Sequence) else other)
+
+    def __repr__(self) -> str:
+        return repr(tuple(self))
+
+
+@read_from_shared_memory.register(ArchText)
+def _read_arch_from_shared_memory(space: ArchText, shared_memory: Any,
+                                  n: int = 1) -> SharedArchStrings:
+    return SharedArchStrings(space, shared_memory, n)
 
 
 def observation_space(L: int, K: int, steps: int, vocab_size: int,
@@ -38,7 +96,7 @@ def observation_space(L: int, K: int, steps: int, vocab_size: int,
     (``MultiBinary(L)``) and widens ``kind_mask`` to every kind.
     """
     entries: dict[str, spaces.Space[Any]] = {
-        "arch": spaces.Text(32 * (L + 1) + 20 * L * (L - 1) // 2, charset=ARCH_CHARSET),
+        "arch": ArchText(32 * (L + 1) + 20 * L * (L - 1) // 2, charset=ARCH_CHARSET),
         "tokens": spaces.Box(0, vocab_size - 1, (L,), np.int64),
         "length": spaces.Discrete(L + 1),
         "step": spaces.Discrete(steps + 1),
@@ -133,7 +191,7 @@ def mask_arrays(legal: LegalActions, kind_mask: np.ndarray,
 
 # ----------------------------------------------------------------------------- actions
 class _HasMasks(Protocol):
-    def action_masks(self) -> dict[str, np.ndarray] | None: ...
+    def legal_masks(self) -> dict[str, np.ndarray] | None: ...
 
 
 class LegalActionDict(spaces.Dict):
@@ -179,7 +237,7 @@ class LegalActionDict(spaces.Dict):
         """A legal action of the attached environment's state, else a plain ``Dict`` sample."""
         env = self._owner() if self._owner is not None else None
         if mask is None and probability is None and env is not None:
-            obs = env.action_masks()
+            obs = env.legal_masks()
             if obs is not None:
                 return sample_legal_action(obs, self.np_random)
         return super().sample(mask=mask, probability=probability)

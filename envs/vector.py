@@ -114,7 +114,7 @@ class VectorNetTransformEnv(gym.vector.VectorEnv):
 
     # ------------------------------------------------------------------ helpers
     def _all_masks(self) -> list[dict[str, np.ndarray] | None]:
-        return [env.action_masks() for env in self.envs]
+        return [env.legal_masks() for env in self.envs]
 
     def _get_evaluator(self) -> Callable[[ChildNet], Any]:
         if self.evaluator is None:
