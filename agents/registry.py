@@ -2,9 +2,9 @@
 
 Resolution order of :func:`get_agent_class`:
 
-1. the built-ins ``"reinforce"`` (alias ``"eas"``), ``"random"`` and
-   ``"hill_climbing"`` (imported lazily, so a broken optional agent does not
-   break the others);
+1. the built-ins ``"reinforce"`` (alias ``"eas"``), ``"random"``, ``"hill_climbing"``,
+   ``"lemonade"`` and ``"sb3_ppo"`` (needs the ``sb3`` extra; all imported lazily, so a
+   broken or uninstalled optional agent does not break the others);
 2. entry points in the group ``"eas.agents"`` of installed distributions, e.g. in
    a plug-in's ``pyproject.toml``::
 
@@ -34,6 +34,7 @@ BUILTINS: dict[str, str] = {
     "random": "eas.agents.random_search:RandomSearchAgent",
     "hill_climbing": "eas.agents.hill_climbing:HillClimbingAgent",
     "lemonade": "eas.agents.lemonade:LemonadeAgent",
+    "sb3_ppo": "eas.agents.sb3:SB3Agent",  # needs the sb3 extra (stable-baselines3, sb3-contrib)
 }
 """Built-in agents: name -> ``module:Class``."""
 

@@ -10,6 +10,7 @@ A :class:`SearchConfig` has one section per concern::
     [controller]      the EAS REINFORCE agent's hyperparameters (agents.reinforce)
     [random]          random search's hyperparameters (agents.random_search)
     [hill_climbing]   hill climbing's hyperparameters (agents.hill_climbing)
+    [sb3]             the sb3_ppo agent's hyperparameters (agents.sb3: sb3-contrib's MaskablePPO)
     [halving]         successive halving of each round's children (eas.envs.halving; off by default)
     [agent]           hyperparameters of a custom "module:Class" agent
 

@@ -449,6 +449,7 @@ AGENT_SECTIONS: dict[str, str] = {
     "random": "random",
     "hill_climbing": "hill_climbing",
     "lemonade": "lemonade",
+    "sb3_ppo": "sb3",
 }
 """Built-in agent name -> its config section."""
 
@@ -510,6 +511,8 @@ class SearchConfig:
     """Successive halving of each round's children (off by default; eas.envs.halving)."""
     lemonade: Any = field(default_factory=lambda: agent_config_cls("lemonade")())
     """LEMONADE (Pareto-front population) hyperparameters."""
+    sb3: Any = field(default_factory=lambda: agent_config_cls("sb3_ppo")())
+    """The SB3 agent's (sb3-contrib MaskablePPO) hyperparameters (agents.sb3; the sb3 extra)."""
     agent: Any = None
     """Hyperparameters of a custom module:Class agent (its Config), else None."""
 
