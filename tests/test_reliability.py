@@ -172,6 +172,7 @@ CLI_CASES = [
     _case(NEW + ["--objectives.latency_repeats", "0"], "objectives.latency_repeats"),
     _case(NEW + ["--hill_climbing.n_neigh", "0"], "hill_climbing.n_neigh"),
     _case(NEW + ["--lemonade.n_pc", "0"], "lemonade.n_pc"),
+    _case(NEW + ["--sb3.batch_size", "0"], "sb3.batch_size"),
     _case(NEW + ["--child.weight_decay", "inf"], "child.weight_decay"),
     _case(NEW + ["--child.weight_decay", "-0.1"], "child.weight_decay"),
     _case(NEW + ["--child.momentum", "1.5"], "child.momentum"),
