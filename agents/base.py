@@ -146,7 +146,13 @@ class Agent(ABC):
         """
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to resume the agent (must include the RNG state)."""
+        """Everything needed to resume the agent (must include the RNG state).
+
+        Plain data only: tensors, numbers, strings, ``None`` and lists, tuples,
+        dicts and sets of them (numpy scalars are converted; anything else stops
+        the checkpoint with a ``TypeError`` naming it), because checkpoints are
+        read weights-only so that a shared run folder cannot run code.
+        """
         return {"rng": self.rng.bit_generator.state}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

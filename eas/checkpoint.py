@@ -1,4 +1,12 @@
-"""Crash-safe files: atomic checkpoints and self-describing network files.
+"""Crash-safe, code-free files: atomic checkpoints and self-describing network files.
+
+Every file eas reads back (``checkpoint.pt``, journal entries, network files,
+start weights) is read with ``torch.load(..., weights_only=True)``: only
+tensors, numbers, strings, bytes, ``None`` and lists/tuples/dicts/sets of them
+are rebuilt, so a file from someone else cannot run code (a file that holds any
+other object is refused with :class:`UnsafeFileError`). :func:`atomic_save`
+writes only such plain data (:func:`plain_data`), so everything eas writes
+reads back.
 
 Every file is written atomically: to a temporary file in the same folder,
 flushed and ``fsync``-ed, then moved over the target with ``os.replace`` (an
@@ -15,12 +23,19 @@ network::
 
 from __future__ import annotations
 
+import argparse
+import collections
 import contextlib
 import os
+import pickle
+import re
+import sys
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -28,12 +43,16 @@ from eas.network import ChildNet, build_network
 
 __all__ = [
     "CheckpointError",
+    "UnsafeFileError",
+    "plain_data",
     "read_torch_file",
     "atomic_save",
     "atomic_write_text",
     "load_checkpoint",
+    "checked_network",
     "load_network",
     "network_record",
+    "rewrite_trusted",
     "network_from_record",
     "save_network",
 ]
@@ -84,9 +103,69 @@ def _atomic_write(path: str | Path, write: Any) -> Path:
     return path
 
 
+_SCALARS = (bool, int, float, complex, str, bytes, bytearray, type(None))
+_TORCH_LEAVES = (torch.Tensor, torch.Size, torch.device, torch.dtype)
+_MAPPINGS = (dict, collections.OrderedDict, collections.Counter)
+_SEQUENCES = (list, tuple, set)
+
+
+def plain_data(obj: Any, where: str = "the data") -> Any:
+    """``obj`` as data a weights-only ``torch.load`` rebuilds: numpy scalars become Python ones.
+
+    Allowed: tensors, ``torch.Size``/``device``/``dtype``, ``bool``, ``int``,
+    ``float``, ``complex``, ``str``, ``bytes``, ``None``, and ``dict``,
+    ``OrderedDict``, ``list``, ``tuple`` and ``set`` of them (shared and nested
+    containers keep their sharing). Numpy scalars are replaced by the equal
+    Python value (``float(np.float32(x))`` is exact). Anything else (a numpy
+    array, a dataclass, any other object) raises ``TypeError`` naming where it is
+    in ``obj`` (``where`` names ``obj`` itself), because such a file could not be
+    read back without running code.
+    """
+    memo: dict[int, Any] = {}
+
+    def walk(x: Any, at: str) -> Any:
+        t = type(x)
+        if t in _SCALARS or isinstance(x, _TORCH_LEAVES):
+            return x
+        if isinstance(x, np.generic):
+            v = x.item()
+            if type(v) not in _SCALARS:
+                raise TypeError(f"{at} is a numpy {x.dtype} value; {_PLAIN_RULE}")
+            return v
+        if id(x) in memo:
+            return memo[id(x)]
+        if t in _MAPPINGS:
+            out: Any = t()
+            memo[id(x)] = out
+            for k, v in x.items():
+                out[walk(k, f"{at} (a key)")] = walk(v, f"{at}[{k!r}]")
+            return out
+        if t in _SEQUENCES:
+            if t is list:
+                out = memo[id(x)] = []
+                out.extend(walk(v, f"{at}[{i}]") for i, v in enumerate(x))
+                return out
+            out = memo[id(x)] = t(walk(v, f"{at}[{i}]") for i, v in enumerate(x))
+            return out
+        name = f"{t.__module__}.{t.__qualname__}" if t.__module__ != "builtins" else t.__name__
+        raise TypeError(f"{at} is a {name}; {_PLAIN_RULE}")
+
+    return walk(obj, where)
+
+
+_PLAIN_RULE = ("files eas writes hold only tensors, numbers, strings, bytes, None and lists, "
+               "tuples, dicts and sets of them, so that reading them back cannot run code")
+
+
 def atomic_save(obj: Any, path: str | Path) -> Path:
-    """``torch.save(obj, path)`` atomically: the old file survives any failure mid-write."""
-    return _atomic_write(path, lambda f: torch.save(obj, f))
+    """``torch.save(obj, path)`` atomically: the old file survives any failure mid-write.
+
+    ``obj`` goes through :func:`plain_data` first (numpy scalars become Python
+    numbers; other objects raise ``TypeError`` before anything is written), so
+    the file reads back with :func:`read_torch_file`.
+    """
+    data = plain_data(obj, Path(path).name)
+    return _atomic_write(path, lambda f: torch.save(data, f))
 
 
 def atomic_write_text(text: str, path: str | Path) -> Path:
@@ -98,12 +177,43 @@ class CheckpointError(ValueError):
     """A checkpoint or network file that cannot be read; ``str()`` is one line naming the file."""
 
 
-def read_torch_file(path: str | Path, *, weights_only: bool,
-                    map_location: str | torch.device = "cpu") -> Any:
-    """``torch.load`` that fails with one :class:`CheckpointError` line naming the file.
+class UnsafeFileError(CheckpointError):
+    """A file that holds objects other than tensors and plain data: refused, never unpickled."""
 
-    Missing files, folders, empty, truncated and non-PyTorch files are all told apart.
+
+REWRITE_HINT = "python -m eas.checkpoint --rewrite-trusted"
+"""The command that rewrites a trusted old file as plain data (see :func:`rewrite_trusted`)."""
+
+
+def _refused_what(exc: BaseException) -> str | None:
+    """What a weights-only ``torch.load`` refused (a short phrase), or None for other errors."""
+    text = " ".join(str(exc).split())
+    if "weights_only" in text and "TorchScript" in text:
+        return "a TorchScript program"
+    if not (isinstance(exc, pickle.UnpicklingError) and "Weights only load failed" in text):
+        return None
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    if found:
+        return f"a reference to {found.group(1)}"
+    found = re.search(r"Unsupported operand (\d+)", text)
+    if found:
+        return f"pickle instruction {found.group(1)}, not a PyTorch file of tensors"
+    return "objects other than tensors and plain data"
+
+
+def read_torch_file(path: str | Path, *, weights_only: bool = True,
+                    map_location: str | torch.device = "cpu") -> Any:
+    """Read a PyTorch file *weights-only*; every failure is one :class:`CheckpointError` line.
+
+    Only tensors, numbers, strings, bytes, ``None`` and containers of them are
+    rebuilt (``torch.load(..., weights_only=True)``), so reading a file cannot
+    run code, whoever wrote it. A file holding anything else raises
+    :class:`UnsafeFileError` ("holds objects eas does not load") and nothing of
+    it is executed. Missing files, folders, empty, truncated and non-PyTorch
+    files are told apart. ``weights_only`` exists for old callers and must be True.
     """
+    if not weights_only:
+        raise ValueError("eas reads files weights-only (tensors and plain data) only")
     p = Path(path).expanduser()
     if p.is_dir():
         raise CheckpointError(f"{p} is a folder, not a checkpoint file")
@@ -116,27 +226,49 @@ def read_torch_file(path: str | Path, *, weights_only: bool,
     if size == 0:
         raise CheckpointError(f"{p} is empty (0 bytes), not a checkpoint")
     try:
-        return torch.load(p, map_location=map_location, weights_only=weights_only)
+        with warnings.catch_warnings():  # torch warns (e.g. about TorchScript archives)
+            warnings.simplefilter("ignore")
+            return torch.load(p, map_location=map_location, weights_only=True)
     except PermissionError as exc:
         raise CheckpointError(f"cannot read {p}: {exc.strerror or exc}") from None
     except Exception as exc:  # noqa: BLE001 - pickle/zip errors of every kind: one message
+        what = _refused_what(exc)
+        if what is not None:
+            raise UnsafeFileError(
+                f"{p} holds objects eas does not load ({what}): eas reads only tensors and "
+                "plain data, so that opening a file cannot run code; nothing in it was run. "
+                f"If you wrote it yourself with an older eas, '{REWRITE_HINT} {p}' "
+                "converts it") from None
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if first.startswith("Weights only load failed"):
-            first = "its content is not plain tensors and containers (weights-only load refused)"
         raise CheckpointError(f"{p} is not a readable PyTorch file (damaged, truncated or "
                               f"another format): {first[:200]}") from None
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a search checkpoint written by :func:`atomic_save` (trusted: it holds RNG states).
+    """Read a search checkpoint written by :func:`atomic_save` (weights-only: plain data).
 
     Raises :class:`CheckpointError` naming the file when it is missing, empty,
-    truncated, a folder or not a search checkpoint.
+    truncated, a folder or not a dict, and :class:`UnsafeFileError` when it
+    holds objects other than tensors and plain data.
     """
-    obj = read_torch_file(path, weights_only=False, map_location=map_location)
+    obj = read_torch_file(path, map_location=map_location)
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a checkpoint (a dict)")
     return obj
+
+
+def rewrite_trusted(path: str | Path) -> Path:
+    """Rewrite a file *you trust* (it is fully unpickled: it may run code) as plain data.
+
+    For checkpoints and network files written before eas read files weights-only
+    that now raise :class:`UnsafeFileError`: numpy scalars become Python numbers;
+    any other object raises ``TypeError`` naming it, and the file is left as it was.
+    """
+    p = Path(path).expanduser()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        obj = torch.load(p, map_location="cpu", weights_only=False)  # the caller trusts it
+    return atomic_save(obj, p)
 
 
 def network_record(net: ChildNet, **meta: Any) -> dict[str, Any]:
@@ -164,21 +296,29 @@ def save_network(net: ChildNet, path: str | Path, **meta: Any) -> Path:
     return atomic_save(network_record(net, **meta), path)
 
 
+def checked_network(record: Any, source: str | Path) -> ChildNet:
+    """:func:`network_from_record`, with one :class:`CheckpointError` line naming ``source``
+    when ``record`` is not a network record or its weights do not fit its architecture."""
+    if not isinstance(record, dict) or "arch" not in record or "state_dict" not in record:
+        raise CheckpointError(f"{source} is not a network file written by "
+                              "eas.checkpoint.save_network")
+    try:
+        return network_from_record(record)
+    except (ValueError, TypeError, RuntimeError, KeyError, AttributeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{source}: its weights do not fit its architecture "
+                              f"{record['arch']}: {first[:200]}") from None
+
+
 def load_network(path: str | Path, map_location: str | torch.device = "cpu") -> ChildNet:
     """Load a network saved by :func:`save_network` (e.g. ``runs/<run>/best_1.pt``).
 
+    Read weights-only (see :func:`read_torch_file`): a file holding anything but
+    tensors and plain data raises :class:`UnsafeFileError` and nothing of it runs.
     The file's metadata (accuracy, params, ...) is attached as ``net.meta``.
     """
-    record = read_torch_file(path, weights_only=True)
-    if not isinstance(record, dict) or "arch" not in record or "state_dict" not in record:
-        raise CheckpointError(f"{path} is not a network file written by "
-                              "eas.checkpoint.save_network")
-    try:
-        net = network_from_record(record)
-    except (ValueError, TypeError, RuntimeError, KeyError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: its weights do not fit its architecture "
-                              f"{record['arch']}: {first[:200]}") from None
+    record = read_torch_file(path)
+    net = checked_network(record, path)
     net.meta = {k: v for k, v in record.items() if k not in ("state_dict",)}
     return net.to(map_location)
 
@@ -186,3 +326,29 @@ def load_network(path: str | Path, map_location: str | torch.device = "cpu") -> 
 def copy_weights(net: nn.Module) -> dict[str, torch.Tensor]:
     """CPU copies of a module's weights."""
     return {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m eas.checkpoint --rewrite-trusted FILE ...``: see :func:`rewrite_trusted`."""
+    parser = argparse.ArgumentParser(
+        prog="python -m eas.checkpoint",
+        description="Rewrite checkpoints or network files that you wrote yourself with an older "
+                    "eas (and trust: they are fully unpickled, which can run code) as plain data "
+                    "that eas reads weights-only.")
+    parser.add_argument("--rewrite-trusted", nargs="+", metavar="FILE", required=True,
+                        help="the files to rewrite in place (atomically)")
+    args = parser.parse_args(argv)
+    for name in args.rewrite_trusted:
+        try:
+            rewrite_trusted(name)
+            read_torch_file(name)  # it now reads weights-only
+        except Exception as exc:  # noqa: BLE001 - any failure: one line, file unchanged
+            text = " ".join(str(exc).split())
+            print(f"{parser.prog}: error: {name}: {text}", file=sys.stderr)
+            return 2
+        print(f"rewrote {name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -59,9 +59,10 @@ from torch.onnx import _constants as _onnx_constants  # private, but torch's one
 
 from eas._cli import OneLineParser, creation_root, fail, output_folder_problem, remove_new
 from eas.checkpoint import (
+    CheckpointError,
     atomic_write_text,
+    checked_network,
     load_checkpoint,
-    network_from_record,
     read_torch_file,
 )
 from eas.data import DATA_FILE, input_contract, load_dataset
@@ -214,18 +215,41 @@ def _plain(v: Any) -> Any:
     return str(v)
 
 
+def _search_state(run: Path) -> dict[str, Any]:
+    """The ``state`` of ``run``'s checkpoint, read weights-only (a crafted checkpoint is refused
+    with :class:`~eas.checkpoint.UnsafeFileError`, nothing of it run)."""
+    ckpt = run / "checkpoint.pt"
+    state = load_checkpoint(ckpt).get("state")
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{ckpt} is not a search checkpoint (no 'state' entry)")
+    return state
+
+
+def _not_a_search(run: Path) -> CheckpointError:
+    return CheckpointError(f"{run / 'checkpoint.pt'} is not a search checkpoint (its kept "
+                           "networks are not network records)")
+
+
 def run_candidates(run_dir: str | Path) -> list[dict[str, Any]]:
-    """Networks a search kept with weights: network records with their objectives, one per arch."""
+    """Networks a search kept with weights: network records with their objectives, one per arch.
+
+    ``checkpoint.pt`` is read weights-only (see :func:`eas.checkpoint.read_torch_file`).
+    """
     run = Path(run_dir)
     ckpt = run / "checkpoint.pt"
     if not ckpt.is_file():
         raise ValueError(f"{run} is not a run folder: it has no checkpoint.pt")
-    state = load_checkpoint(ckpt)["state"]
+    state = _search_state(run)
     found: dict[str, dict[str, Any]] = {}
-    for rec in state.get("best", []):
-        found[rec["arch"]] = {**rec["network"], **{k: rec.get(k) for k in _OBJECTIVES}}
-    for arch, record in (state.get("front_nets") or {}).items():
-        found.setdefault(arch, record)
+    try:
+        for rec in state.get("best", []):
+            found[rec["arch"]] = {**rec["network"], **{k: rec.get(k) for k in _OBJECTIVES}}
+        for arch, record in (state.get("front_nets") or {}).items():
+            found.setdefault(arch, record)
+    except (AttributeError, KeyError, TypeError):
+        raise _not_a_search(run) from None
+    if not all(isinstance(r, dict) for r in found.values()):
+        raise _not_a_search(run)
     return list(found.values())
 
 
@@ -268,13 +292,15 @@ def final_records(run_dir: str | Path) -> dict[str, dict[str, Any]]:
     """The run's finally trained networks that did not fail, by architecture: network
     records of ``final_<k>.pt`` (arch, weights, rank, test accuracy, input contract)."""
     run = Path(run_dir)
-    state = load_checkpoint(run / "checkpoint.pt")["state"]
+    state = _search_state(run)
     found: dict[str, dict[str, Any]] = {}
     for entry in state.get("final") or []:
+        if not isinstance(entry, dict) or "rank" not in entry:
+            raise _not_a_search(run)
         path = run / f"final_{entry['rank']}.pt"
         if entry.get("failed") or not path.is_file():
             continue
-        record = read_torch_file(path, weights_only=True)
+        record = read_torch_file(path)  # weights-only, like every file eas reads
         if isinstance(record, dict) and record.get("arch") == entry["arch"]:
             found.setdefault(entry["arch"], {**record, "file": path.name})
     return found
@@ -351,13 +377,13 @@ def export_run(run_dir: str | Path, *, which: str = "best", cost: str = "params"
                         test_accuracy=final.get("test_accuracy"),
                         final_epochs=final.get("epochs"))
             meta["input"] = final.get("input") or run_contract(run_dir, final=True)
-            net = network_from_record(final)
+            net = checked_network(final, Path(run_dir) / final["file"])
         else:
             meta.update(weights="search", weights_file="checkpoint.pt")
             if not search_contract:
                 search_contract.append(run_contract(run_dir))
             meta["input"] = search_contract[0]
-            net = network_from_record(rec)
+            net = checked_network(rec, Path(run_dir) / "checkpoint.pt")
         items.append((net, meta))
     return export_networks(items, out, opset=opset, input_mode=input_mode)
 

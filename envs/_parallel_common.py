@@ -144,14 +144,28 @@ def unpack_network(spec: ChildSpec) -> nn.Module:
     return net
 
 
+# The parent/worker channel: the one place eas unpickles in full (weights_only=False).
+# Why that is safe: _loads only ever reads bytes that _dumps produced a moment earlier in
+# the parent or in one of the parent's own worker processes (the process back-end's pipes,
+# the Ray back-end's object store), from objects living in memory: the evaluator the
+# caller passed (code the caller already runs), ChildSpecs built from in-memory networks,
+# and the workers' EvalResults. No file's bytes travel this way: run-folder files
+# (checkpoint.pt, journal entries, network files, start weights) are read weights-only by
+# eas.checkpoint.read_torch_file into tensors and plain data, and only values rebuilt so
+# (e.g. start weights inside a child's state_dict) can reach a ChildSpec; children
+# answered from the journal or the cache never reach the pool. Keep it so: never pass
+# bytes read from a file to _loads.
+
+
 def _dumps(obj: Any) -> bytes:
+    """Serialise ``obj`` for the parent/worker channel (see the note above)."""
     buf = io.BytesIO()
     torch.save(obj, buf)
     return buf.getvalue()
 
 
 def _loads(data: bytes) -> Any:
-    # Only ever loads bytes this module produced (parent <-> its own workers).
+    """Rebuild what :func:`_dumps` wrote; only for bytes from this process tree (see above)."""
     return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
 
 

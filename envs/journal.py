@@ -1,5 +1,10 @@
 """The search journal: an evaluator wrapper that writes each child's result to disk the
-moment it is known, so a killed search retrains only the children in flight."""
+moment it is known, so a killed search retrains only the children in flight.
+
+Entries are read weights-only (:func:`eas.checkpoint.read_torch_file`): an entry
+holding anything but tensors and plain data is refused (:func:`check_journal`
+does so for a whole folder before a resume writes anything), never unpickled.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +14,30 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from eas.checkpoint import atomic_save
+from eas.checkpoint import CheckpointError, UnsafeFileError, atomic_save, read_torch_file
 from eas.envs.cache import fingerprint
 from eas.envs.evaluators import EvalResult, as_result
 from eas.network import ChildNet
+
+__all__ = ["Journal", "check_journal"]
+
+
+def check_journal(folder: str | Path) -> int:
+    """Read every entry of a journal folder weights-only; return how many there are.
+
+    Raises :class:`~eas.checkpoint.UnsafeFileError` (one line naming the entry)
+    at the first entry that holds objects eas does not load. Damaged entries
+    pass: the resumed round retrains their children.
+    """
+    entries = sorted(Path(folder).glob("*.pt")) if Path(folder).is_dir() else []
+    for path in entries:
+        try:
+            read_torch_file(path)
+        except UnsafeFileError:
+            raise
+        except CheckpointError:
+            continue
+    return len(entries)
 
 
 class Journal:
@@ -61,8 +84,10 @@ class Journal:
         if not path.is_file():
             return None
         try:
-            data = torch.load(path, map_location="cpu", weights_only=False)
+            data = read_torch_file(path)
             return EvalResult.from_dict(data["record"], state_dict=data["state_dict"])
+        except UnsafeFileError:
+            raise  # never executed: refused, like every file that is not plain data
         except Exception:  # noqa: BLE001 - a damaged journal entry is simply retrained
             return None
 

@@ -21,6 +21,7 @@ import torch
 
 from eas.checkpoint import CheckpointError, load_checkpoint, read_torch_file
 from eas.data import DatasetError, DatasetNotFoundError, check_image_folder
+from eas.envs.journal import check_journal
 from eas.network import build_network
 from eas.search.config import (
     DATASET_SHAPES,
@@ -30,7 +31,7 @@ from eas.search.config import (
     resolve_start_arch,
 )
 from eas.search.rundir import check_run_dir
-from eas.search.state import CHECKPOINT, default_run_name
+from eas.search.state import CHECKPOINT, JOURNAL_DIR, default_run_name
 
 __all__ = ["FREE_ON_RESUME", "Plan", "check_resume_changes", "default_run_name", "preflight"]
 
@@ -201,11 +202,15 @@ def _resumable(run_dir: Path, cfg: SearchConfig) -> dict[str, Any]:
     if checkpoint["state"].get("done"):
         raise ConfigError("--resume", f"{run_dir} holds a finished run (nothing is left to "
                           f"resume); {again}")
-    for sub in ("journal",):
+    for sub in (JOURNAL_DIR,):
         path = run_dir / sub
         if path.exists() and not path.is_dir():
             raise ConfigError("run folder", f"{path} is a file, but the run keeps its journal "
                               "of finished children in that folder; move the file away")
+    try:  # the round to replay reads its finished children from here (weights-only)
+        check_journal(run_dir / JOURNAL_DIR)
+    except CheckpointError as exc:
+        raise ConfigError("--resume", str(exc)) from None
     check_resume_changes(checkpoint.get("config", {}), cfg)
     return checkpoint
 

@@ -28,6 +28,7 @@ from eas.search.config import SearchConfig, config_to_dict
 __all__ = [
     "CHECKPOINT",
     "CONFIG_FILE",
+    "JOURNAL_DIR",
     "SearchOutcome",
     "SearchRun",
     "SearchState",
@@ -42,6 +43,8 @@ CHECKPOINT = "checkpoint.pt"
 """File name of the search checkpoint in the run folder."""
 CONFIG_FILE = "config.toml"
 """File name of the saved configuration in the run folder (read by --resume)."""
+JOURNAL_DIR = "journal"
+"""Folder in the run folder holding the journal of the round in progress (``envs.journal``)."""
 CHECKPOINT_VERSION = 1
 
 

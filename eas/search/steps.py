@@ -27,6 +27,7 @@ from eas.checkpoint import (
     atomic_write_text,
     network_from_record,
     network_record,
+    read_torch_file,
     save_network,
 )
 from eas.data import DATA_FILE, Data, dataset_facts, input_contract, load_dataset
@@ -72,6 +73,7 @@ from eas.search.stages import (
 )
 from eas.search.state import (
     CONFIG_FILE,
+    JOURNAL_DIR,
     SearchRun,
     SearchState,
     pct,
@@ -300,7 +302,7 @@ def build_evaluator(run: SearchRun, evaluator: Callable[[ChildNet], Any] | None,
                                          repeats=o.latency_repeats, warmup=o.latency_warmup,
                                          device=run.device)
     run.evaluator = evaluator
-    run.journal = Journal(run.run_dir / "journal", evaluator,
+    run.journal = Journal(run.run_dir / JOURNAL_DIR, evaluator,
                           on_child=lambda: callbacks.on_child_trained(run))
     run.cache = envs.EvalCache(max_weights=run.children_per_step) if s.cache else None
     if run.cache is not None and run.checkpoint is not None and run.checkpoint.get("cache"):
@@ -485,7 +487,7 @@ def write_reports(run: SearchRun) -> tuple[dict[str, Any], str]:
 
 def _load_start_weights(net: ChildNet, path: str) -> None:
     """Load start weights from a network file (best_k.pt) or a plain state_dict."""
-    obj = torch.load(Path(path).expanduser(), map_location="cpu", weights_only=True)
+    obj = read_torch_file(path)  # weights-only: tensors and plain data, never code
     if isinstance(obj, dict) and "state_dict" in obj and "arch" in obj:
         if str(obj["arch"]) != str(net.arch):
             raise ValueError(f"start.weights {path} holds {obj['arch']}, not the start "
