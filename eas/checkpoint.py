@@ -234,11 +234,12 @@ def read_torch_file(path: str | Path, *, weights_only: bool = True,
     except Exception as exc:  # noqa: BLE001 - pickle/zip errors of every kind: one message
         what = _refused_what(exc)
         if what is not None:
+            # numpy values are what older eas versions wrote; only then is a rewrite the way on
+            way = (f"; if you wrote it yourself with an older eas, '{REWRITE_HINT} {p}' "
+                   "converts it" if "numpy" in what else "")
             raise UnsafeFileError(
-                f"{p} holds objects eas does not load ({what}): eas reads only tensors and "
-                "plain data, so that opening a file cannot run code; nothing in it was run. "
-                f"If you wrote it yourself with an older eas, '{REWRITE_HINT} {p}' "
-                "converts it") from None
+                f"{p} holds objects eas does not load ({what}); eas reads only tensors and "
+                f"plain data from files, and nothing in this one was run{way}") from None
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{p} is not a readable PyTorch file (damaged, truncated or "
                               f"another format): {first[:200]}") from None

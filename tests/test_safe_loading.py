@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from eas.envs.journal import check_journal
 from helpers import CheapEvaluator, cheap_config, quiet
 
 from eas import load_network
@@ -35,6 +34,7 @@ from eas.checkpoint import (
     save_network,
 )
 from eas.checkpoint import main as checkpoint_main
+from eas.envs.journal import check_journal
 from eas.export import main as export_main
 from eas.network import build_network
 from eas.search.loop import run_search
@@ -90,6 +90,10 @@ def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
     record = torch.load(out.run_dir / "best_1.pt", weights_only=True)
     torch.save({**record, "accuracy": Payload(marker)}, runs / "evil_best" / "best_1.pt")
     torch.save({"conv.weight": Payload(marker)}, root / "evil_state_dict.pt")
+    shutil.copytree(out.run_dir, runs / "plugin")  # its config.toml names a module:Class agent
+    toml = runs / "plugin" / "config.toml"
+    toml.write_text(toml.read_text().replace('agent = "reinforce"',
+                                             'agent = "eas_shared_agent:Agent"'))
     return root
 
 
@@ -109,6 +113,7 @@ def test_resume_refuses_a_crafted_checkpoint(ws: Path, capsys, monkeypatch) -> N
     assert search_main(["--resume", "runs/evil_ckpt"]) == 2
     line = one_line(capsys.readouterr().err, "evil_ckpt/checkpoint.pt")
     assert "posix.system" in line or "os.system" in line
+    assert REWRITE_HINT not in line  # no way around the refusal is offered for such a file
     assert not (ws / "MARKER").exists()
     assert snapshot(ws) == before
 
@@ -155,6 +160,31 @@ def test_start_weights_refuse_a_crafted_file(ws: Path, capsys, monkeypatch,
     assert "start.weights" in line
     assert not (ws / "MARKER").exists()
     assert snapshot(ws) == before  # no runs/fresh
+
+
+def test_resume_does_not_import_a_plugin_agent_the_folder_names(ws: Path, capsys,
+                                                                monkeypatch) -> None:
+    """config.toml naming ``module:Class`` is code the folder chose: imported only when the
+    command line names the same agent (then it is imported: the control)."""
+    assert 'agent = "eas_shared_agent:Agent"' in (ws / "runs/plugin/config.toml").read_text()
+    marker = ws / "IMPORTED"
+    mod = ws / "mods"
+    mod.mkdir(exist_ok=True)
+    (mod / "eas_shared_agent.py").write_text(
+        f"from pathlib import Path\nPath({str(marker)!r}).touch()\n")
+    monkeypatch.syspath_prepend(str(mod))
+    monkeypatch.delitem(sys.modules, "eas_shared_agent", raising=False)
+    monkeypatch.chdir(ws)
+    before = snapshot(ws)
+    assert search_main(["--resume", "runs/plugin"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "--search.agent eas_shared_agent:Agent" in err and "plugin/config.toml" in err
+    assert not marker.exists() and snapshot(ws) == before
+    assert search_main(["--resume", "runs/plugin", "--search.agent",
+                        "eas_shared_agent:Agent"]) == 2  # not an Agent subclass: refused
+    assert marker.exists()  # the user vouched for it, so it was imported
+    marker.unlink()
 
 
 def test_torchscript_programs_are_not_loaded(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ import contextlib
 import os
 import signal
 import sys
+import tomllib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,24 @@ def resolve_run_dir(run: str, runs_dir: str = "runs") -> Path:
     if candidate.is_dir():
         return candidate
     raise ConfigError("--resume", f"no run folder {run!r} (looked for {path} and {candidate})")
+
+
+def check_plugin_agent(saved: Path, overrides: dict[str, Any]) -> None:
+    """Refuse to resume a run whose ``config.toml`` names a ``module:Class`` agent, unless the
+    command line names it too: importing it runs code the run folder chose, not the user.
+
+    (Built-in agents and installed ``eas.agents`` plug-ins are the user's own code.)
+    """
+    if "search.agent" in overrides:
+        return  # the user named the agent (a different one is refused by preflight)
+    try:
+        agent = tomllib.loads(saved.read_text()).get("search", {}).get("agent")
+    except (OSError, UnicodeDecodeError, AttributeError, tomllib.TOMLDecodeError):
+        return  # load_config reports an unreadable config.toml
+    if isinstance(agent, str) and ":" in agent:
+        raise ConfigError("--resume", f"{saved} names the plug-in agent {agent!r}: resuming "
+                          "imports and runs its code; if you trust that code, resume with "
+                          f"--search.agent {agent}")
 
 
 def _fail(message: str, code: int = 2, prog: str = PROG) -> int:
@@ -148,6 +167,7 @@ def _main(argv: list[str], prog: str = PROG) -> int:
         saved = run_dir / CONFIG_FILE
         if not saved.is_file():
             raise ConfigError("--resume", f"{run_dir} has no {CONFIG_FILE}")
+        check_plugin_agent(saved, cmd.overrides)
         # Overrides are checked here and by preflight inside run_search before the
         # run's config.toml is rewritten, so a bad one leaves the run as it was.
         cfg: SearchConfig = load_config(saved, cmd.overrides)
