@@ -67,6 +67,7 @@ __all__ = [
     "DatasetError",
     "DatasetNotFoundError",
     "check_image_folder",
+    "fitting_batch",
     "augment_batch",
     "crop_flip",
     "default_augment",
@@ -259,6 +260,23 @@ def input_contract(data: Data) -> dict[str, Any]:
         "num_classes": int(data.num_classes),
         "class_names": list(data.class_names) if data.class_names is not None else None,
     }
+
+
+def fitting_batch(data: Data, size: int = 64, seed: int = 0) -> Tensor:
+    """A fixed batch of ``size`` training images, as the networks see them (CPU float32).
+
+    The images are drawn without replacement from the training split by a
+    ``torch.Generator`` seeded with ``seed`` and normalised like every training batch
+    (no crop or flip): equal data and seed give the same batch. Net2Deeper fits a
+    new layer's BatchNorm to it (``envs.NetTransformEnv(deeper_batch=...)``).
+    """
+    n = int(data.train_x.shape[0])
+    if size < 1 or n == 0:
+        raise ValueError(f"fitting_batch needs size >= 1 and training images, got size {size} "
+                         f"and {n} images")
+    idx = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))[:size]
+    images = data.train_x[idx.to(data.train_x.device)]
+    return normalize_batch(images, data.mean, data.std, normalize=data.augment.normalize).cpu()
 
 
 # ---------------------------------------------------------------------------

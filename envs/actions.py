@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
+import torch
+from torch import Tensor
 
 from eas import morphisms
 from eas.arch import Architecture, Dense, SearchSpace, width_of
@@ -64,13 +66,15 @@ def _field(action: Mapping[str, Any], name: str, shape: tuple[int, ...]) -> np.n
 def check_action(action: Mapping[str, Any], legal: LegalActions, kind_mask: np.ndarray,
                  scheduled: str | None, arch: Architecture, space: SearchSpace, L: int,
                  rng: np.random.Generator, noise: bool,
-                 kinds: tuple[str, ...] = KINDS) -> CheckedAction:
+                 kinds: tuple[str, ...] = KINDS, *,
+                 deeper_batch: Tensor | None = None) -> CheckedAction:
     """Check ``action`` for the state ``arch`` whose legal actions are ``legal``.
 
     ``scheduled`` is the kind the schedule imposes (None in free mode, where
     ``action["kind"]`` must be allowed by ``kind_mask``); ``L`` is ``max_layers``.
     The returned transformation draws its noise from ``rng`` (``noise`` on/off).
     ``kinds`` is the environment's kind tuple (with the shrink kinds when on).
+    ``deeper_batch`` (normalised training images) fits a Net2Deeper layer's BatchNorm.
     """
     if scheduled is not None:
         kind = scheduled
@@ -134,7 +138,8 @@ def check_action(action: Mapping[str, Any], legal: LegalActions, kind_mask: np.n
             )
         record["deeper"] = d
         kernel = None if is_fc else space.kernel_sizes[k]
-        return CheckedAction(kind, _deeper_op(legal.densenet, b, p, kernel, rng), record)
+        return CheckedAction(kind, _deeper_op(legal.densenet, b, p, kernel, rng, deeper_batch),
+                             record)
     s = _field(action, "skip", (3,))
     if not legal.skips:
         return CheckedAction(kind, None, record)  # schedule mode, no skip possible
@@ -201,7 +206,8 @@ def _widen_op(layers: list[int], space: SearchSpace, rng: np.random.Generator,
 
 
 def _deeper_op(densenet: bool, block: int, position: int, kernel: int | None,
-               rng: np.random.Generator) -> Callable[[ChildNet], ChildNet]:
+               rng: np.random.Generator, data_batch: Tensor | None = None
+               ) -> Callable[[ChildNet], ChildNet]:
     kw: dict[str, Any] = {"rng": rng}
     if kernel is not None:
         kw["kernel"] = kernel
@@ -209,6 +215,15 @@ def _deeper_op(densenet: bool, block: int, position: int, kernel: int | None,
     def op(net: ChildNet) -> ChildNet:
         if densenet:
             return morphisms.dense_insert(net, block, position, **kw)
-        return morphisms.net2deeper(net, block, position, **kw)
+        if data_batch is None:
+            return morphisms.net2deeper(net, block, position, **kw)
+        mode = net.training
+        net.train()  # fitted in the mode the child is trained in (dropout draws kept apart)
+        try:
+            with torch.random.fork_rng(devices=[]):
+                child = morphisms.net2deeper(net, block, position, data_batch=data_batch, **kw)
+        finally:
+            net.train(mode)
+        return child.train(mode)
 
     return op

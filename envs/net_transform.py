@@ -14,6 +14,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import torch
 
 from eas.arch import Architecture, SearchSpace, Tokenizer
 from eas.envs.actions import CheckedAction, InvalidActionError, check_action
@@ -181,6 +182,14 @@ class NetTransformEnv(gym.Env[dict[str, Any], dict[str, Any]]):
     - ``distill``: keyword-only, ``distill(child, parent, seed) -> child``
       (:class:`~envs.shrink.ShrinkDistiller`): a shrunk child is distilled from the
       episode's start network before evaluation (not when the cache holds it).
+    - ``deeper_batch``: keyword-only, a batch of normalised training images (``NCHW``
+      float, e.g. :func:`eas.data.fitting_batch`): Net2Deeper sets a new layer's
+      BatchNorm from the statistics of the layer's input on that batch, computed in
+      train mode (running mean/variance = the batch's, weight = sqrt(var + eps),
+      bias = mean), as the EAS code's ``set_identity4deepen`` does (it computes them in
+      eval mode): the layer stays an identity in eval mode, and in train mode on
+      that batch too. None (default): the BatchNorm undoes itself without data
+      (mean 0, variance 1), exact in eval mode only. DenseNet inserts are not fitted.
     """
 
     metadata: dict[str, Any] = {"render_modes": []}
@@ -201,6 +210,7 @@ class NetTransformEnv(gym.Env[dict[str, Any], dict[str, Any]]):
         defer_evaluation: bool = False,
         shrink: bool = False,
         distill: Callable[[ChildNet, ChildNet, int], ChildNet] | None = None,
+        deeper_batch: torch.Tensor | None = None,
     ) -> None:
         self.space = space if space is not None else SearchSpace()
         if len(tuple(input_shape)) != 3:
@@ -215,6 +225,8 @@ class NetTransformEnv(gym.Env[dict[str, Any], dict[str, Any]]):
         self.kinds = kinds_for(self.shrink)
         """The kinds of the ``kind`` action, in index order (:func:`~eas.morphisms.legal.kinds_for`)."""
         self.distill = distill
+        self.deeper_batch = deeper_batch
+        """Normalised training images Net2Deeper fits a new layer's BatchNorm to, or None."""
         self.schedule = None if schedule is None else tuple(str(k) for k in schedule)
         if self.schedule is not None:
             shrinking = [k for k in self.schedule if k in SHRINK_KINDS]
@@ -398,7 +410,8 @@ class NetTransformEnv(gym.Env[dict[str, Any], dict[str, Any]]):
         scheduled = None if self.schedule is None else self.schedule[self._step]
         return check_action(action, masks.legal, masks.kind_mask, scheduled,
                             self._net.arch, self.space, self.max_layers,  # type: ignore[union-attr]
-                            self.np_random, self.noise, self.kinds)
+                            self.np_random, self.noise, self.kinds,
+                            deeper_batch=self.deeper_batch)
 
     def step(self, action: dict[str, Any]) -> tuple[dict[str, Any], float, bool, bool,
                                                     dict[str, Any]]:

@@ -264,6 +264,8 @@ class SearchSection(_Section):
     """Distillation steps from the round's start network for a child made with a shrink action, before its training (0 = none)."""
     noise: bool = True
     """Add small noise to widened copies (breaks symmetry, as in EAS)."""
+    deeper_batch_size: int = 64
+    """Training images (a fixed batch drawn with search.seed) Net2Deeper fits a new layer's BatchNorm to, as the EAS code; 0 = no fitting (the BatchNorm undoes itself without data)."""
     cache: bool = True
     """Reuse the accuracy of a child already trained from the same start network."""
     workers: int | None = None
@@ -327,7 +329,7 @@ class SearchSection(_Section):
         _check_count("search", self, ("children_per_step", "free_steps"), 1)
         _check_count("search", self, ("stage1_networks", "stage1_best_epochs",
                                       "stage2_networks", "final_top_k", "final_epochs",
-                                      "keep_best"), 0)
+                                      "keep_best", "deeper_batch_size"), 0)
         _check_count("search", self, ("workers", "max_rounds"), 1)
         check_stages(self)
         require(self.final_lr is None or (isinstance(self.final_lr, (int, float))

@@ -148,6 +148,8 @@ class SearchRun:
     """The round's journal of finished children (``envs.journal.Journal``)."""
     cache: Any = None
     """The evaluation cache shared by all environments (None: off)."""
+    deeper_batch: torch.Tensor | None = None
+    """Training images Net2Deeper fits new layers' BatchNorm to (None: not fitted)."""
     venvs: dict[int, Any] = field(default_factory=dict)
     """Vector environments by number of children (built on first use)."""
     stopped: bool = False

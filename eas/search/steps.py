@@ -30,7 +30,7 @@ from eas.checkpoint import (
     read_torch_file,
     save_network,
 )
-from eas.data import DATA_FILE, Data, dataset_facts, input_contract, load_dataset
+from eas.data import DATA_FILE, Data, dataset_facts, fitting_batch, input_contract, load_dataset
 from eas.distill import DistillConfig
 from eas.envs.evaluators import EvalResult
 from eas.envs.halving import HalvingEvaluator
@@ -140,6 +140,9 @@ def open_run(cfg: SearchConfig, *, run_dir: str | Path | None, resume: bool, dat
     if evaluator is None:
         check_loaded_data(cfg, get_data())  # every class present, a batch fits: before writing
     s = cfg.search
+    deeper_batch = None  # fitted to the training data when the run has it (EAS code)
+    if s.deeper_batch_size > 0 and isinstance(loaded.get("search"), Data):
+        deeper_batch = fitting_batch(loaded["search"], s.deeper_batch_size, seed=int(s.seed))
     run_dir, lock = claim_run_dir(plan.run_dir, resume=resume, overwrite=overwrite,
                                   auto_name=plan.auto_name)
     checkpoint = plan.checkpoint  # preflight: a resumed run has one
@@ -163,7 +166,7 @@ def open_run(cfg: SearchConfig, *, run_dir: str | Path | None, resume: bool, dat
                      device=device, log=log, checkpoint=checkpoint,
                      input_shape=tuple(input_shape), num_classes=num_classes,
                      child_cfg=cfg.child, elapsed_before=state.elapsed,
-                     cpu_before=state.cpu_seconds, lock=lock)
+                     cpu_before=state.cpu_seconds, lock=lock, deeper_batch=deeper_batch)
 
 
 def _contract(data: Any) -> dict[str, Any] | None:
@@ -385,6 +388,7 @@ def _vector_env(run: SearchRun, n: int) -> Any:
             max_layers=run.cfg.space.max_layers, noise=run.cfg.search.noise,
             cache=run.cache if run.cache is not None else False,
             reward=envs.make_reward(run.cfg.objectives), shrink=s.shrink, distill=distiller,
+            deeper_batch=run.deeper_batch,
         )
     return run.venvs[n]
 
