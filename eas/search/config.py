@@ -172,7 +172,12 @@ def load_config(
         if not p.is_file():
             raise ConfigError("--config", f"no such file: {p}")
         try:
-            raw = tomllib.loads(p.read_text())
+            raw = tomllib.loads(p.read_bytes().decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise ConfigError("--config", f"{p} is not a UTF-8 text file (TOML must be UTF-8; "
+                              f"byte {exc.start} is 0x{exc.object[exc.start]:02x})") from None
+        except OSError as exc:
+            raise ConfigError("--config", f"cannot read {p}: {exc.strerror or exc}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError("--config", f"{p} is not valid TOML: {exc}") from None
     cli: dict[str, dict[str, Any]] = {}
@@ -282,8 +287,9 @@ def validate(cfg: SearchConfig) -> None:
     try:
         get_agent_class(r.agent)
     except Exception as exc:  # noqa: BLE001 - report any loading failure as a config error
-        raise ConfigError("search.agent", str(exc).splitlines()[0] if str(exc) else
-                          f"cannot load agent {r.agent!r}") from None
+        text = " ".join(str(exc).split())[:300]
+        raise ConfigError("search.agent", text if r.agent in text else
+                          f"cannot load agent {r.agent!r}: {type(exc).__name__}: {text}") from None
 
 
 def search_space(cfg: SearchConfig) -> SearchSpace:

@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from eas.network import ChildNet
+from eas.search.agent_setup import agent_calls
 from eas.search.callbacks import CallbackList, SearchCallback, default_callbacks
 from eas.search.config import SearchConfig
 from eas.search.failures import check_chance, check_children
@@ -132,7 +133,8 @@ def run_search(
             cbs.on_round_start(run)
             round_start = time.time()
             results = play_round(run)
-            metrics = run.agent.learn(results)
+            with agent_calls(cfg.search.agent, "learn"):
+                metrics = run.agent.learn(results)
             record_round(run, results, cbs)
             cbs.on_round_end(run, results, metrics, time.time() - round_start)
             check_children(run.state.history)  # every child so far failed: stop, reasons counted

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from eas.checkpoint import CheckpointError, load_checkpoint, read_torch_file
 from eas.data import DatasetError, DatasetNotFoundError, check_image_folder
 from eas.envs.journal import check_journal
 from eas.network import build_network
+from eas.search.agent_setup import is_plugin, make_agent, restored_global_rng
 from eas.search.config import (
     DATASET_SHAPES,
     ConfigError,
@@ -88,6 +90,36 @@ def check_backend(cfg: SearchConfig) -> None:
     if not hasattr(ray, "remote"):
         raise ConfigError("search.backend", "ray is not installed (pip install 'ray[default]'); "
                           "use serial or process")
+    check_ray_address(cfg.search.ray_address)
+
+
+RAY_CONNECT_TIMEOUT = 5.0
+"""Seconds preflight waits for a TCP connection to ``search.ray_address``."""
+
+
+def check_ray_address(address: str | None) -> None:
+    """A given Ray cluster address (``host:port`` or ``ray://host:port``) answers on its port.
+
+    ``None``, ``auto`` and ``local`` are left to Ray (start or find a local cluster).
+    """
+    if address is None or address.strip().lower() in ("auto", "local"):
+        return
+    text = address.strip()
+    scheme, sep, rest = text.partition("://")
+    hostport = rest if sep else scheme
+    host, colon, port = hostport.rstrip("/").rpartition(":")
+    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError("search.ray_address", f"{address!r} is not a Ray address: expected "
+                          "host:port, ray://host:port, auto or none")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)),
+                                      timeout=RAY_CONNECT_TIMEOUT):
+            pass
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        raise ConfigError("search.ray_address", f"cannot reach the Ray cluster at {address} "
+                          f"({why}); start it (ray start --head) or leave ray_address none "
+                          "for a local one") from None
 
 
 def _writable_parent(folder: Path, field: str) -> None:
@@ -163,6 +195,26 @@ def check_start_weights(cfg: SearchConfig) -> None:
                           f"{arch}: {first}") from None
 
 
+def check_plugin_agent(cfg: SearchConfig) -> None:
+    """A plug-in (``module:Class``) agent can be built: once, on a trial basis, with the
+    run's settings (global RNG states restored), so a broken plug-in stops the run before
+    anything is written. Built-in agents are not built twice."""
+    name = cfg.search.agent
+    if not is_plugin(name):
+        return
+    shape, classes = _input_shape(cfg) or ((3, 32, 32), 10)  # imagefolder: known once loaded
+    try:
+        with restored_global_rng():
+            arch = resolve_start_arch(cfg.start.arch, shape, classes)
+            plan = make_agent(cfg, input_shape=shape, num_classes=classes,
+                              densenet=arch.is_densenet, start_accuracy=None)
+            plan.agent.child_train_overrides()
+    except Exception as exc:  # noqa: BLE001 - whatever the plug-in raises: one line naming it
+        text = " ".join(str(exc).split())[:300]
+        raise ConfigError("search.agent", f"plug-in agent {name!r} cannot be built: "
+                          f"{type(exc).__name__}: {text}") from None
+
+
 def check_resume_changes(saved: dict[str, dict[str, Any]], cfg: SearchConfig) -> None:
     """Refuse a change of any field but :data:`FREE_ON_RESUME` (``saved``: the checkpoint's
     config); ``data.root`` may move, except for an ImageFolder (there it is the data)."""
@@ -227,6 +279,7 @@ def preflight(cfg: SearchConfig, *, run_dir: str | Path | None, resume: bool,
     if needs_data:
         check_data(cfg)
     check_start_weights(cfg)
+    check_plugin_agent(cfg)
     s = cfg.search
     auto = run_dir is None and s.run_name is None
     if run_dir is None:

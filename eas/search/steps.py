@@ -20,9 +20,6 @@ import numpy as np
 import torch
 
 from eas import envs
-from eas.agents.base import AgentContext
-from eas.agents.registry import get_agent_class
-from eas.arch import Tokenizer
 from eas.checkpoint import (
     atomic_write_text,
     network_from_record,
@@ -36,8 +33,8 @@ from eas.envs.evaluators import EvalResult
 from eas.envs.halving import HalvingEvaluator
 from eas.envs.journal import Journal
 from eas.envs.parallel import RETRY_LOG, ParallelEvaluator
-from eas.morphisms.legal import kinds_for
 from eas.network import ChildNet, build_network
+from eas.search.agent_setup import agent_calls, make_agent
 from eas.search.callbacks import SearchCallback
 from eas.search.checks import check_loaded_data
 from eas.search.concurrency import parallel_options, resolve_concurrency
@@ -47,7 +44,6 @@ from eas.search.config import (
     config_to_dict,
     dump_toml,
     resolve_start_arch,
-    schedule_tuple,
     search_space,
 )
 from eas.search.failures import check_start
@@ -222,38 +218,24 @@ def build_agent(run: SearchRun) -> None:
     (NASH's SGDR) are applied to ``run.child_cfg``.
     """
     cfg, s = run.cfg, run.cfg.search
-    agent_cls = get_agent_class(s.agent)
-    agent_cfg = cfg.agent_config()
-    space = search_space(cfg)
-    run.schedule, run.free_steps = schedule_tuple(s.schedule), s.free_steps
-    run.children_per_step = s.children_per_step
-    reqs = agent_cls.env_requirements(agent_cfg)
-    if reqs:
-        run.schedule = reqs.get("schedule", run.schedule)
-        run.free_steps = int(reqs.get("free_steps", run.free_steps))
-        run.children_per_step = int(reqs.get("children_per_round", run.children_per_step))
+    start_accuracy = run.state.starts[-1].get("accuracy")
+    with agent_calls(s.agent, "__init__"):
+        plan = make_agent(cfg, input_shape=run.input_shape, num_classes=run.num_classes,
+                          densenet=run.start_net.arch.is_densenet,
+                          start_accuracy=start_accuracy)
+    agent = plan.agent
+    run.schedule, run.free_steps = plan.schedule, plan.free_steps
+    run.children_per_step, run.steps = plan.children_per_step, plan.steps
+    if plan.requested:
         sched = "free" if run.schedule is None else ",".join(run.schedule)
         run.log(f"{s.agent} sets: schedule={sched}, free_steps={run.free_steps}, "
                 f"children per round={run.children_per_step}")
-    run.steps = len(run.schedule) if run.schedule is not None else run.free_steps
-    start_accuracy = run.state.starts[-1].get("accuracy")
-    ctx = AgentContext(
-        max_layers=cfg.space.max_layers,
-        vocab_size=Tokenizer(space).vocab_size,
-        kernel_sizes=tuple(space.kernel_sizes),
-        kinds=kinds_for(s.shrink),
-        schedule=run.schedule,
-        steps_per_episode=run.steps,
-        children_per_round=run.children_per_step,
-        seed=int(s.seed),
-        extra={"input_shape": run.input_shape, "space": space, "num_classes": run.num_classes,
-               "densenet": run.start_net.arch.is_densenet, "start_accuracy": start_accuracy},
-    )
-    agent = agent_cls(ctx, agent_cfg)
-    if run.checkpoint is not None:
-        agent.load_state_dict(run.checkpoint["agent"])
-    elif start_accuracy is not None:
-        agent.set_start_accuracy(start_accuracy)
+    with agent_calls(s.agent, "load_state_dict" if run.checkpoint is not None
+                     else "set_start_accuracy"):
+        if run.checkpoint is not None:
+            agent.load_state_dict(run.checkpoint["agent"])
+        elif start_accuracy is not None:
+            agent.set_start_accuracy(start_accuracy)
     run.child_cfg = dataclasses.replace(run.child_cfg, **agent.child_train_overrides())
     run.agent = agent
 
@@ -411,7 +393,9 @@ def play_round(run: SearchRun) -> list[EvalResult]:
         start = [run.start_net if s is None else s for s in start[:n]]
     obs, _ = venv.reset(seed=int(run.rng.integers(2**31 - 1)), options={"start": start})
     for _ in range(run.steps + 1):
-        obs, _, terminated, truncated, infos = venv.step(agent.propose(obs))
+        with agent_calls(s.agent, "propose"):
+            action = agent.propose(obs)
+        obs, _, terminated, truncated, infos = venv.step(action)
         if np.all(np.logical_or(terminated, truncated)):
             break
     else:
