@@ -1,5 +1,6 @@
 """eas: efficient neural architecture search by function-preserving network transformation."""
 
+from eas import _startup  # noqa: F401 - first: SIGTERM while torch is imported (command line)
 from eas.arch import (
     FC,
     TABLE1,

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from eas.envs.evaluators import EvalResult, evaluate_batch
+from eas.envs.evaluators import EvalResult, StopSearch, evaluate_batch
 from eas.network import ChildNet
 
 __all__ = ["EvalCache", "evaluate_children", "fingerprint"]
@@ -188,6 +188,8 @@ def evaluate_children(
                 raise RuntimeError(
                     f"the evaluator returned {len(results)} results for {len(todo)} children"
                 )
+        except StopSearch:
+            raise
         except Exception as exc:  # noqa: BLE001 - a broken evaluator fails its children
             reason = f"{type(exc).__name__}: {exc}"
             results = [EvalResult(0.0, failed=True, reason=reason) for _ in todo]

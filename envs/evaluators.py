@@ -23,7 +23,8 @@ from torch import nn
 from eas.data import load_dataset
 from eas.training import TrainConfig, train_child
 
-__all__ = ["EvalResult", "Evaluator", "TrainerEvaluator", "as_result", "evaluate_batch"]
+__all__ = ["EvalResult", "Evaluator", "StopSearch", "TrainerEvaluator", "as_result",
+           "evaluate_batch"]
 
 
 def _runtime(default: Any = None) -> Any:
@@ -40,6 +41,12 @@ def _plain(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     return value
+
+
+class StopSearch(Exception):  # noqa: N818 - a signal to stop, not an error type to handle
+    """Raised while evaluating children to stop the whole search (the run folder vanished,
+    the journal cannot be written) rather than to fail those children; the wrappers that
+    turn a child's exception into a failed child let it through."""
 
 
 @dataclass
@@ -210,6 +217,8 @@ def evaluate_batch(evaluator: Callable[[nn.Module], float | EvalResult],
     for i, net in enumerate(nets):
         try:
             result = as_result(evaluator(net))
+        except StopSearch:
+            raise
         except Exception as exc:  # noqa: BLE001 - a broken child must not stop a search
             result = EvalResult(0.0, failed=True, reason=f"{type(exc).__name__}: {exc}")
         results.append(result)

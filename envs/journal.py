@@ -16,7 +16,7 @@ from typing import Any
 
 from eas.checkpoint import CheckpointError, UnsafeFileError, atomic_save, read_torch_file
 from eas.envs.cache import fingerprint
-from eas.envs.evaluators import EvalResult, as_result
+from eas.envs.evaluators import EvalResult, StopSearch, as_result
 from eas.network import ChildNet
 
 __all__ = ["Journal", "check_journal"]
@@ -40,6 +40,10 @@ def check_journal(folder: str | Path) -> int:
     return len(entries)
 
 
+class JournalError(StopSearch):
+    """The journal cannot be written; the search stops (its children are not failed)."""
+
+
 class Journal:
     """Evaluator wrapper that writes each child's result to disk as soon as it is known.
 
@@ -49,10 +53,13 @@ class Journal:
     """
 
     def __init__(self, folder: Path, base: Callable[[ChildNet], Any],
-                 on_child: Callable[[], Any] | None = None) -> None:
+                 on_child: Callable[[], Any] | None = None,
+                 guard: Callable[[], Any] | None = None) -> None:
         self.folder = Path(folder)
         self.base = base
         self.on_child = on_child
+        self.guard = guard
+        """Called before every write; raises to stop (e.g. the run folder vanished)."""
         self.round = 0
         self._seen: dict[str, int] = {}
         self.reused = 0
@@ -92,8 +99,14 @@ class Journal:
             return None
 
     def _store(self, key: str, result: Any) -> None:
-        atomic_save({"record": result.to_dict(), "state_dict": result.state_dict},
-                    self.folder / f"{key}.pt")
+        if self.guard is not None:
+            self.guard()
+        path = self.folder / f"{key}.pt"
+        try:
+            atomic_save({"record": result.to_dict(), "state_dict": result.state_dict}, path)
+        except OSError as exc:  # a full disk, a file where the folder belongs: stop, naming it
+            raise JournalError(f"cannot write the journal of finished children {path}: "
+                               f"{exc.strerror or exc}") from exc
         if self.on_child is not None:
             self.on_child()
 
@@ -131,6 +144,8 @@ class Journal:
         for i in todo:
             try:
                 r = as_result(self.base(nets[i]))
+            except StopSearch:
+                raise
             except Exception as exc:  # noqa: BLE001 - a broken child must not stop a search
                 r = EvalResult(0.0, failed=True, reason=f"{type(exc).__name__}: {exc}")
             results[i] = r

@@ -405,7 +405,35 @@ class JournalCallback(SearchCallback):
         run.journal.clear()
 
 
+class FolderGuard(SearchCallback):
+    """Before every other callback writes: the run folder is still this run's
+    (:meth:`eas.search.rundir.RunLock.check`), else the run stops with one line."""
+
+    def on_round_start(self, run: SearchRun) -> None:  # noqa: D102
+        run.lock.check()
+
+    def on_child_trained(self, run: SearchRun) -> None:  # noqa: D102
+        run.lock.check()
+
+    def on_round_end(self, run: SearchRun, results: list[EvalResult],  # noqa: D102
+                     metrics: dict[str, Any], round_time: float) -> None:
+        run.lock.check()
+
+    def on_stage_end(self, run: SearchRun, next_stage: int | None) -> None:  # noqa: D102
+        run.lock.check()
+
+    def on_parent_control(self, run: SearchRun, entry: dict[str, Any]) -> None:  # noqa: D102
+        run.lock.check()
+
+    def on_final_network(self, run: SearchRun, entry: dict[str, Any]) -> None:  # noqa: D102
+        run.lock.check()
+
+    def on_search_end(self, run: SearchRun, summary: dict[str, Any]) -> None:  # noqa: D102
+        run.lock.check()
+
+
 def default_callbacks(run: SearchRun) -> list[SearchCallback]:
-    """The callbacks every search runs: TensorBoard, progress, checkpoint, journal."""
-    return [TensorBoardCallback(), ProgressCallback(bool(run.cfg.search.progress)),
+    """The callbacks every search runs: the folder guard, TensorBoard, progress, checkpoint,
+    journal."""
+    return [FolderGuard(), TensorBoardCallback(), ProgressCallback(bool(run.cfg.search.progress)),
             CheckpointCallback(), JournalCallback()]

@@ -144,6 +144,7 @@ def run_search(
             check_chance(run.state.starts, run.state.history, run.num_classes)  # learned nothing
             final_training(run, cbs)
             no_search_control(run, cbs)  # search.no_search_control: would plain training win?
+        run.lock.check()  # the folder is still ours before the reports go into it
         summary, table = write_reports(run)
         run.state.done = not run.stopped
         cbs.on_search_end(run, summary)

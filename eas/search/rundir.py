@@ -24,9 +24,11 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from eas.envs.evaluators import StopSearch
 from eas.search.config import RUN_NAME_MAX, ConfigError
+from eas.search.failures import SearchFailed
 
-__all__ = ["LOCK_FILE", "OWNER_FILE", "RUN_MARKERS", "RunLock", "check_run_dir", "claim_run_dir",
+__all__ = ["LOCK_FILE", "OWNER_FILE", "RUN_MARKERS", "RunFolderLost", "RunLock", "check_run_dir", "claim_run_dir",
            "lock_owner"]
 
 LOCK_FILE = "run.lock"
@@ -37,6 +39,9 @@ _PROBE_GRACE = 1.0
 """Seconds :func:`claim_run_dir` waits for a lock another process is only probing."""
 RUN_MARKERS = ("config.toml", "checkpoint.pt", "summary.json")
 """Files that show a folder is a run folder (only such folders may be overwritten)."""
+CLAIMED: list[Path] = []
+"""Run folders this process has claimed, in order (the command line's interrupt message
+tells from it whether a run folder exists yet)."""
 
 
 def _read_owner(folder: Path) -> dict[str, object]:
@@ -75,6 +80,10 @@ def _busy(folder: Path, owner: dict[str, object]) -> ConfigError:
                        f"to end or stop it (its lock: {folder / LOCK_FILE})")
 
 
+class RunFolderLost(SearchFailed, StopSearch):
+    """The live run's folder vanished, changed hands or became unwritable (exit code 1)."""
+
+
 @dataclass
 class RunLock:
     """A held run-folder lock; :meth:`release` lets go of it (the OS does when the process ends)."""
@@ -83,6 +92,30 @@ class RunLock:
     """The run folder."""
     lock: FileLock
     """The held OS file lock on ``run.lock``."""
+    identity: tuple[int, int] | None = None
+    """(device, inode) of ``run.lock`` when it was taken: a folder deleted and made anew,
+    or a lock file replaced, is told apart from the one this run holds."""
+
+    def check(self) -> None:
+        """Raise :class:`RunFolderLost` unless the folder is still there, writable and holds
+        this run's lock file: a live run must not write into (and so recreate) a folder that
+        was deleted, moved, replaced or made read-only under it."""
+        try:
+            st = os.stat(self.folder / LOCK_FILE)
+            ours = self.identity is None or (st.st_dev, st.st_ino) == self.identity
+        except OSError:
+            ours = False
+        if not self.folder.is_dir():
+            why = "was deleted or moved"
+        elif not ours:
+            why = f"no longer holds this run's lock file {LOCK_FILE} (removed or replaced)"
+        elif not os.access(self.folder, os.W_OK | os.X_OK):
+            why = "is no longer writable"
+        else:
+            return
+        raise RunFolderLost(f"the run folder {self.folder} {why} while the run was live; "
+                            "stopped without writing anything more (restore the folder and "
+                            "continue with --resume, or start the run again)")
 
     def release(self) -> None:
         """Remove the owner note and release the lock."""
@@ -102,7 +135,9 @@ def _acquire(folder: Path) -> RunLock:
     owner = {"host": socket.gethostname(), "pid": os.getpid(),
              "since": time.strftime("%Y-%m-%d %H:%M:%S")}
     (folder / OWNER_FILE).write_text(json.dumps(owner))
-    return RunLock(folder, lock)
+    st = os.stat(folder / LOCK_FILE)
+    CLAIMED.append(folder)
+    return RunLock(folder, lock, (st.st_dev, st.st_ino))
 
 
 def _is_run_folder(folder: Path) -> bool:

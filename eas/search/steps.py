@@ -288,7 +288,8 @@ def build_evaluator(run: SearchRun, evaluator: Callable[[ChildNet], Any] | None,
                                          device=run.device)
     run.evaluator = evaluator
     run.journal = Journal(run.run_dir / JOURNAL_DIR, evaluator,
-                          on_child=lambda: callbacks.on_child_trained(run))
+                          on_child=lambda: callbacks.on_child_trained(run),
+                          guard=run.lock.check)  # never recreate a vanished run folder
     run.cache = envs.EvalCache(max_weights=run.children_per_step) if s.cache else None
     if run.cache is not None and run.checkpoint is not None and run.checkpoint.get("cache"):
         run.cache.load_state_dict(run.checkpoint["cache"])

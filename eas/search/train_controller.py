@@ -28,6 +28,7 @@ from typing import Any
 
 from eas.checkpoint import CheckpointError
 from eas.data import DatasetError, DatasetNotFoundError
+from eas.envs.evaluators import StopSearch
 from eas.search.config import (
     DEFAULT_CONFIG,
     ConfigError,
@@ -36,7 +37,8 @@ from eas.search.config import (
     parse_command,
 )
 from eas.search.failures import SearchFailed, final_training_failure
-from eas.search.loop import CONFIG_FILE, run_search
+from eas.search.loop import CHECKPOINT, CONFIG_FILE, run_search
+from eas.search.rundir import CLAIMED
 
 __all__ = ["main", "resolve_run_dir"]
 
@@ -133,13 +135,23 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     prog = prog or default_prog()
     debug = "--debug" in args or os.environ.get("EAS_DEBUG", "") not in ("", "0")
+    claimed = len(CLAIMED)
     try:
         with _sigterm_as_interrupt():
             return _main(args, prog)
     except KeyboardInterrupt as exc:
         term = isinstance(exc, Terminated)
-        print(f"\n{'terminated (SIGTERM)' if term else 'interrupted'}; the last completed round "
-              "is in checkpoint.pt (continue with --resume)", file=sys.stderr)
+        what = "terminated (SIGTERM)" if term else "interrupted"
+        folder = CLAIMED[-1] if len(CLAIMED) > claimed else None
+        if folder is None:
+            print(f"\n{what} before the run folder was created; nothing was written",
+                  file=sys.stderr)
+        elif not (folder / CHECKPOINT).is_file():
+            print(f"\n{what} before the first checkpoint of {folder}; start the run again "
+                  "(with --overwrite to reuse its name)", file=sys.stderr)
+        else:
+            print(f"\n{what}; the last completed round is in {folder / CHECKPOINT} (continue "
+                  f"with --resume {folder})", file=sys.stderr)
         return 143 if term else 130
     except SystemExit:
         raise
@@ -150,7 +162,12 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - one line, not a traceback, unless --debug
         if debug:
             raise
-        text = str(exc) if isinstance(exc, SearchFailed) else f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, (SearchFailed, StopSearch)):
+            text = str(exc)
+        elif isinstance(exc, OSError) and exc.filename is not None:  # a full disk, ...
+            text = f"{exc.filename}: {exc.strerror or exc}"
+        else:
+            text = f"{type(exc).__name__}: {exc}"
         return _fail(f"{text} (run with --debug for the traceback)", 1, prog)
 
 
