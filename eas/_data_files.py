@@ -90,10 +90,24 @@ def default_data_root() -> Path:
     return Path(os.environ.get("EAS_DATA_ROOT", "~/.cache/eas/datasets")).expanduser()
 
 
+DATASET_ALIASES: dict[str, str] = {"fashionmnist": "fashion-mnist"}
+"""Other spellings of dataset names (after lower-casing and ``_`` -> ``-``)."""
+
+
+def dataset_key(name: str) -> str:
+    """The canonical spelling of a dataset name: lower case, ``_`` -> ``-``, aliases resolved.
+
+    The one place dataset names are normalised (config checks, loading, facts):
+
+    >>> dataset_key("Fashion_MNIST"), dataset_key("fashionmnist"), dataset_key("cifar10")
+    ('fashion-mnist', 'fashion-mnist', 'cifar10')
+    """
+    key = str(name).strip().lower().replace("_", "-")
+    return DATASET_ALIASES.get(key, key)
+
+
 def _check_name(name: str) -> str:
-    key = name.lower().replace("_", "-")
-    if key == "fashionmnist":
-        key = "fashion-mnist"
+    key = dataset_key(name)
     if key not in DATASET_NAMES:
         raise ValueError(f"unknown dataset {name!r}; allowed names: {', '.join(DATASET_NAMES)}")
     return key

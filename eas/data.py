@@ -50,6 +50,7 @@ from eas._data_files import (
     _load_imagefolder,
     _load_torchvision,
     check_image_folder,
+    dataset_key,
     default_data_root,
     read_idx,
 )
@@ -67,6 +68,7 @@ __all__ = [
     "DatasetError",
     "DatasetNotFoundError",
     "check_image_folder",
+    "dataset_key",
     "fitting_batch",
     "augment_batch",
     "crop_flip",
@@ -111,8 +113,7 @@ DATASET_CLASS_NAMES: dict[str, tuple[str, ...]] = {
 def dataset_facts(name: str) -> tuple[tuple[int, int, int], int] | None:
     """``(input_shape, num_classes)`` of a built-in dataset, None when only loading tells
     (``imagefolder``) or the name is unknown."""
-    key = name.lower().replace("_", "-")
-    key = "fashion-mnist" if key == "fashionmnist" else key
+    key = dataset_key(name)
     if key not in DATASET_SHAPES:
         return None
     return DATASET_SHAPES[key], DATASET_CLASSES[key]

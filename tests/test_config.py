@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from eas.data import dataset_facts, dataset_key
 from eas.search.config import (
     CONFIG_DIR,
     ConfigError,
@@ -230,3 +231,10 @@ def test_sizes_that_do_not_fit_the_dataset(capsys: pytest.CaptureFixture) -> Non
     assert run_main(["--data.train_subset", "10000000"]) == 2
     err = capsys.readouterr().err
     assert "data.train_subset" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("spelling", ["fashionmnist", "Fashion_MNIST", "fashion-mnist"])
+def test_every_spelling_of_a_dataset_is_taken_the_same_everywhere(spelling: str) -> None:
+    cfg = load_config(None, {"data.name": spelling})  # the config accepts what loading does
+    assert dataset_key(cfg.data.name) == "fashion-mnist"
+    assert dataset_facts(spelling) == dataset_facts("fashion-mnist") == ((1, 28, 28), 10)

@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import fields, is_dataclass
 from typing import Any
 
-from eas.data import DATASET_CLASSES
+from eas.data import DATASET_CLASSES, dataset_key
 from eas.search.sections import ConfigError, require
 
 __all__ = ["check_loaded_data", "check_semantics"]
@@ -71,7 +71,7 @@ def check_semantics(cfg: Any) -> None:
         require(int(lem.n_ac) <= int(lem.n_pc), "lemonade.n_ac",
                 f"{lem.n_ac} children per round cannot be picked from {lem.n_pc} candidates "
                 f"(lemonade.n_pc); use n_ac <= n_pc")
-    key = cfg.data.name.lower().replace("_", "-")
+    key = dataset_key(cfg.data.name)
     classes = DATASET_CLASSES.get(key)
     d, bs = cfg.data, cfg.child.batch_size
     if d.train_subset is not None:
@@ -88,7 +88,7 @@ def check_loaded_data(cfg: Any, data: Any) -> None:
     at least one batch of images. Raises :class:`ConfigError` naming the field."""
     n = int(len(data.train_y))
     classes = int(data.num_classes)
-    where = "data.root" if cfg.data.name.lower() == "imagefolder" else "data.name"
+    where = "data.root" if dataset_key(cfg.data.name) == "imagefolder" else "data.name"
     if classes < 2:
         raise ConfigError(where, f"{cfg.data.root or cfg.data.name} has {classes} class; a "
                           "classifier needs at least two")

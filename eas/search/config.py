@@ -46,7 +46,7 @@ import tomli_w
 from eas import configs as _presets
 from eas.agents.registry import available_agents, get_agent_class
 from eas.arch import TABLE1, Architecture, SearchSpace, densenet_bc
-from eas.data import DATASET_CLASSES, DATASET_NAMES, DATASET_SHAPES  # the one home of dataset facts
+from eas.data import DATASET_NAMES, DATASET_SHAPES, dataset_facts, dataset_key
 from eas.envs.parallel import BACKENDS
 from eas.network import MAX_PARAMETERS, estimate_parameters
 from eas.search.checks import check_semantics
@@ -72,7 +72,6 @@ from eas.search.sections import (
 __all__ = [
     "AGENT_SECTIONS",
     "CONFIG_DIR",
-    "DATASET_SHAPES",
     "DEFAULT_CONFIG",
     "PAPER_SCHEDULE",
     "ConfigError",
@@ -252,11 +251,10 @@ def validate(cfg: SearchConfig) -> None:
             check_finite(name, section)
     _run_own_checks(cfg)
     check_semantics(cfg)
-    key = cfg.data.name.lower().replace("_", "-")
+    key = dataset_key(cfg.data.name)
 
     s = cfg.start
-    shape = DATASET_SHAPES.get(key, (3, 32, 32))
-    classes = DATASET_CLASSES.get(key, 10)
+    shape, classes = dataset_facts(key) or ((3, 32, 32), 10)
     try:
         arch = resolve_start_arch(s.arch, shape, classes)
         if key in DATASET_SHAPES:

@@ -21,12 +21,17 @@ from typing import Any
 import torch
 
 from eas.checkpoint import CheckpointError, load_checkpoint, read_torch_file
-from eas.data import DatasetError, DatasetNotFoundError, check_image_folder
+from eas.data import (
+    DatasetError,
+    DatasetNotFoundError,
+    check_image_folder,
+    dataset_facts,
+    dataset_key,
+)
 from eas.envs.journal import check_journal
 from eas.network import build_network
 from eas.search.agent_setup import is_plugin, make_agent, restored_global_rng
 from eas.search.config import (
-    DATASET_SHAPES,
     ConfigError,
     SearchConfig,
     config_to_dict,
@@ -138,7 +143,7 @@ def _writable_parent(folder: Path, field: str) -> None:
 def check_data(cfg: SearchConfig) -> None:
     """Dataset folders are present (never created here) and an ImageFolder's first image reads."""
     d = cfg.data
-    key = d.name.lower().replace("_", "-")
+    key = dataset_key(d.name)
     root = Path(d.root).expanduser() if d.root is not None else None
     if root is not None and not root.is_dir():
         raise ConfigError("data.root", f"{root} is not an existing folder (it is not created "
@@ -158,10 +163,7 @@ def check_data(cfg: SearchConfig) -> None:
 
 
 def _input_shape(cfg: SearchConfig) -> tuple[tuple[int, int, int], int] | None:
-    key = cfg.data.name.lower().replace("_", "-")
-    if key in DATASET_SHAPES:
-        return DATASET_SHAPES[key], 100 if key == "cifar100" else 10
-    return None  # imagefolder: known once loaded
+    return dataset_facts(cfg.data.name)  # None for imagefolder: known once loaded
 
 
 def check_start_weights(cfg: SearchConfig) -> None:
@@ -220,7 +222,7 @@ def check_resume_changes(saved: dict[str, dict[str, Any]], cfg: SearchConfig) ->
     config); ``data.root`` may move, except for an ImageFolder (there it is the data)."""
     now = config_to_dict(cfg)
     free = set(FREE_ON_RESUME)
-    if str(now["data"]["name"]).lower() != "imagefolder":
+    if dataset_key(now["data"]["name"]) != "imagefolder":
         free.add("data.root")
     for section, values in now.items():
         for name, new in values.items():

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from eas.agents.registry import get_agent_class
 from eas.arch import MAX_LAYER_VALUE, SearchSpace
-from eas.data import DATASET_NAMES  # the one home of dataset facts
+from eas.data import DATASET_NAMES, dataset_key  # the one home of dataset facts
 from eas.envs import DEFAULT_SCHEDULE
 from eas.envs.halving import HalvingConfig
 from eas.envs.parallel import BACKENDS
@@ -141,7 +141,7 @@ class DataConfig(_Section):
     def check(self) -> None:  # noqa: D102
         super().check()
         require(isinstance(self.name, str)
-                and self.name.lower().replace("_", "-") in DATASET_NAMES, "data.name",
+                and dataset_key(self.name) in DATASET_NAMES, "data.name",
                 f"unknown dataset {self.name!r}; allowed values: {', '.join(DATASET_NAMES)}")
         require(self.root is None or (isinstance(self.root, str) and self.root.strip() != ""
                                       and "\0" not in self.root),
