@@ -32,6 +32,7 @@ from eas.data import Data, input_contract
 from eas.network import build_network
 from eas.plateau import epochs_for_seconds, train_to_plateau
 from eas.search.callbacks import SearchCallback
+from eas.search.recipes import final_recipe
 from eas.search.state import SearchRun, pct
 from eas.training import TrainConfig, final_train, train_child
 
@@ -55,10 +56,7 @@ def final_training(run: SearchRun, callbacks: SearchCallback) -> None:
     if state.search_seconds is None:
         state.search_seconds, state.search_cpu_seconds = run.elapsed(), run.cpu_elapsed()
     done_archs = {f["arch"] for f in state.final}
-    final_cfg = dataclasses.replace(
-        cfg.child, epochs=s.final_epochs, max_batches_per_epoch=None,
-        lr=s.final_lr if s.final_lr is not None else cfg.child.lr)
-    final_cfg = dataclasses.replace(final_cfg, **run.agent.final_train_overrides())
+    final_cfg = final_recipe(cfg, run.agent, run.log)
     for k, rec in enumerate(state.best[: s.final_top_k], 1):
         if rec["arch"] in done_archs:
             continue

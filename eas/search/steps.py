@@ -9,7 +9,6 @@ Searching: :func:`stage_is_over` / :func:`end_stage`, :func:`play_round`,
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import logging
 from collections.abc import Callable
@@ -50,6 +49,7 @@ from eas.search.failures import check_start
 from eas.search.final import final_training, format_control, no_search_control
 from eas.search.pareto_report import update_front_networks, write_pareto_reports
 from eas.search.preflight import preflight
+from eas.search.recipes import child_recipe
 from eas.search.report import (
     format_table,
     plot_progress,
@@ -236,7 +236,7 @@ def build_agent(run: SearchRun) -> None:
             agent.load_state_dict(run.checkpoint["agent"])
         elif start_accuracy is not None:
             agent.set_start_accuracy(start_accuracy)
-    run.child_cfg = dataclasses.replace(run.child_cfg, **agent.child_train_overrides())
+    run.child_cfg = child_recipe(run.child_cfg, agent, s.agent, run.log)
     run.agent = agent
 
 
