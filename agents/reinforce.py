@@ -74,7 +74,7 @@ from eas.checkpoint import load_checkpoint
 from eas.envs.evaluators import EvalResult
 
 __all__ = ["BASELINE_MODES", "MODES", "MODE_DEFAULTS", "ReinforceAgent", "ReinforceConfig",
-           "baseline_step"]
+           "baseline_step", "controller_weights"]
 
 BASELINE_MODES: tuple[str, ...] = ("ema", "batch", "loo")
 MODES: tuple[str, ...] = ("paper", "pool")
@@ -230,6 +230,25 @@ def _copy_obs(obs: Mapping[str, Any]) -> dict[str, Any]:
     return {k: (np.array(v, copy=True) if k != "arch" else v) for k, v in obs.items()}
 
 
+def controller_weights(path: str | Path) -> tuple[dict[str, Any], Path]:
+    """The controller weights in a run's ``checkpoint.pt`` (or run folder) and the file's path.
+
+    Read weights-only (:func:`eas.checkpoint.load_checkpoint`); ``ValueError`` (one line
+    naming the file) when there is no checkpoint, it cannot be read, it holds objects eas
+    does not load, or it holds no controller weights.
+    """
+    p = Path(path).expanduser()
+    p = p / "checkpoint.pt" if p.is_dir() else p
+    if not p.is_file():
+        raise ValueError(f"no checkpoint at {p}")
+    state = load_checkpoint(p)
+    agent = state.get("agent", state)
+    weights = agent.get("controller") if isinstance(agent, dict) else None
+    if not isinstance(weights, Mapping):
+        raise ValueError(f"{p} holds no controller weights (not a reinforce run)")
+    return dict(weights), p
+
+
 class ReinforceAgent(Agent):
     """The EAS meta-controller: BiLSTM encoder + Net2Wider/Net2Deeper actors, REINFORCE.
 
@@ -291,18 +310,12 @@ class ReinforceAgent(Agent):
 
     def warm_start(self, path: str | Path) -> None:
         """Load the controller's weights from a run's ``checkpoint.pt`` (or the run folder)."""
-        p = Path(path)
-        p = p / "checkpoint.pt" if p.is_dir() else p
-        if not p.is_file():
-            raise ValueError(f"controller.init: no checkpoint at {p}")
-        state = load_checkpoint(p)
-        agent = state.get("agent", state)
-        weights = agent.get("controller") if isinstance(agent, dict) else None
-        if not isinstance(weights, Mapping):
-            raise ValueError(f"controller.init: {p} holds no controller weights (not a "
-                             "reinforce run)")
         try:
-            self.controller.load_state_dict(dict(weights))
+            weights, p = controller_weights(path)
+        except ValueError as exc:
+            raise ValueError(f"controller.init: {exc}") from None
+        try:
+            self.controller.load_state_dict(weights)
         except RuntimeError as exc:
             raise ValueError(f"controller.init: {p} has a controller of another shape "
                              f"(search space or sizes differ): {str(exc).splitlines()[0]}") from exc

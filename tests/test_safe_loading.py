@@ -162,6 +162,21 @@ def test_start_weights_refuse_a_crafted_file(ws: Path, capsys, monkeypatch,
     assert snapshot(ws) == before  # no runs/fresh
 
 
+def test_controller_init_refuses_a_crafted_checkpoint(ws: Path, capsys, monkeypatch) -> None:
+    """Warm-starting the controller from another run reads its checkpoint weights-only,
+    before the new run writes anything."""
+    monkeypatch.chdir(ws)
+    before = snapshot(ws)
+    code = search_main(["--data.name", "fashion-mnist", "--data.device", "cpu",
+                        "--search.progress", "false", "--start.arch", SMALL,
+                        "--search.run_name", "fresh", "--controller.mode", "pool",
+                        "--controller.init", "runs/evil_ckpt"])
+    assert code == 2
+    assert "controller.init" in one_line(capsys.readouterr().err, "evil_ckpt/checkpoint.pt")
+    assert not (ws / "MARKER").exists()
+    assert snapshot(ws) == before  # no runs/fresh
+
+
 def test_resume_does_not_import_a_plugin_agent_the_folder_names(ws: Path, capsys,
                                                                 monkeypatch) -> None:
     """config.toml naming ``module:Class`` is code the folder chose: imported only when the

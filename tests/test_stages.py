@@ -6,10 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from helpers import CheapEvaluator, cheap_config, quiet, tensorboard_steps
 
-from eas.checkpoint import network_from_record
+from eas.checkpoint import load_checkpoint, network_from_record
 from eas.search.config import ConfigError, load_config
 from eas.search.loop import run_search
 from eas.search.stages import stage_budgets, stage_start_epochs
@@ -79,7 +78,7 @@ def test_the_controller_keeps_learning_across_stages(tmp_path: Path) -> None:
     out = run_search(three_stages(tmp_path), evaluator=CheapEvaluator(), log=quiet)
     assert out.state.rounds == 4
     # one agent for the whole search: REINFORCE updated once per round of every stage
-    agent = torch.load(out.run_dir / "checkpoint.pt", weights_only=False)["agent"]
+    agent = load_checkpoint(out.run_dir / "checkpoint.pt")["agent"]
     assert agent["updates"] == 4
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from eas.agents.reinforce import controller_weights
 from eas.checkpoint import CheckpointError, load_checkpoint, read_torch_file
 from eas.data import (
     DatasetError,
@@ -34,6 +35,7 @@ from eas.search.agent_setup import is_plugin, make_agent, restored_global_rng
 from eas.search.config import (
     ConfigError,
     SearchConfig,
+    agent_section,
     config_to_dict,
     resolve_start_arch,
 )
@@ -217,6 +219,20 @@ def check_plugin_agent(cfg: SearchConfig) -> None:
                           f"{type(exc).__name__}: {text}") from None
 
 
+def check_controller_init(cfg: SearchConfig) -> None:
+    """``controller.init`` (another run's checkpoint) reads weights-only and holds controller
+    weights, before anything is written (their shape is checked when the agent is built)."""
+    if agent_section(cfg.search.agent) != "controller":
+        return
+    init = getattr(cfg.controller, "init", None)
+    if not init:
+        return
+    try:
+        controller_weights(init)
+    except ValueError as exc:
+        raise ConfigError("controller.init", str(exc)) from None
+
+
 def check_resume_changes(saved: dict[str, dict[str, Any]], cfg: SearchConfig) -> None:
     """Refuse a change of any field but :data:`FREE_ON_RESUME` (``saved``: the checkpoint's
     config); ``data.root`` may move, except for an ImageFolder (there it is the data)."""
@@ -282,6 +298,7 @@ def preflight(cfg: SearchConfig, *, run_dir: str | Path | None, resume: bool,
         check_data(cfg)
     check_start_weights(cfg)
     check_plugin_agent(cfg)
+    check_controller_init(cfg)
     s = cfg.search
     auto = run_dir is None and s.run_name is None
     if run_dir is None:
