@@ -63,7 +63,7 @@ def resolve_run_dir(run: str, runs_dir: str = "runs") -> Path:
     raise ConfigError("--resume", f"no run folder {run!r} (looked for {path} and {candidate})")
 
 
-def check_plugin_agent(saved: Path, overrides: dict[str, Any]) -> None:
+def check_folder_agent(saved: Path, overrides: dict[str, Any]) -> None:
     """Refuse to resume a run whose ``config.toml`` names a ``module:Class`` agent, unless the
     command line names it too: importing it runs code the run folder chose, not the user.
 
@@ -184,7 +184,7 @@ def _main(argv: list[str], prog: str = PROG) -> int:
         saved = run_dir / CONFIG_FILE
         if not saved.is_file():
             raise ConfigError("--resume", f"{run_dir} has no {CONFIG_FILE}")
-        check_plugin_agent(saved, cmd.overrides)
+        check_folder_agent(saved, cmd.overrides)
         # Overrides are checked here and by preflight inside run_search before the
         # run's config.toml is rewritten, so a bad one leaves the run as it was.
         cfg: SearchConfig = load_config(saved, cmd.overrides)
