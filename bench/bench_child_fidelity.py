@@ -36,11 +36,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from eas import envs  # noqa: E402
-from eas.arch import SearchSpace  # noqa: E402
+from eas.arch import SearchSpace, resolve_start_arch  # noqa: E402
 from eas.data import load_dataset  # noqa: E402
 from eas.envs import EvalResult  # noqa: E402
 from eas.network import build_network  # noqa: E402
-from eas.search.config import resolve_start_arch  # noqa: E402
 from eas.training import TrainConfig, train_child  # noqa: E402
 
 SCHEDULE = ("wider", "wider", "deeper", "deeper", "deeper")

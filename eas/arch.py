@@ -34,6 +34,7 @@ The layer dataclasses and the token parser live in :mod:`eas.layers` (re-exporte
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 
 from eas.layers import (
@@ -63,6 +64,8 @@ __all__ = [
     "Tokenizer",
     "TABLE1",
     "densenet_bc",
+    "resolve_start_arch",
+    "table1",
 ]
 
 
@@ -262,6 +265,42 @@ def densenet_bc(depth: int = 40, growth: int = 40, classes: int = 10, *,
             size //= 2
     tokens += [f"P({size},{size},AVG)", f"SM({classes})"]
     return Architecture.parse(", ".join(tokens))
+
+
+def table1(spatial: int = 32, classes: int = 10) -> Architecture:
+    """The Table-1 start network for ``spatial`` x ``spatial`` inputs and ``classes`` classes.
+
+    Its final average pooling covers what three 2x2 poolings leave of the input
+    (``P(4,4,AVG)`` for 32x32, ``P(3,3,AVG)`` for 28x28) and the classifier is ``SM(classes)``:
+
+    >>> str(table1(28, 10))
+    'C(16,3,1), P(2,2,MAX), C(32,3,1), P(2,2,MAX), C(64,3,1), P(2,2,MAX), C(128,3,1), P(3,3,AVG), FC(256), SM(10)'
+    """
+    arch = Architecture.parse(TABLE1)
+    size = max(1, int(spatial) // 8)
+    last_pool = max(i for i, layer in enumerate(arch.layers) if isinstance(layer, Pool))
+    arch = arch.replace_layer(last_pool, Pool(size, size, "AVG"))
+    return arch.replace_layer(len(arch.layers) - 1, Softmax(int(classes)))
+
+
+_DENSENET_SPEC = re.compile(r"^\s*densenet_bc\(\s*(\d+)\s*,\s*(\d+)\s*\)\s*$", re.IGNORECASE)
+
+
+def resolve_start_arch(spec: str, input_shape: tuple[int, int, int],
+                       num_classes: int) -> Architecture:
+    """The start architecture ``spec`` (``start.arch``) on inputs ``(C, H, W)``.
+
+    ``default`` (or ``table1``) is :func:`table1` sized to the input;
+    ``densenet_bc(L,k)`` is :func:`densenet_bc` with its last pooling sized to the
+    input; anything else is parsed as an architecture string.
+    """
+    text = spec.strip()
+    if text.lower() in ("default", "table1"):
+        return table1(input_shape[1], num_classes)
+    m = _DENSENET_SPEC.match(text)
+    if m:
+        return densenet_bc(int(m.group(1)), int(m.group(2)), num_classes, spatial=input_shape[1])
+    return Architecture.parse(text)
 
 
 # ---------------------------------------------------------------------- tokens

@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eas import TABLE1, Architecture, Conv, Pool, SearchSpace, Skip, Softmax, Tokenizer, densenet_bc
-from eas.arch import FC, Dense
+from eas.arch import FC, Dense, resolve_start_arch
 
 PAPER_TABLE1 = (
     "C(16,3,1), P(2,2,MAX), C(32,3,1), P(2,2,MAX), C(64,3,1), P(2,2,MAX), "
@@ -142,3 +142,12 @@ def test_search_space_is_configurable_and_validated():
     assert SearchSpace().next_width(FC(256)) == 384
     with pytest.raises(ValueError, match="SearchSpace.filters"):
         SearchSpace(filters=(32, 16))
+
+
+def test_the_default_start_is_built_from_table1_for_the_input() -> None:
+    assert str(resolve_start_arch("default", (3, 32, 32), 10)) == TABLE1
+    fashion = resolve_start_arch(" Table1 ", (1, 28, 28), 100)
+    assert str(fashion).endswith("C(128,3,1), P(3,3,AVG), FC(256), SM(100)")
+    dense = resolve_start_arch("densenet_bc(40, 12)", (1, 28, 28), 10)
+    assert dense == densenet_bc(40, 12, 10, spatial=28)
+    assert resolve_start_arch("C(8,3,1), SM(3)", (1, 8, 8), 3) == Architecture.parse("C(8,3,1), SM(3)")

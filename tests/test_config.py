@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from eas.arch import resolve_start_arch
 from eas.data import dataset_facts, dataset_key
 from eas.search.config import (
     CONFIG_DIR,
@@ -18,7 +19,6 @@ from eas.search.config import (
     field_docs,
     load_config,
     parse_command,
-    resolve_start_arch,
     schedule_tuple,
 )
 from eas.search.train_controller import main

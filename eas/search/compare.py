@@ -68,6 +68,7 @@ import torch
 
 from eas._cli import OneLineParser, creation_root, fail, output_folder_problem, remove_new
 from eas.agents.registry import available_agents, get_agent_class
+from eas.arch import resolve_start_arch
 from eas.data import DATASET_NAMES, DatasetNotFoundError, dataset_facts, load_dataset
 from eas.envs.evaluators import as_result
 from eas.envs.synthetic import SyntheticEvaluator
@@ -78,7 +79,6 @@ from eas.search.config import (
     SearchConfig,
     agent_section,
     load_config,
-    resolve_start_arch,
 )
 from eas.search.loop import run_search
 from eas.training import train_child

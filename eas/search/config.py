@@ -45,7 +45,7 @@ import tomli_w
 
 from eas import configs as _presets
 from eas.agents.registry import available_agents, get_agent_class
-from eas.arch import TABLE1, Architecture, SearchSpace, densenet_bc
+from eas.arch import SearchSpace, resolve_start_arch
 from eas.data import DATASET_NAMES, DATASET_SHAPES, dataset_facts, dataset_key
 from eas.envs.parallel import BACKENDS
 from eas.network import MAX_PARAMETERS, estimate_parameters
@@ -89,7 +89,6 @@ __all__ = [
     "load_config",
     "parse_command",
     "Command",
-    "resolve_start_arch",
     "schedule_tuple",
     "search_space",
     "validate",
@@ -103,7 +102,6 @@ CONFIG_DIR = Path(_presets.__file__).resolve().parent
 DEFAULT_CONFIG = CONFIG_DIR / "default.toml"
 """The preset used when no ``--config`` is given."""
 
-_DENSENET_RE = re.compile(r"^\s*densenet_bc\(\s*(\d+)\s*,\s*(\d+)\s*\)\s*$", re.IGNORECASE)
 
 
 # ------------------------------------------------------------------ building
@@ -217,28 +215,6 @@ def load_config(
 
 
 # ------------------------------------------------------------------ validation
-# ------------------------------------------------------------------ validation
-def resolve_start_arch(
-    spec: str, input_shape: tuple[int, int, int], num_classes: int
-) -> Architecture:
-    """The start architecture for ``start.arch`` on inputs ``(C, H, W)`` with ``num_classes``.
-
-    'default' is the EAS Table-1 network with its final average pooling sized to
-    the input (P(4,4,AVG) for 32x32, P(3,3,AVG) for 28x28) and SM(num_classes);
-    'densenet_bc(L,k)' is :func:`eas.arch.densenet_bc`; anything else is parsed
-    as an architecture string.
-    """
-    text = spec.strip()
-    if text.lower() in ("default", "table1"):
-        size = max(1, input_shape[1] // 8)
-        arch = TABLE1.replace("P(4,4,AVG)", f"P({size},{size},AVG)")
-        return Architecture.parse(arch.replace("SM(10)", f"SM({num_classes})"))
-    m = _DENSENET_RE.match(text)
-    if m:
-        return densenet_bc(int(m.group(1)), int(m.group(2)), num_classes, spatial=input_shape[1])
-    return Architecture.parse(text)
-
-
 def validate(cfg: SearchConfig) -> None:
     """Check every value; raise :class:`ConfigError` naming the first bad field.
 

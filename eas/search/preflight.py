@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from eas.agents.reinforce import controller_weights
+from eas.arch import resolve_start_arch
 from eas.checkpoint import CheckpointError, load_checkpoint, read_torch_file
 from eas.data import (
     DatasetError,
@@ -37,7 +38,6 @@ from eas.search.config import (
     SearchConfig,
     agent_section,
     config_to_dict,
-    resolve_start_arch,
 )
 from eas.search.rundir import check_run_dir
 from eas.search.state import CHECKPOINT, JOURNAL_DIR, default_run_name

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from eas import envs
+from eas.arch import resolve_start_arch
 from eas.checkpoint import (
     atomic_write_text,
     network_from_record,
@@ -42,7 +43,6 @@ from eas.search.config import (
     SearchConfig,
     config_to_dict,
     dump_toml,
-    resolve_start_arch,
     search_space,
 )
 from eas.search.failures import check_start
