@@ -102,11 +102,23 @@ def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "a_file").write_text("not a folder")
     (root / "config_bad.toml").write_text("[search\nseed = 1")
     (root / "config_unknown.toml").write_text("[nosuch]\nx = 1\n")
+    (root / "config_binary.toml").write_bytes(rng.integers(0, 256, 512, dtype=np.uint8).tobytes())
+    (root / "config_utf16.toml").write_text("[search]\nseed = 1\n", encoding="utf-16")
+    # plug-in agents that cannot be imported or built (imported with bytecode writing off)
+    (root / "plugin_import_boom.py").write_text("raise RuntimeError('import boom')\n")
+    (root / "plugin_init_boom.py").write_text(
+        "from eas.agents.random_search import RandomSearchAgent\n\n\n"
+        "class Agent(RandomSearchAgent):\n"
+        "    def __init__(self, ctx, config=None):\n"
+        "        raise ValueError('init boom')\n")
     # ImageFolder trees: empty, class folders without images, a corrupt first image
     (root / "if_empty").mkdir()
     (root / "if_noimg" / "cat").mkdir(parents=True)
     (root / "if_noimg" / "dog").mkdir(parents=True)
     (root / "if_noimg" / "cat" / "notes.txt").write_text("no images here")
+    (root / "if_one" / "cat").mkdir(parents=True)  # one class: nothing to classify
+    Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(
+        root / "if_one" / "cat" / "0.png")
     for c in ("cat", "dog"):
         (root / "if_corrupt" / c).mkdir(parents=True)
     (root / "if_corrupt" / "cat" / "0.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
@@ -216,6 +228,28 @@ CLI_CASES = [
     _case(NEW + ["--config", "missing.toml"], "missing.toml"),
     _case(NEW + ["--config", "config_bad.toml"], "config_bad.toml"),
     _case(NEW + ["--config", "config_unknown.toml"], "nosuch"),
+    _case(NEW + ["--config", "config_binary.toml"], "config_binary.toml is not a UTF-8"),
+    _case(NEW + ["--config", "config_utf16.toml"], "config_utf16.toml is not a UTF-8"),
+    # values each fine alone that make no sense together, and every enum field
+    _case(NEW + ["--objectives.base", "log"], "objectives.base"),
+    _case(NEW + ["--child.lr_min", "1.0"], "child.lr_min"),
+    _case(NEW + ["--start.lr", "0.001", "--child.lr_min", "0.01"], "start.lr"),
+    _case(NEW + ["--search.final_lr", "0.001", "--child.lr_min", "0.01"], "search.final_lr"),
+    _case(NEW + ["--agent", "lemonade", "--lemonade.n_pc", "2", "--lemonade.n_ac", "5"],
+          "lemonade.n_ac"),
+    _case(NEW + ["--agent", "hill_climbing", "--hill_climbing.deeper_kernels", "2"],
+          "hill_climbing.deeper_kernels"),
+    _case(NEW + ["--hill_climbing.lr_start", "0.01", "--hill_climbing.lr_end", "0.1"],
+          "hill_climbing.lr_end"),
+    _case(NEW + ["--data.train_subset", "500", "--child.batch_size", "100000"],
+          "child.batch_size"),
+    _case(NEW + ["--data.train_subset", "5"], "data.train_subset"),
+    _case(NEW[:-4] + ["--start.arch", "C(\uff11\uff16,3,1), SM(10)", "--search.run_name",
+                      "fresh"], "non-ASCII"),
+    _case(NEW + ["--data.name", "imagefolder", "--data.root", "if_one"], "one class"),
+    # plug-in agents: named when they cannot be imported or built, before anything is written
+    _case(NEW + ["--agent", "plugin_import_boom:Agent"], "plugin_import_boom:Agent"),
+    _case(NEW + ["--agent", "plugin_init_boom:Agent"], "plugin_init_boom:Agent"),
     # the search space and the start architecture
     _case(NEW + ["--space.kernel_sizes", "2,4"], "space.kernel_sizes"),
     _case(NEW + ["--space.kernel_sizes", "5,3"], "space.kernel_sizes"),
@@ -322,6 +356,8 @@ def test_bad_input_through_the_command_line(ws: Path, argv: list[str], culprit: 
         pytest.skip("Ray is installed here, so backend ray is valid")
     monkeypatch.chdir(ws)
     monkeypatch.delenv("EAS_DEBUG", raising=False)
+    monkeypatch.syspath_prepend(str(ws))  # the plug-in agents
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
     before = snapshot(ws)
     assert main(argv) == code
     _check_one_line(capsys.readouterr().err, culprit)
