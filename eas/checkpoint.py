@@ -106,7 +106,8 @@ def _atomic_write(path: str | Path, write: Any) -> Path:
 
 
 _SCALARS = (bool, int, float, complex, str, bytes, bytearray, type(None))
-_TORCH_LEAVES = (torch.Tensor, torch.Size, torch.device, torch.dtype)
+_TENSORS = (torch.Tensor, nn.Parameter)  # exactly these: a subclass pickles by reference
+_TORCH_LEAVES = (torch.Size, torch.device, torch.dtype)
 _MAPPINGS = (dict, collections.OrderedDict, collections.Counter)
 _SEQUENCES = (list, tuple, set)
 
@@ -127,7 +128,7 @@ def plain_data(obj: Any, where: str = "the data") -> Any:
 
     def walk(x: Any, at: str) -> Any:
         t = type(x)
-        if t in _SCALARS or isinstance(x, _TORCH_LEAVES):
+        if t in _SCALARS or t in _TENSORS or t in _TORCH_LEAVES:
             return x
         if isinstance(x, np.generic):
             v = x.item()
