@@ -183,10 +183,6 @@ class HillClimbingAgent(Agent):
         return {"epochs": int(self.config.e_final), "lr": float(self.config.lr_start),
                 "lr_min": float(self.config.lr_end), "schedule": "cosine"}
 
-    def best_network(self) -> Any:
-        """The best network found (a ChildNet, or None if no child beat the start)."""
-        return self.best_net
-
     # ------------------------------------------------------------------ acting
     def _wants_parent_slot(self) -> bool:
         return bool(self.config.reevaluate_parent) or self.best_accuracy is None

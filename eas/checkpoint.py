@@ -37,7 +37,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from eas.network import ChildNet, build_network
 
@@ -325,11 +324,6 @@ def load_network(path: str | Path, map_location: str | torch.device = "cpu") -> 
     net = checked_network(record, path)
     net.meta = {k: v for k, v in record.items() if k not in ("state_dict",)}
     return net.to(map_location)
-
-
-def copy_weights(net: nn.Module) -> dict[str, torch.Tensor]:
-    """CPU copies of a module's weights."""
-    return {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -389,8 +389,3 @@ def count_flops(arch: Architecture | str, input_shape: tuple[int, int, int]) -> 
         elif isinstance(layer, (FC, Softmax)):
             total += shape.in_features * shape.out_channels
     return total
-
-
-def layer_kind(layer: Layer) -> str:
-    """A short name of the layer's type: conv, pool, fc, sm or dense."""
-    return {Conv: "conv", Pool: "pool", FC: "fc", Softmax: "sm", Dense: "dense"}[type(layer)]

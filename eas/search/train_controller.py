@@ -153,8 +153,6 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
             print(f"\n{what}; the last completed round is in {folder / CHECKPOINT} (continue "
                   f"with --resume {folder})", file=sys.stderr)
         return 143 if term else 130
-    except SystemExit:
-        raise
     except INPUT_ERRORS as exc:
         if debug:
             raise
