@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from eas.network import ChildNet, build_network
 
