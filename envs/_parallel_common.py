@@ -144,7 +144,8 @@ def unpack_network(spec: ChildSpec) -> nn.Module:
     return net
 
 
-# The parent/worker channel: the one place eas unpickles in full (weights_only=False).
+# The parent/worker channel: the one place eas unpickles in full (weights_only=False) on its
+# own (python -m eas.checkpoint --rewrite-trusted does so only when a user asks for a file).
 # Why that is safe: _loads only ever reads bytes that _dumps produced a moment earlier in
 # the parent or in one of the parent's own worker processes (the process back-end's pipes,
 # the Ray back-end's object store), from objects living in memory: the evaluator the
