@@ -111,6 +111,8 @@ class TrainConfig:
         for name in ("lr_min", "weight_decay"):
             if not (is_num(getattr(self, name)) and getattr(self, name) >= 0):
                 raise bad(name, "a finite number >= 0")
+        if self.lr_min > self.lr:  # the cosine schedule anneals from lr down to lr_min
+            raise bad("lr_min", f"<= lr ({self.lr:g})")
         for name in ("momentum", "label_smoothing"):
             if not (is_num(getattr(self, name)) and 0 <= getattr(self, name) < 1):
                 raise bad(name, "in [0, 1)")

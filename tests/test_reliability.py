@@ -30,8 +30,11 @@ import torch
 from helpers import FASHION, CheapEvaluator, quiet
 from PIL import Image
 
+from eas.arch import Architecture
 from eas.checkpoint import CheckpointError, load_checkpoint, load_network, save_network
 from eas.data import DatasetError, DatasetNotFoundError, load_dataset
+from eas.envs.rewards import ObjectivesConfig
+from eas.export import export_networks
 from eas.network import build_network
 from eas.search import preflight as preflight_mod
 from eas.search import train_controller
@@ -440,6 +443,16 @@ def _api_cases(ws: Path):
             (lambda: TrainConfig(weight_decay=float("inf")), ValueError, "weight_decay"),
         "TrainConfig(momentum=nan)":
             (lambda: TrainConfig(momentum=float("nan")), ValueError, "momentum"),
+        "TrainConfig(lr_min > lr)":
+            (lambda: TrainConfig(lr=0.01, lr_min=1.0), ValueError, "lr_min"),
+        "ObjectivesConfig(base=log)":
+            (lambda: ObjectivesConfig(base="log"), ValueError, "base 'log'"),
+        "Architecture.parse(full-width digits)":
+            (lambda: Architecture.parse("C(\uff11\uff16,3,1), SM(10)"), ValueError,
+             "non-ASCII"),
+        "export_networks(opset=3)":
+            (lambda: export_networks([(build_network(SMALL, (1, 28, 28), seed=0), {})],
+                                     ws / "new_export", opset=3), ValueError, "--opset"),
         "DataConfig(val_size=0)": (lambda: DataConfig(val_size=0), ConfigError, "data.val_size"),
         "DataConfig(seed=-1)": (lambda: DataConfig(seed=-1), ConfigError, "data.seed"),
         "SearchSection(seed=2**40)":
@@ -489,6 +502,8 @@ def _api_cases(ws: Path):
 
 API_CASES = [
     "TrainConfig(lr=-1)", "TrainConfig(weight_decay=inf)", "TrainConfig(momentum=nan)",
+    "TrainConfig(lr_min > lr)", "ObjectivesConfig(base=log)",
+    "Architecture.parse(full-width digits)", "export_networks(opset=3)",
     "DataConfig(val_size=0)", "DataConfig(seed=-1)", "SearchSection(seed=2**40)",
     "SearchSection(final_lr=nan)", "SpaceConfig(kernel_sizes=(2,))", "StartConfig(dropout=inf)",
     "build_network(huge)", "load_network(garbage)", "load_network(empty)",
