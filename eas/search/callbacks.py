@@ -1,9 +1,9 @@
-"""Callbacks: what the search does besides searching (logging, progress, saving).
+"""Callbacks: what the search shows besides searching (TensorBoard, progress, your own).
 
 The search loop calls the hooks of :class:`SearchCallback` at fixed points;
 every hook does nothing by default, so a callback overrides only what it
-needs. The loop always runs :func:`default_callbacks` (TensorBoard, progress
-bar, checkpoint, journal, in that order) and then the ones passed to
+needs. The loop always runs :func:`default_callbacks` (folder guard, TensorBoard,
+progress bar, in that order) and then the ones passed to
 ``run_search(..., callbacks=[...])``::
 
     class PrintBest(SearchCallback):
@@ -11,8 +11,12 @@ bar, checkpoint, journal, in that order) and then the ones passed to
             print(run.state.best[0]["accuracy"] if run.state.best else None)
 
 Hooks receive the live :class:`~eas.search.state.SearchRun` (configuration,
-state, agent, run folder, ...). Callbacks observe; the search's results do not
-depend on them.
+state, agent, run folder, ...). Callbacks observe (and may stop the run by
+raising); the search's results do not depend on them. What correctness depends
+on is a named step of the loop, not a callback: the round's journal is opened
+before ``on_round_start``, and ``checkpoint.pt`` (:func:`eas.search.state.save_progress`)
+is saved and the journal cleared before ``on_round_end`` (and before the stage,
+parent-control, final-network and search-end hooks), so every hook sees the saved run.
 """
 
 from __future__ import annotations
@@ -36,14 +40,10 @@ from eas.search.state import (
     mean,
     nan_if_none,
     pct,
-    save_checkpoint,
-    write_best_files,
 )
 
 __all__ = [
     "CallbackList",
-    "CheckpointCallback",
-    "JournalCallback",
     "ProgressCallback",
     "SearchCallback",
     "TensorBoardCallback",
@@ -359,52 +359,6 @@ class ProgressCallback(SearchCallback):
 
 
 # ---------------------------------------------------------------------- saving
-class CheckpointCallback(SearchCallback):
-    """Atomically replaces ``checkpoint.pt`` (and ``best_<k>.pt``) whenever progress is made.
-
-    Saved before the first round, after every round, stage end and final
-    network, and at the end; ``--resume`` continues from the last save.
-    """
-
-    def on_search_start(self, run: SearchRun) -> None:
-        save_checkpoint(run)
-
-    def on_round_end(self, run: SearchRun, results: list[EvalResult],
-                     metrics: dict[str, Any], round_time: float) -> None:
-        write_best_files(run.run_dir, run.state.best)
-        save_checkpoint(run)
-
-    def on_stage_end(self, run: SearchRun, next_stage: int | None) -> None:
-        save_checkpoint(run)
-
-    def on_parent_control(self, run: SearchRun, entry: dict[str, Any]) -> None:
-        save_checkpoint(run)
-
-    def on_final_network(self, run: SearchRun, entry: dict[str, Any]) -> None:
-        save_checkpoint(run)
-
-    def on_no_search_control(self, run: SearchRun, entry: dict[str, Any]) -> None:
-        save_checkpoint(run)
-
-    def on_search_end(self, run: SearchRun, summary: dict[str, Any]) -> None:
-        save_checkpoint(run)
-
-
-class JournalCallback(SearchCallback):
-    """Opens the round's journal of finished children and forgets it once the round is saved.
-
-    Must come after :class:`CheckpointCallback`: the journal is cleared only
-    when the checkpoint holds the round.
-    """
-
-    def on_round_start(self, run: SearchRun) -> None:
-        run.journal.begin_round(run.state.rounds)
-
-    def on_round_end(self, run: SearchRun, results: list[EvalResult],
-                     metrics: dict[str, Any], round_time: float) -> None:
-        run.journal.clear()
-
-
 class FolderGuard(SearchCallback):
     """Before every other callback writes: the run folder is still this run's
     (:meth:`eas.search.rundir.RunLock.check`), else the run stops with one line."""
@@ -433,7 +387,5 @@ class FolderGuard(SearchCallback):
 
 
 def default_callbacks(run: SearchRun) -> list[SearchCallback]:
-    """The callbacks every search runs: the folder guard, TensorBoard, progress, checkpoint,
-    journal."""
-    return [FolderGuard(), TensorBoardCallback(), ProgressCallback(bool(run.cfg.search.progress)),
-            CheckpointCallback(), JournalCallback()]
+    """The callbacks every search runs: the folder guard, TensorBoard, progress."""
+    return [FolderGuard(), TensorBoardCallback(), ProgressCallback(bool(run.cfg.search.progress))]

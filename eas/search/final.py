@@ -33,7 +33,7 @@ from eas.network import build_network
 from eas.plateau import epochs_for_seconds, train_to_plateau
 from eas.search.callbacks import SearchCallback
 from eas.search.recipes import final_recipe
-from eas.search.state import SearchRun, pct
+from eas.search.state import SearchRun, pct, save_progress
 from eas.training import TrainConfig, final_train, train_child
 
 __all__ = ["final_training", "format_control", "measure_epoch_seconds", "no_search_control"]
@@ -102,6 +102,7 @@ def final_training(run: SearchRun, callbacks: SearchCallback) -> None:
         run.log(f"  final training failed: {entry['reason']}" if entry["failed"] else
                 f"  test accuracy {pct(entry['test_accuracy'])} (test error {pct(test_error)}) "
                 f"after {entry['epochs']} epochs, {entry['seconds']:.0f}s")
+        save_progress(run)
         callbacks.on_final_network(run, entry)
 
 
@@ -161,6 +162,7 @@ def no_search_control(run: SearchRun, callbacks: SearchCallback) -> None:
     save_network(net, run.run_dir / "no_search_control.pt", input=_contract(data), **entry)
     run.log(f"  no-search control: val acc {pct(entry['val_accuracy'])}, test acc "
             f"{pct(entry['test_accuracy'])} in {entry['seconds']:.0f}s")
+    save_progress(run)
     callbacks.on_no_search_control(run, entry)
 
 

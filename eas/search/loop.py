@@ -29,10 +29,11 @@ Read top to bottom, :func:`run_search` does what the EAS paper describes:
    scratch for the run's wall-clock so far: would plain training have won?
 8. ``summary.json``/``summary.csv``, ``progress.png`` and a printed table.
 
-Each step is a function of :mod:`eas.search.steps`; what happens besides the
-search (TensorBoard, progress bar, checkpoints, the journal) are callbacks
-(:mod:`eas.search.callbacks`), and ``run_search(..., callbacks=[...])`` adds
-your own.
+Each step is a function of :mod:`eas.search.steps`; saving is a step too
+(:func:`eas.search.state.save_progress`: the checkpoint; the round's journal is
+opened and cleared here). What only observes the search (TensorBoard, progress
+bar) are callbacks (:mod:`eas.search.callbacks`), and
+``run_search(..., callbacks=[...])`` adds your own.
 
 Nothing is lost: after every round ``checkpoint.pt`` is replaced atomically
 (agent state with RNGs, evaluation cache, the search's RNG, counters, the
@@ -65,6 +66,7 @@ from eas.search.state import (
     SearchState,
     default_run_name,
     resolve_device,
+    save_progress,
 )
 from eas.search.steps import (
     build_agent,
@@ -108,8 +110,8 @@ def run_search(
     ``run_dir`` defaults to ``cfg.search.runs_dir / (run_name or default_run_name)``.
     ``evaluator`` replaces the default child trainer (any callable
     ``net -> accuracy | EvalResult``); ``data`` a preloaded :class:`eas.data.Data`;
-    ``callbacks`` run after the built-in ones (TensorBoard, progress, checkpoint,
-    journal).
+    ``callbacks`` run after the built-in ones (folder guard, TensorBoard, progress), each
+    hook after the loop's own saving step.
     """
     with contextlib.ExitStack() as cleanup:  # closes TensorBoard, progress bar, worker pools
         run = open_run(cfg, run_dir=run_dir, resume=resume, data=data, evaluator=evaluator,
@@ -120,22 +122,29 @@ def run_search(
         build_start_network(run)
         build_agent(run)
         build_evaluator(run, evaluator, cbs, cleanup)
+        save_progress(run)
         cbs.on_search_start(run)
 
         while not run.state.sampling_done:  # stages of rounds of children
             if stage_is_over(run):
-                cbs.on_stage_end(run, end_stage(run))
+                next_stage = end_stage(run)
+                save_progress(run)
+                cbs.on_stage_end(run, next_stage)
                 continue
             if cfg.search.max_rounds is not None and run.rounds_now >= cfg.search.max_rounds:
                 run.stopped = True
                 break
             parent_control(run, cbs)  # once per stage: its start trained as a child
+            run.lock.check()
+            run.journal.begin_round(run.state.rounds)  # each finished child is journaled at once
             cbs.on_round_start(run)
             round_start = time.time()
             results = play_round(run)
             with agent_calls(cfg.search.agent, "learn"):
                 metrics = run.agent.learn(results)
             record_round(run, results, cbs)
+            save_progress(run, best_files=True)
+            run.journal.clear()  # the round is in the checkpoint now
             cbs.on_round_end(run, results, metrics, time.time() - round_start)
             check_children(run.state.history)  # every child so far failed: stop, reasons counted
         cbs.on_sampling_end(run)
@@ -147,6 +156,7 @@ def run_search(
         run.lock.check()  # the folder is still ours before the reports go into it
         summary, table = write_reports(run)
         run.state.done = not run.stopped
+        save_progress(run)
         cbs.on_search_end(run, summary)
         run.log(table)
         if run.stopped:

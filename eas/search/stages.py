@@ -25,7 +25,7 @@ from typing import Any
 
 from eas.checkpoint import network_from_record
 from eas.envs import EvalResult
-from eas.search.state import SearchRun, pct
+from eas.search.state import SearchRun, pct, save_progress
 
 __all__ = [
     "child_seconds",
@@ -85,6 +85,7 @@ def parent_control(run: SearchRun, callbacks: Any) -> None:
     state.parent_controls.append(entry)
     run.log(f"stage {state.stage} parent control (start network trained as a child): "
             f"val acc {pct(entry['accuracy'])} (start {pct(entry['start_accuracy'])})")
+    save_progress(run)
     callbacks.on_parent_control(run, entry)
 
 

@@ -35,6 +35,7 @@ __all__ = [
     "default_run_name",
     "resolve_device",
     "save_checkpoint",
+    "save_progress",
     "update_best",
     "write_best_files",
 ]
@@ -190,6 +191,21 @@ def save_checkpoint(run: SearchRun) -> None:
         "rng": run.rng.bit_generator.state,
         "torch_rng": torch.get_rng_state(),
     }, run.run_dir / CHECKPOINT)
+
+
+def save_progress(run: SearchRun, *, best_files: bool = False) -> None:
+    """The loop's saving step: check the folder is still this run's, then replace
+    ``checkpoint.pt`` (and, with ``best_files``, ``best_<k>.pt``) atomically.
+
+    Called before the first round, after every round, stage end, parent control,
+    final network and no-search control, and at the end (``--resume`` continues
+    from the last save); callbacks run after it and only observe.
+    """
+    if run.lock is not None:
+        run.lock.check()
+    if best_files:
+        write_best_files(run.run_dir, run.state.best)
+    save_checkpoint(run)
 
 
 def default_run_name(cfg: SearchConfig) -> str:
