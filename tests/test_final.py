@@ -12,6 +12,7 @@ from helpers import FASHION, TINY, CheapEvaluator, cheap_config, quiet, tensorbo
 from torch import nn
 
 from eas.data import load_dataset
+from eas.network import build_network
 from eas.plateau import PlateauRule, epochs_for_seconds, train_to_plateau
 from eas.ranking import kendall_tau, rank_average, spearman_rho
 from eas.search import final as final_mod
@@ -243,3 +244,14 @@ def test_rank_correlations_match_hand_computed_values_with_ties() -> None:
     assert spearman_rho(x, [1] * 5) != spearman_rho(x, [1] * 5)  # constant: NaN
     with pytest.raises(ValueError, match="same length"):
         kendall_tau([1, 2], [1])
+
+
+@needs_fashion
+def test_measure_epoch_seconds_leaves_out_the_per_call_costs() -> None:
+    """The difference of a short and a twice as long run is the cost of the extra batches."""
+    data = load_dataset("fashion-mnist", val_size=100, train_subset=128, seed=0, device="cpu")
+    ticks = iter([0.0, 5.0, 5.0, 13.0])  # run of 2 batches: 5 s; of 4 batches: 8 s
+    net = build_network("C(8,3,1), P(2,2,MAX), FC(16), SM(10)", data.input_shape, seed=0)
+    recipe = TrainConfig(batch_size=32, epochs=1)
+    # 128 images / 32 = 4 batches per epoch, timed runs of 2 and 4: (8 - 5) / 2 per batch
+    assert final_mod.measure_epoch_seconds(net, data, recipe, clock=lambda: next(ticks)) == 6.0

@@ -15,8 +15,10 @@
   ``search.control_seconds`` overrides it) and reports its validation and test
   accuracy beside the final network's. The budget is turned into epochs by the
   epoch-equivalent rule (:func:`eas.plateau.epochs_for_seconds`) at the rate
-  measured on a throwaway copy just before (:func:`measure_epoch_seconds`,
-  whose cost is taken from the budget).
+  measured on a throwaway copy just before (:func:`measure_epoch_seconds`:
+  the difference of a 40- and an 80-batch run, so the validation pass each
+  training call ends with is not counted as training; its cost is taken from
+  the budget).
 """
 
 from __future__ import annotations
@@ -111,19 +113,28 @@ def measure_epoch_seconds(net: Any, data: Data, recipe: TrainConfig, *, device: 
                           clock: Callable[[], float] = time.perf_counter) -> float:
     """Seconds (of ``clock``) one full epoch of ``recipe`` takes for ``net`` (on a throwaway copy).
 
-    A few warm-up batches first (first-call costs), then ``batches`` timed ones,
-    scaled to the epoch's number of batches. ``clock=time.process_time`` counts
-    this process's CPU seconds instead of wall-clock ones.
+    A few warm-up batches first (first-call costs), then two timed runs of
+    ``batches`` and ``2 * batches`` batches: their difference is the cost of
+    ``batches`` batches without the per-call costs (setup and the validation
+    pass that every :func:`eas.training.train_child` call ends with), scaled to
+    the epoch's number of batches. ``clock=time.process_time`` counts this
+    process's CPU seconds instead of wall-clock ones.
     """
     steps = max(1, len(data.train_y) // min(recipe.batch_size, max(1, len(data.train_y))))
-    batches = max(1, min(batches, steps))
+    batches = max(1, min(batches, steps // 2))
     probe = copy.deepcopy(net)
     warm = dataclasses.replace(recipe, epochs=1, max_batches_per_epoch=min(3, steps))
     train_child(probe, data, warm, device=device, seed=seed)
-    timed = dataclasses.replace(recipe, epochs=1, max_batches_per_epoch=batches)
-    t0 = clock()
-    train_child(probe, data, timed, device=device, seed=seed)
-    return max(clock() - t0, 1e-6) / batches * steps
+    took = []
+    for n in (batches, 2 * batches):
+        t0 = clock()
+        train_child(probe, data, dataclasses.replace(recipe, epochs=1, max_batches_per_epoch=n),
+                    device=device, seed=seed)
+        took.append(clock() - t0)
+    per_batch = (took[1] - took[0]) / batches
+    if per_batch <= 0:  # a noisy clock: fall back to the longer run, per-call costs included
+        per_batch = took[1] / (2 * batches)
+    return max(per_batch, 1e-9) * steps
 
 
 def no_search_control(run: SearchRun, callbacks: SearchCallback) -> None:
