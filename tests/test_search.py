@@ -14,8 +14,9 @@ from eas.checkpoint import atomic_save, load_checkpoint, load_network, save_netw
 from eas.network import build_network
 from eas.search import report, train_controller
 from eas.search.config import load_config
-from eas.search.loop import CHECKPOINT, run_search
+from eas.search.loop import run_search
 from eas.search.report import plot_progress, summary_rows, top_architectures, write_summary
+from eas.search.state import CHECKPOINT
 from eas.search.train_controller import main
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -59,13 +59,7 @@ from eas.search.config import SearchConfig
 from eas.search.failures import check_chance, check_children
 from eas.search.stages import parent_control
 from eas.search.state import (
-    CHECKPOINT,
-    CONFIG_FILE,
     SearchOutcome,
-    SearchRun,
-    SearchState,
-    default_run_name,
-    resolve_device,
     save_progress,
 )
 from eas.search.steps import (
@@ -82,16 +76,7 @@ from eas.search.steps import (
     write_reports,
 )
 
-__all__ = [
-    "CHECKPOINT",
-    "CONFIG_FILE",
-    "SearchOutcome",
-    "SearchRun",
-    "SearchState",
-    "default_run_name",
-    "resolve_device",
-    "run_search",
-]
+__all__ = ["run_search"]
 
 
 def run_search(

@@ -37,8 +37,9 @@ from eas.search.config import (
     parse_command,
 )
 from eas.search.failures import SearchFailed, final_training_failure
-from eas.search.loop import CHECKPOINT, CONFIG_FILE, run_search
+from eas.search.loop import run_search
 from eas.search.rundir import CLAIMED
+from eas.search.state import CHECKPOINT, CONFIG_FILE
 
 __all__ = ["main", "resolve_run_dir"]
 
