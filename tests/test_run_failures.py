@@ -183,7 +183,7 @@ def test_sigterm_while_starting_is_one_line(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "EAS_DEBUG"}
     proc = subprocess.Popen([sys.executable, "-m", "eas.train_controller", *_argv(tmp_path)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    time.sleep(1.0)  # well inside the imports (torch alone takes longer), after eas/__init__
+    time.sleep(0.5)  # well inside the imports (torch alone takes longer), after eas/__init__
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err
