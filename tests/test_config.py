@@ -238,3 +238,26 @@ def test_every_spelling_of_a_dataset_is_taken_the_same_everywhere(spelling: str)
     cfg = load_config(None, {"data.name": spelling})  # the config accepts what loading does
     assert dataset_key(cfg.data.name) == "fashion-mnist"
     assert dataset_facts(spelling) == dataset_facts("fashion-mnist") == ((1, 28, 28), 10)
+
+
+def test_a_check_is_blamed_on_the_field_that_fails_it_not_on_its_message(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The message names another field (and no field at all): the culprit is found by trying."""
+    (tmp_path / "odd_agents.py").write_text(
+        "from dataclasses import dataclass\n"
+        "from eas.agents.random_search import RandomSearchAgent\n\n\n"
+        "class Odd(RandomSearchAgent):\n"
+        "    @dataclass\n"
+        "    class Config:\n"
+        "        wider_prob: float = 0.5\n"
+        "        knob: float = 1.0\n\n"
+        "        def __post_init__(self) -> None:\n"
+        "            if self.knob < 0:\n"
+        "                raise ValueError('wider_prob is fine; something is negative')\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ConfigError) as info:
+        load_config(None, {"search.agent": "odd_agents:Odd", "agent.wider_prob": "0.3",
+                           "agent.knob": "-1"})
+    assert info.value.field == "agent.knob"
+    assert "something is negative" in str(info.value)

@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import re
 import sys
 import tomllib
 import typing
@@ -134,7 +133,14 @@ def _apply(section_obj: Any, section: str, values: dict[str, Any], *, from_cli: 
 
 
 def _run_own_checks(cfg: SearchConfig) -> None:
-    """Re-create every section so its own ``__post_init__`` checks run; name the field."""
+    """Re-create every section so its own ``__post_init__`` checks run; name the field.
+
+    A section that is not one of ours (``[child]`` is :class:`eas.training.TrainConfig`,
+    agent sections are the agents' ``Config``) raises a plain ``ValueError``; the field
+    to blame is found by trying each changed field alone on the section's defaults
+    (the first that fails on its own), not by reading the message. A check that only
+    fails for a combination of fields names the section.
+    """
     for name, section in cfg.sections().items():
         try:
             setattr(cfg, name, dataclasses.replace(section))
@@ -142,13 +148,22 @@ def _run_own_checks(cfg: SearchConfig) -> None:
             raise
         except (ValueError, TypeError) as exc:
             message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            names = [f.name for f in fields(section)]
-            hit = next((n for n in sorted(names, key=len, reverse=True)
-                        if re.search(rf"\b{re.escape(n)}\b", message)), None)
-            where = f"{name}.{hit}" if hit else name
-            if hit and message.startswith(f"{hit} "):
-                message = message[len(hit) + 1:]
-            raise ConfigError(where, message) from None
+            hit = _culprit(name, section, cfg.search.agent)
+            raise ConfigError(f"{name}.{hit}" if hit else name, message) from None
+
+
+def _culprit(name: str, section: Any, agent: str) -> str | None:
+    """The first field of ``section`` whose value alone makes the section's check fail."""
+    default = _default_instance(name, agent)
+    for f in fields(section):
+        value = getattr(section, f.name)
+        if value == getattr(default, f.name):
+            continue
+        try:
+            dataclasses.replace(default, **{f.name: value})
+        except (ValueError, TypeError, ConfigError):
+            return f.name
+    return None
 
 
 def load_config(
