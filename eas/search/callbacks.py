@@ -329,8 +329,6 @@ class ProgressCallback(SearchCallback):
         self.bar = tqdm(total=sum(stage_budgets(s)),
                         initial=run.state.global_step, desc="children", unit="child",
                         dynamic_ncols=True)
-        if run.log is print:  # keep messages from breaking the progress bar
-            run.log = tqdm.write
 
     def on_child_trained(self, run: SearchRun) -> None:
         if self.bar is not None:

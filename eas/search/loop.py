@@ -52,6 +52,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from tqdm.auto import tqdm
+
 from eas.network import ChildNet
 from eas.search.agent_setup import agent_calls
 from eas.search.callbacks import CallbackList, SearchCallback, default_callbacks
@@ -98,6 +100,8 @@ def run_search(
     ``callbacks`` run after the built-in ones (folder guard, TensorBoard, progress), each
     hook after the loop's own saving step.
     """
+    if cfg.search.progress and log is print:  # messages go above the progress bar, not through it
+        log = tqdm.write
     with contextlib.ExitStack() as cleanup:  # closes TensorBoard, progress bar, worker pools
         run = open_run(cfg, run_dir=run_dir, resume=resume, data=data, evaluator=evaluator,
                        log=log, overwrite=overwrite)
