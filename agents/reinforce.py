@@ -69,6 +69,7 @@ import torch
 from eas.agents.base import Agent, AgentContext
 from eas.agents.controller import Controller
 from eas.agents.controller_pool import POOL_SELECTIONS, Episode, EpisodePlanner, NetworkPool
+from eas.agents.predictor import AccuracyPredictor
 from eas.arch import SearchSpace
 from eas.checkpoint import load_checkpoint
 from eas.envs.evaluators import EvalResult
@@ -80,9 +81,9 @@ BASELINE_MODES: tuple[str, ...] = ("ema", "batch", "loo")
 MODES: tuple[str, ...] = ("paper", "pool")
 MODE_DEFAULTS: dict[str, dict[str, Any]] = {
     "paper": {"lr": 2e-3, "baseline_mode": "ema", "advantage_norm": False, "pool_size": 0,
-              "no_repeat": False, "ppo_epochs": 1, "free": False},
+              "no_repeat": False, "ppo_epochs": 1, "free": False, "screen": 1},
     "pool": {"lr": 1e-2, "baseline_mode": "loo", "advantage_norm": True, "pool_size": 5,
-             "no_repeat": True, "ppo_epochs": 1, "free": False},
+             "no_repeat": True, "ppo_epochs": 1, "free": False, "screen": 1},
 }
 """The value of every mode-dependent field left at None, per mode."""
 
@@ -129,6 +130,10 @@ class ReinforceConfig:
     """Clip range of the probability ratio when ppo_epochs > 1."""
     free: bool | None = None
     """Let the controller choose every step's kind (wider, deeper, skip: the env's free mode, search.free_steps steps) instead of search.schedule; none = the mode's (off)."""
+    screen: int | None = None
+    """Candidate episodes planned per child, of which an accuracy predictor picks the one to train (1 = no predictor); none = the mode's (1)."""
+    predictor_steps: int = 50
+    """Full-batch Adam steps of the accuracy predictor per round (screen > 1)."""
     init: str | None = None
     """Warm start: load the controller's weights from an earlier run's checkpoint.pt (or its run folder)."""
 
@@ -141,6 +146,8 @@ class ReinforceConfig:
         for name in ("pool_size", "resample_tries"):
             if getattr(self, name) is not None and int(getattr(self, name)) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.screen is not None and int(self.screen) < 1:
+            raise ValueError(f"screen must be >= 1, got {self.screen}")
         if self.ppo_epochs is not None and int(self.ppo_epochs) < 1:
             raise ValueError(f"ppo_epochs must be >= 1, got {self.ppo_epochs}")
         if not self.clip > 0:
@@ -293,6 +300,9 @@ class ReinforceAgent(Agent):
         self._resampled = 0
         self._repeats = 0
         self._planner: EpisodePlanner | None = None
+        self.predictor: AccuracyPredictor | None = (
+            AccuracyPredictor(ctx.vocab_size, int(ctx.seed), steps=int(cfg.predictor_steps))
+            if int(cfg.screen) > 1 else None)
         if cfg.init:
             self.warm_start(cfg.init)
 
@@ -306,7 +316,7 @@ class ReinforceAgent(Agent):
     def planning(self) -> bool:
         """Whether episodes are planned ahead (a pool or the no-repeat rule is on)."""
         cfg: ReinforceConfig = self.config
-        return self.pool is not None or bool(cfg.no_repeat)
+        return self.pool is not None or bool(cfg.no_repeat) or self.predictor is not None
 
     def warm_start(self, path: str | Path) -> None:
         """Load the controller's weights from a run's ``checkpoint.pt`` (or the run folder)."""
@@ -370,6 +380,14 @@ class ReinforceAgent(Agent):
         self._memory.append((_copy_obs(obs), {k: v.copy() for k, v in out.actions.items()}))
         return out.actions
 
+    def _score(self, episodes: list[Episode]) -> np.ndarray:
+        """The predictor's accuracies of the episodes' children (zeros without a predictor)."""
+        if self.predictor is None:
+            return np.zeros(len(episodes))
+        tokens = np.stack([np.asarray(e.final_obs["tokens"]) for e in episodes])
+        lengths = np.asarray([int(np.asarray(e.final_obs["length"])) for e in episodes])
+        return self.predictor.predict(tokens, lengths)
+
     def _sample(self, obs: dict[str, Any]) -> dict[str, np.ndarray]:
         with torch.no_grad():
             return self.controller.act(obs, self.generator).actions
@@ -411,9 +429,36 @@ class ReinforceAgent(Agent):
                 tuple(extra.get("input_shape", (1, 28, 28))), extra.get("space") or SearchSpace(),
                 self.ctx.schedule, self.ctx.steps_per_episode, self.ctx.max_layers,
                 shrink=any(k in ("narrow", "remove") for k in self.ctx.kinds))
-        plans = self._planner.rollout(starts, self._sample)
-        if not cfg.no_repeat:
-            return plans
+        n, screen = len(starts), max(int(cfg.screen), 1)
+        first = self._planner.rollout(list(starts) * screen, self._sample)
+        if not cfg.no_repeat and self.predictor is None:
+            return first
+        cands = [[first[c * n + i] for c in range(screen)] for i in range(n)]
+        chosen: list[Episode | None] = [None] * n
+        taken: set[str] = set()
+        for attempt in range(int(cfg.resample_tries) + 1):
+            missing = []
+            for i in range(n):
+                if chosen[i] is not None:
+                    continue
+                ok = [e for e in cands[i] if not cfg.no_repeat
+                      or (e.arch not in self.seen and e.arch not in taken)]
+                if ok:
+                    chosen[i] = ok[int(np.argmax(self._score(ok)))] if len(ok) > 1 else ok[0]
+                    taken.add(chosen[i].arch)  # type: ignore[union-attr]
+                elif attempt == int(cfg.resample_tries):  # give up: allow the repeat
+                    chosen[i] = cands[i][0]
+                    self._repeats += 1
+                else:
+                    missing.append(i)
+            if not missing:
+                break
+            self._resampled += len(missing)
+            again = self._planner.rollout([starts[i] for i in missing], self._sample)
+            for i, e in zip(missing, again):
+                cands[i] = [e]
+        plans = [e for e in chosen if e is not None]
+        return plans
         for attempt in range(int(cfg.resample_tries) + 1):
             taken: set[str] = set()
             bad = []
@@ -516,7 +561,15 @@ class ReinforceAgent(Agent):
         return grad_norm
 
     def _note(self, results: list[EvalResult]) -> dict[str, float]:
-        """Count distinct children; add the round's children to the pool and the seen set."""
+        """Count distinct children; add the round's children to the pool and the seen set;
+        the predictor checks its held-out predictions of them, then learns from them."""
+        out: dict[str, float] = {}
+        if self.predictor is not None and self._plans is not None and results:
+            plans = self._plans[:len(results)]
+            tokens = np.stack([np.asarray(p.final_obs["tokens"]) for p in plans])
+            lengths = np.asarray([int(np.asarray(p.final_obs["length"])) for p in plans])
+            out.update(self.predictor.observe(
+                tokens, lengths, np.asarray([0.0 if r.failed else r.accuracy for r in results])))
         for r in results:
             self.children += 1
             self.distinct_children += int(r.arch not in self.seen)
@@ -524,7 +577,7 @@ class ReinforceAgent(Agent):
             if self.pool is not None and not r.failed and r.net is not None:
                 self.pool.add(r.arch, float(r.accuracy), int(r.params), r.net)
         self._plans, self._starts = None, None
-        out = {"charts/distinct_fraction": self.distinct_children / max(self.children, 1)}
+        out["charts/distinct_fraction"] = self.distinct_children / max(self.children, 1)
         if self.planning:
             out["charts/resampled"] = float(self._resampled)
             out["charts/repeats_allowed"] = float(self._repeats)
@@ -579,6 +632,7 @@ class ReinforceAgent(Agent):
                 "counts": [self.children, self.distinct_children, self._resampled,
                            self._repeats],
                 "start_accuracy": self.start_accuracy,
+                "predictor": None if self.predictor is None else self.predictor.state_dict(),
             })
         return state
 
@@ -597,5 +651,7 @@ class ReinforceAgent(Agent):
         self.seen = set(state.get("seen", []))
         counts = list(state.get("counts", [0, 0, 0, 0]))
         self.children, self.distinct_children, self._resampled, self._repeats = map(int, counts)
+        if self.predictor is not None and state.get("predictor") is not None:
+            self.predictor.load_state_dict(state["predictor"])
         acc = state.get("start_accuracy")
         self.start_accuracy = None if acc is None else float(acc)

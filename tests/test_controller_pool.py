@@ -12,6 +12,7 @@ from helpers import cheap_config
 
 from eas.agents.base import AgentContext
 from eas.agents.controller_pool import NetworkPool
+from eas.agents.predictor import AccuracyPredictor, spearman
 from eas.agents.reinforce import MODE_DEFAULTS, ReinforceAgent, ReinforceConfig
 from eas.arch import Architecture, SearchSpace, Tokenizer
 from eas.checkpoint import load_checkpoint
@@ -122,3 +123,33 @@ def test_synthetic_tasks_have_their_optimum_at_the_target() -> None:
         preset_start = ("C(16,3,1), P(2,2,MAX), C(16,3,1), P(2,2,MAX), C(32,3,1), P(2,2,MAX), "
                         "C(32,3,1), P(3,3,AVG), FC(64), SM(10)")
         assert task.score(preset_start) < task.optimum - 0.05
+
+
+def test_spearman_and_predictor_learn_a_ranking() -> None:
+    assert spearman([1, 2, 3], [10, 20, 30]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert spearman([1, 1, 1], [1, 2, 3]) == 0.0
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(1, 6, size=(40, 8))
+    lengths = np.full(40, 8)
+    acc = (tokens == 5).mean(1)  # accuracy = share of token 5
+    pred = AccuracyPredictor(vocab_size=6, seed=0, steps=150)
+    pred.observe(tokens[:30], lengths[:30], acc[:30])
+    metrics = pred.observe(tokens[30:], lengths[30:], acc[30:])
+    assert metrics["charts/predictor_spearman"] > 0.5  # held-out children ranked
+    again = AccuracyPredictor(vocab_size=6, seed=0, steps=150)
+    again.load_state_dict(pred.state_dict())
+    np.testing.assert_allclose(again.predict(tokens[:5], lengths[:5]),
+                               pred.predict(tokens[:5], lengths[:5]))
+
+
+@pytest.mark.slow
+def test_screening_run_reports_its_rank_correlation_and_resumes(tmp_path: Path) -> None:
+    extra = {"controller.screen": "3", "controller.predictor_steps": "5"}
+    whole = _search(tmp_path, "whole", **extra)
+    assert len({a for a, _ in _children(whole)}) == 12
+    state = load_checkpoint(whole.run_dir / "checkpoint.pt")["agent"]["predictor"]
+    assert len(state["targets"]) == 12 and len(state["correlations"]) == 3
+    _search(tmp_path, "part", **{"search.max_rounds": "2", **extra})
+    resumed = _search(tmp_path, "part", resume=True, **extra)
+    assert _children(resumed) == _children(whole)
