@@ -88,6 +88,8 @@ def main() -> None:
     ap.add_argument("--fc-units", default=",".join(map(str, PRESET.space.fc_units)),
                     help="space.fc_units")
     ap.add_argument("--schedule", default=PRESET.search.schedule, help="search.schedule")
+    ap.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                    help="a config override for every run, e.g. controller.mode=pool (repeatable)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="runs/study_fashion")
     ap.add_argument("--report-only", action="store_true",
@@ -114,7 +116,8 @@ def main() -> None:
             overrides={"space.filters": args.filters, "space.fc_units": args.fc_units,
                        "search.schedule": args.schedule,
                        # NASH's children get the same learning rate as everyone else's
-                       "hill_climbing.lr_start": args.lr})
+                       "hill_climbing.lr_start": args.lr,
+                       **dict(item.split("=", 1) for item in args.set)})
     machine = (f"{cpu_model()}, {os.cpu_count()} cores, {args.threads} torch threads, "
                f"Python {platform.python_version()}, torch {torch.__version__}; load average "
                f"{load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end; "

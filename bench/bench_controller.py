@@ -13,9 +13,10 @@ one-sided permutation p-values of the first agent against each other agent.
         [--agents reinforce,reinforce_paper,random,hill_climbing] [--seeds 0,1,2,3,4]
         [--budgets 50,100,200] [--out /tmp/bench_controller] [--markdown FILE]
 
-Agent names: any registered agent; ``reinforce_paper`` is reinforce with
-``controller.mode = "paper"`` (the EAS controller), ``reinforce_X`` for another
-``--variant X=section.field=value;...`` names a variant of reinforce.
+Agent names: any registered agent, or a variant of reinforce from
+:data:`VARIANTS` (``reinforce_paper``: the EAS controller, ``reinforce_pool``: the
+compounding one, ...); ``--set NAME:section.field=value`` adds an override to
+one name (``reinforce_X`` with overrides of your own).
 Seconds per run are a few (no training).
 """
 
@@ -37,7 +38,12 @@ from eas.search import run_search
 from eas.search.config import DEFAULT_CONFIG, load_config
 
 VARIANTS: dict[str, dict[str, Any]] = {
-    "reinforce_paper": {"search.agent": "reinforce", "controller.mode": "paper"},
+    "reinforce_paper": {"controller.mode": "paper"},
+    "reinforce_pool": {"controller.mode": "pool"},
+    "reinforce_free": {"controller.mode": "pool", "controller.free": True},
+    "reinforce_ppo": {"controller.mode": "pool", "controller.ppo_epochs": 4},
+    "reinforce_nopool": {"controller.mode": "pool", "controller.pool_size": 0},
+    "reinforce_repeats": {"controller.mode": "pool", "controller.no_repeat": False},
 }
 """Named agent variants: the search's agent with config overrides."""
 
@@ -45,7 +51,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
 def run_one(agent: str, task: str, seed: int, children: int, per_round: int = 5,
             extra: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """One search on a synthetic task; returns its history (one dict per child)."""
-    over: dict[str, Any] = {"search.agent": agent}
+    over: dict[str, Any] = {"search.agent": agent if agent == "hill_climbing"
+                            else agent.split("_")[0]}
     over.update(VARIANTS.get(agent, {}))
     over.update(extra or {})
     preset = load_config(DEFAULT_CONFIG)
@@ -91,30 +98,10 @@ def perm_p(a: list[float], b: list[float], rounds: int = 20000, seed: int = 0) -
     return (count + 1) / (rounds + 1)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--tasks", default="deep,wide,deeper,skips")
-    ap.add_argument("--agents", default="reinforce,reinforce_paper,random,hill_climbing")
-    ap.add_argument("--seeds", default="0,1,2,3,4")
-    ap.add_argument("--budgets", default="50,100,200")
-    ap.add_argument("--per-round", type=int, default=5)
-    ap.add_argument("--set", action="append", default=[],
-                    help="AGENT:section.field=value, an override for one agent (repeatable)")
-    ap.add_argument("--out", default=None, help="write every run's history here (JSON)")
-    ap.add_argument("--markdown", default=None, help="write the tables here")
-    args = ap.parse_args()
-    tasks = args.tasks.split(",")
-    agents = args.agents.split(",")
-    seeds = [int(s) for s in args.seeds.split(",")]
-    budgets = [int(b) for b in args.budgets.split(",")]
-    extra: dict[str, dict[str, Any]] = {a: {} for a in agents}
-    for item in args.set:
-        who, _, kv = item.partition(":")
-        key, _, value = kv.partition("=")
-        extra.setdefault(who, {})[key] = value
+def tables(runs: dict[str, list[list[Any]]], tasks: list[str], agents: list[str],
+           seeds: list[int], budgets: list[int]) -> list[str]:
+    """Markdown tables of the runs (``"task/agent/seed"`` -> ``[[arch, accuracy], ...]``)."""
     preset = load_config(DEFAULT_CONFIG)
-    load0, cpu0, t0 = os.getloadavg()[0], time.process_time(), time.time()
-    runs: dict[str, Any] = {}
     lines = []
     for task in tasks:
         t = SYNTHETIC_TASKS[task]
@@ -123,14 +110,8 @@ def main() -> None:
         reach: dict[tuple[str, int], float] = {}
         dist: dict[tuple[str, int], float] = {}
         for agent in agents:
-            hists = []
-            for seed in seeds:
-                real = agent if agent in VARIANTS or "_" not in agent or agent == "hill_climbing" \
-                    else agent.split("_")[0]
-                hist = run_one(real if agent not in VARIANTS else agent, task, seed,
-                               max(budgets), args.per_round, extra.get(agent))
-                hists.append(hist)
-                runs[f"{task}/{agent}/{seed}"] = [[h["arch"], h["accuracy"]] for h in hist]
+            hists = [[{"arch": a, "accuracy": acc} for a, acc in runs[f"{task}/{agent}/{seed}"]]
+                     for seed in seeds]
             for b in budgets:
                 vals = [best_after(h, b, start) for h in hists]
                 table[agent, b] = vals
@@ -144,20 +125,63 @@ def main() -> None:
         for b in budgets:
             for agent in agents:
                 v = np.asarray(table[agent, b]) * 100
-                p = "" if agent == agents[0] else f"{perm_p(table[agents[0], b], table[agent, b]):.3f}"
-                lines.append(f"| {agent} | {b} | {v.mean():.2f} ± {v.std(ddof=1) if len(v) > 1 else 0:.2f} "
+                p = ("" if agent == agents[0]
+                     else f"{perm_p(table[agents[0], b], table[agent, b]):.3f}")
+                sd = v.std(ddof=1) if len(v) > 1 else 0.0
+                lines.append(f"| {agent} | {b} | {v.mean():.2f} ± {sd:.2f} "
                              f"| {reach[agent, b] * len(seeds):.0f}/{len(seeds)} "
                              f"| {100 * dist[agent, b]:.0f} % | {p} |")
-        print("\n".join(lines[-(3 + len(budgets) * len(agents)):]), flush=True)
+    return lines
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--tasks", default="deep,wide,deeper,skips")
+    ap.add_argument("--agents", default="reinforce_pool,reinforce_paper,random,hill_climbing")
+    ap.add_argument("--seeds", default="0,1,2,3,4")
+    ap.add_argument("--budgets", default="50,100,200")
+    ap.add_argument("--per-round", type=int, default=5)
+    ap.add_argument("--set", action="append", default=[],
+                    help="AGENT:section.field=value, an override for one agent (repeatable)")
+    ap.add_argument("--out", default=None, help="write every run's children here (JSON)")
+    ap.add_argument("--report", nargs="+", default=None,
+                    help="only build the tables from these --out files (runs made apart)")
+    ap.add_argument("--markdown", default=None, help="write the tables here")
+    args = ap.parse_args()
+    tasks = args.tasks.split(",")
+    agents = args.agents.split(",")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    budgets = [int(b) for b in args.budgets.split(",")]
+    runs: dict[str, Any] = {}
+    if args.report:
+        for f in args.report:
+            runs.update(json.loads(Path(f).read_text()))
+        lines = tables(runs, tasks, agents, seeds, budgets)
+        print("\n".join(lines))
+        if args.markdown:
+            Path(args.markdown).write_text("\n".join(lines) + "\n")
+        return
+    extra: dict[str, dict[str, Any]] = {a: {} for a in agents}
+    for item in args.set:
+        who, _, kv = item.partition(":")
+        key, _, value = kv.partition("=")
+        extra.setdefault(who, {})[key] = value
+    load0, cpu0, t0 = os.getloadavg()[0], time.process_time(), time.time()
+    for task in tasks:
+        for agent in agents:
+            for seed in seeds:
+                hist = run_one(agent, task, seed, max(budgets), args.per_round, extra.get(agent))
+                runs[f"{task}/{agent}/{seed}"] = [[h["arch"], h["accuracy"]] for h in hist]
+            if args.out:
+                Path(args.out).write_text(json.dumps(runs))
+    lines = tables(runs, tasks, agents, seeds, budgets)
     foot = (f"\nseeds {seeds}; per round {args.per_round}; load average {load0:.1f} at the start, "
             f"{os.getloadavg()[0]:.1f} at the end (shared 2-core machine); "
             f"{time.time() - t0:.0f} s wall, {time.process_time() - cpu0:.0f} s CPU")
     lines.append(foot)
-    print(foot)
+    print("\n".join(lines))
     if args.markdown:
         Path(args.markdown).write_text("\n".join(lines) + "\n")
-    if args.out:
-        Path(args.out).write_text(json.dumps(runs))
 
 
 if __name__ == "__main__":
