@@ -146,6 +146,11 @@ class ReinforceConfig:
         for name in ("pool_size", "resample_tries"):
             if getattr(self, name) is not None and int(getattr(self, name)) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.init is not None:
+            p = Path(self.init)
+            if not (p.is_file() or (p / "checkpoint.pt").is_file()):
+                raise ValueError(f"no checkpoint at {self.init} (give a run folder or "
+                                 "its checkpoint.pt)")
         if self.screen is not None and int(self.screen) < 1:
             raise ValueError(f"screen must be >= 1, got {self.screen}")
         if self.ppo_epochs is not None and int(self.ppo_epochs) < 1:

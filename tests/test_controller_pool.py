@@ -112,7 +112,7 @@ def test_warm_start_loads_the_controller(tmp_path: Path) -> None:
     for key, value in warm.controller.state_dict().items():
         assert torch.equal(value, saved[key])
     assert any(not torch.equal(v, saved[k]) for k, v in cold.controller.state_dict().items())
-    with pytest.raises(ValueError, match="controller.init"):
+    with pytest.raises(ValueError, match="no checkpoint at"):
         ReinforceAgent(ctx, ReinforceConfig(init=str(tmp_path / "nothing")))
 
 
