@@ -16,10 +16,11 @@ import torch
 
 from eas.data import load_dataset
 from eas.distill import DistillConfig, agreement, distill
+from eas.evaluation import evaluate
 from eas.morphisms.narrow import narrow
 from eas.morphisms.remove_layer import remove_layer
 from eas.network import build_network
-from eas.training import TrainConfig, evaluate, train_child
+from eas.training import TrainConfig, train_child
 
 ARCH = "C(8,3,1), P(2,2,MAX), C(8,3,1), P(2,2,MAX), FC(32), FC(32), SM(10)"
 

@@ -16,8 +16,9 @@ from eas.arch import (
 )
 from eas.checkpoint import load_network
 from eas.data import Data, load_dataset
+from eas.evaluation import evaluate
 from eas.network import ChildNet, build_network, count_flops, count_parameters, infer_shapes
-from eas.training import TrainConfig, TrainResult, evaluate, final_train, train_child
+from eas.training import TrainConfig, TrainResult, final_train, train_child
 
 __version__ = "0.1.0"
 

@@ -29,7 +29,8 @@ import torch
 from torch import nn
 
 from eas.data import Data
-from eas.training import TrainConfig, TrainResult, evaluate, train_child
+from eas.evaluation import evaluate
+from eas.training import TrainConfig, TrainResult, train_child
 
 __all__ = ["PlateauResult", "PlateauRule", "epochs_for_seconds", "train_to_plateau"]
 

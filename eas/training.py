@@ -24,7 +24,6 @@ gradient scaler; fp32 on CPU) and reported as ``TrainResult.precision``.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from dataclasses import dataclass
@@ -45,9 +44,10 @@ from eas.accel import (
 )
 from eas.data import Data, crop_flip, normalize_batch
 from eas.epoch import draw_epoch_augment
+from eas.evaluation import evaluate
 from eas.graphed import GraphStepError, StepRunner, family_of, self_check_verdict
 
-__all__ = ["TrainConfig", "TrainResult", "evaluate", "final_train", "lr_at", "make_optimizer", "train_child"]
+__all__ = ["TrainConfig", "TrainResult", "final_train", "lr_at", "make_optimizer", "train_child"]
 
 _CHECK_EVERY = 50  # steps between host syncs that check the running loss for NaN/inf
 CHANCE_LOSS_FACTOR = 3.0
@@ -213,64 +213,9 @@ def _graph_plan(device: torch.device, config: TrainConfig, total_steps: int, pre
     return True, None
 
 
-def _autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
-    return autocast(device, choose_precision(device, enabled))
-
-
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def evaluate(
-    network: nn.Module,
-    x_uint8: Tensor,
-    y: Tensor,
-    stats: Data | tuple[Tensor, Tensor],
-    *,
-    batch_size: int = 1024,
-    normalize: bool | None = None,
-    amp: bool = True,
-    channels_last: bool = True,
-) -> float:
-    """Top-1 accuracy of ``network`` on ``uint8`` images ``x_uint8`` with labels ``y``.
-
-    ``stats`` is a :class:`Data` (its mean/std/augment.normalize are used) or a
-    ``(mean, std)`` pair. Runs in eval mode under ``no_grad`` (autocast on CUDA
-    in the precision of :func:`eas.accel.choose_precision` and channels-last
-    inputs when enabled) and restores the previous train/eval mode.
-    Batches are moved to the network's device. Returns NaN for an empty set.
-    """
-    if isinstance(stats, Data):
-        mean, std = stats.mean, stats.std
-        normalize = stats.augment.normalize if normalize is None else normalize
-    else:
-        mean, std = stats
-        normalize = True if normalize is None else normalize
-    n = len(y)
-    if n == 0:
-        return float("nan")
-    param = next(network.parameters(), None)
-    device = param.device if param is not None else x_uint8.device
-    was_training = network.training
-    network.eval()
-    correct = torch.zeros((), dtype=torch.int64, device=device)
-    try:
-        with torch.no_grad(), _autocast(device, amp):
-            for i in range(0, n, batch_size):
-                xb = normalize_batch(
-                    x_uint8[i : i + batch_size].to(device, non_blocking=True),
-                    mean,
-                    std,
-                    normalize=normalize,
-                )
-                if channels_last:
-                    xb = xb.contiguous(memory_format=torch.channels_last)
-                logits = network(xb)
-                correct += (logits.argmax(1) == y[i : i + batch_size].to(device)).sum()
-    finally:
-        network.train(was_training)
-    return correct.item() / n
 
 
 @dataclass

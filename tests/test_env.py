@@ -514,7 +514,7 @@ def test_episode_with_real_trainer_on_fashion_mnist_slice() -> None:
     assert len(untrained) == 1 and untrained[0].keys() == trained.state_dict().keys()
     assert not all(torch.equal(v, trained.state_dict()[k]) for k, v in untrained[0].items())
     # the trained weights came back: evaluating the returned net reproduces the accuracy
-    from eas.training import evaluate
+    from eas.evaluation import evaluate
 
     acc = evaluate(trained, data.val_x, data.val_y, data)
     assert acc == pytest.approx(info["accuracy"], abs=1e-6)

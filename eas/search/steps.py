@@ -33,6 +33,7 @@ from eas.envs.evaluators import EvalResult
 from eas.envs.halving import HalvingEvaluator
 from eas.envs.journal import Journal
 from eas.envs.parallel import RETRY_LOG, ParallelEvaluator
+from eas.evaluation import evaluate as evaluate_net
 from eas.network import ChildNet, build_network
 from eas.search.agent_setup import agent_calls, make_agent
 from eas.search.callbacks import SearchCallback
@@ -77,7 +78,6 @@ from eas.search.state import (
     resolve_device,
     update_best,
 )
-from eas.training import evaluate as evaluate_net
 from eas.training import train_child
 
 __all__ = [
