@@ -151,10 +151,11 @@ class ObjectivesConfig:
         if self.base not in REWARD_BASES:  # checked whichever reward is chosen
             raise ValueError(f"unknown base {self.base!r}; allowed values: "
                              f"{', '.join(REWARD_BASES)}")
+        if (self.target is not None or self.reward == "constrained") and not (
+                self.target is not None and math.isfinite(self.target) and self.target > 0):
+            raise ValueError(f"target must be a number > 0 (the cost budget of the constrained "
+                             f"reward), got {self.target}")  # even unused: a typo otherwise
         if self.reward == "constrained":
-            if self.target is None or not (math.isfinite(self.target) and self.target > 0):
-                raise ValueError(f"target must be a number > 0 (the budget of the constrained "
-                                 f"form), got {self.target}")
             if self.cost == "latency_ms" and not self.latency:
                 raise ValueError("cost = 'latency_ms' needs latency = true")
             make_reward(self)  # alpha, beta, base checked by ConstrainedReward

@@ -185,6 +185,8 @@ CLI_CASES = [
     _case(NEW + ["--child.lr", "abc"], "child.lr"),
     _case(NEW + ["--halving.eta", "1"], "halving.eta"),
     _case(NEW + ["--objectives.latency_repeats", "0"], "objectives.latency_repeats"),
+    _case(NEW + ["--objectives.target", "-1"], "objectives.target"),
+    _case(NEW + ["--objectives.target", "0"], "objectives.target"),
     _case(NEW + ["--hill_climbing.n_neigh", "0"], "hill_climbing.n_neigh"),
     _case(NEW + ["--lemonade.n_pc", "0"], "lemonade.n_pc"),
     _case(NEW + ["--sb3.batch_size", "0"], "sb3.batch_size"),
