@@ -116,6 +116,13 @@ class ConstrainedReward:
                 f"alpha={self.alpha:g}, beta={self.beta:g}, base={self.base!r})")
 
 
+def _field_error(field: str, message: str) -> ValueError:
+    """A ``ValueError`` that names the field to blame (read by the config loader as ``.field``)."""
+    err = ValueError(message)
+    err.field = field  # type: ignore[attr-defined]
+    return err
+
+
 @dataclass
 class ObjectivesConfig:
     """Which objectives a search records and what the environment rewards."""
@@ -151,13 +158,15 @@ class ObjectivesConfig:
         if self.base not in REWARD_BASES:  # checked whichever reward is chosen
             raise ValueError(f"unknown base {self.base!r}; allowed values: "
                              f"{', '.join(REWARD_BASES)}")
-        if (self.target is not None or self.reward == "constrained") and not (
-                self.target is not None and math.isfinite(self.target) and self.target > 0):
+        if self.target is None and self.reward == "constrained":
+            raise _field_error("target", "reward = 'constrained' needs a target (its cost "
+                               "budget), which is not set")
+        if self.target is not None and not (math.isfinite(self.target) and self.target > 0):
             raise ValueError(f"target must be a number > 0 (the cost budget of the constrained "
                              f"reward), got {self.target}")  # even unused: a typo otherwise
         if self.reward == "constrained":
             if self.cost == "latency_ms" and not self.latency:
-                raise ValueError("cost = 'latency_ms' needs latency = true")
+                raise _field_error("latency", "cost = 'latency_ms' needs latency = true")
             make_reward(self)  # alpha, beta, base checked by ConstrainedReward
         if self.latency_batch_size < 1:
             raise ValueError(f"latency_batch_size must be >= 1, got {self.latency_batch_size}")

@@ -138,8 +138,9 @@ def _run_own_checks(cfg: SearchConfig) -> None:
     A section that is not one of ours (``[child]`` is :class:`eas.training.TrainConfig`,
     agent sections are the agents' ``Config``) raises a plain ``ValueError``; the field
     to blame is found by trying each changed field alone on the section's defaults
-    (the first that fails on its own), not by reading the message. A check that only
-    fails for a combination of fields names the section.
+    (the first that fails on its own), not by reading the message, unless the error
+    names its field itself (a ``field`` attribute, for checks across fields). A check that
+    only fails for a combination of fields and names none names the section.
     """
     for name, section in cfg.sections().items():
         try:
@@ -148,7 +149,7 @@ def _run_own_checks(cfg: SearchConfig) -> None:
             raise
         except (ValueError, TypeError) as exc:
             message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            hit = _culprit(name, section, cfg.search.agent)
+            hit = getattr(exc, "field", None) or _culprit(name, section, cfg.search.agent)
             raise ConfigError(f"{name}.{hit}" if hit else name, message) from None
 
 
