@@ -47,7 +47,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from eas import envs  # noqa: E402
 from eas.agents.base import AgentContext  # noqa: E402
-from eas.agents.reinforce import ReinforceAgent, ReinforceConfig  # noqa: E402
+from eas.agents.reinforce import ReinforceAgent  # noqa: E402
+from eas.agents.reinforce_config import ReinforceConfig  # noqa: E402
 from eas.arch import Architecture, Conv, SearchSpace, Tokenizer  # noqa: E402
 from eas.envs.evaluators import EvalResult  # noqa: E402
 from eas.envs.spaces import Masks  # noqa: E402  (the env's own mask computation)

@@ -19,7 +19,8 @@ import torch
 from eas import FC, Architecture, Conv, SearchSpace, Tokenizer
 from eas.agents.base import AgentContext
 from eas.agents.controller import Controller, batch_observation
-from eas.agents.reinforce import ReinforceAgent, ReinforceConfig, baseline_step
+from eas.agents.reinforce import ReinforceAgent
+from eas.agents.reinforce_config import ReinforceConfig, baseline_step
 from eas.envs.evaluators import EvalResult
 
 SPACE = SearchSpace()

@@ -13,7 +13,8 @@ from helpers import cheap_config
 from eas.agents.base import AgentContext
 from eas.agents.controller_pool import NetworkPool
 from eas.agents.predictor import AccuracyPredictor, spearman
-from eas.agents.reinforce import MODE_DEFAULTS, ReinforceAgent, ReinforceConfig
+from eas.agents.reinforce import ReinforceAgent
+from eas.agents.reinforce_config import MODE_DEFAULTS, ReinforceConfig
 from eas.arch import Architecture, SearchSpace, Tokenizer
 from eas.checkpoint import load_checkpoint
 from eas.envs.synthetic import SYNTHETIC_TASKS, SyntheticTaskEvaluator

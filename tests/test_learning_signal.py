@@ -8,7 +8,8 @@ import pytest
 import torch
 from test_controller import START, make_ctx, make_obs, stack
 
-from eas.agents.reinforce import ReinforceAgent, ReinforceConfig, baseline_step
+from eas.agents.reinforce import ReinforceAgent
+from eas.agents.reinforce_config import ReinforceConfig, baseline_step
 from eas.envs.evaluators import EvalResult
 
 
