@@ -48,10 +48,10 @@ from eas.arch import SearchSpace, resolve_start_arch
 from eas.data import DATASET_NAMES, DATASET_SHAPES, dataset_facts, dataset_key
 from eas.envs.parallel import BACKENDS
 from eas.network import MAX_PARAMETERS, estimate_parameters
+from eas.search.agent_sections import AGENT_SECTIONS, agent_config_cls, agent_section
 from eas.search.checks import check_semantics
 from eas.search.field_types import coerce, field_docs, field_type, split_optional, type_name
 from eas.search.sections import (
-    AGENT_SECTIONS,
     PAPER_SCHEDULE,
     RUN_NAME_MAX,
     SEED_MAX,
@@ -61,8 +61,6 @@ from eas.search.sections import (
     SearchSection,
     SpaceConfig,
     StartConfig,
-    agent_config_cls,
-    agent_section,
     check_finite,
     require,
     schedule_tuple,

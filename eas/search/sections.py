@@ -13,11 +13,9 @@ import math
 import re
 import typing
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields, is_dataclass, replace
-from functools import cache
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
-from eas.agents.registry import get_agent_class
 from eas.arch import MAX_LAYER_VALUE, SearchSpace
 from eas.data import DATASET_NAMES, dataset_key  # the one home of dataset facts
 from eas.envs import DEFAULT_SCHEDULE
@@ -25,10 +23,10 @@ from eas.envs.halving import HalvingConfig
 from eas.envs.parallel import BACKENDS
 from eas.envs.rewards import ObjectivesConfig
 from eas.morphisms.legal import ALL_KINDS, SHRINK_KINDS, kinds_for
+from eas.search.agent_sections import _agent_class, agent_config_cls, agent_section
 from eas.training import TrainConfig
 
 __all__ = [
-    "AGENT_SECTIONS",
     "PAPER_SCHEDULE",
     "RUN_NAME_MAX",
     "SEED_MAX",
@@ -38,8 +36,6 @@ __all__ = [
     "SearchSection",
     "SpaceConfig",
     "StartConfig",
-    "agent_config_cls",
-    "agent_section",
     "check_finite",
     "require",
     "schedule_tuple",
@@ -442,49 +438,6 @@ def schedule_tuple(schedule: str) -> tuple[str, ...] | None:
     if text == "free":
         return None
     return tuple(tok.strip() for tok in text.split(","))
-
-
-
-# ------------------------------------------------------------------ agents
-AGENT_SECTIONS: dict[str, str] = {
-    "reinforce": "controller",
-    "random": "random",
-    "hill_climbing": "hill_climbing",
-    "lemonade": "lemonade",
-    "sb3_ppo": "sb3",
-}
-"""Built-in agent name -> its config section."""
-
-
-@dataclass
-class _Unavailable:
-    """This agent could not be imported, so it has no configurable fields here."""
-
-
-@cache
-def _agent_class(name: str) -> type | None:
-    try:
-        return get_agent_class(name)
-    except Exception:  # noqa: BLE001 - an agent that cannot be loaded has no section
-        return None
-
-
-def agent_config_cls(name: str) -> type:
-    """The ``Config`` dataclass of agent ``name`` (an empty one if it cannot be loaded)."""
-    cls = _agent_class(name)
-    cfg = getattr(cls, "Config", None)
-    return cfg if cfg is not None and is_dataclass(cfg) else _Unavailable
-
-
-def agent_section(agent: str) -> str:
-    """The config section holding ``agent``'s hyperparameters (``agent`` for custom ones)."""
-    if agent in AGENT_SECTIONS:
-        return AGENT_SECTIONS[agent]
-    cls = _agent_class(agent)
-    for name, section in AGENT_SECTIONS.items():
-        if cls is not None and cls is _agent_class(name):
-            return section
-    return "agent"
 
 
 @dataclass

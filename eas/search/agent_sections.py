@@ -1,0 +1,55 @@
+"""Which config section holds each agent's hyperparameters, and that section's ``Config`` class.
+
+Built-in agents have their own section (``[controller]`` for reinforce, ...); a custom
+``module:Class`` agent gets ``[agent]``. Used by :mod:`eas.search.sections` and
+:mod:`eas.search.config`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, is_dataclass
+from functools import cache
+
+from eas.agents.registry import get_agent_class
+
+__all__ = ["AGENT_SECTIONS", "agent_config_cls", "agent_section"]
+
+AGENT_SECTIONS: dict[str, str] = {
+    "reinforce": "controller",
+    "random": "random",
+    "hill_climbing": "hill_climbing",
+    "lemonade": "lemonade",
+    "sb3_ppo": "sb3",
+}
+"""Built-in agent name -> its config section."""
+
+
+@dataclass
+class _Unavailable:
+    """This agent could not be imported, so it has no configurable fields here."""
+
+
+@cache
+def _agent_class(name: str) -> type | None:
+    try:
+        return get_agent_class(name)
+    except Exception:  # noqa: BLE001 - an agent that cannot be loaded has no section
+        return None
+
+
+def agent_config_cls(name: str) -> type:
+    """The ``Config`` dataclass of agent ``name`` (an empty one if it cannot be loaded)."""
+    cls = _agent_class(name)
+    cfg = getattr(cls, "Config", None)
+    return cfg if cfg is not None and is_dataclass(cfg) else _Unavailable
+
+
+def agent_section(agent: str) -> str:
+    """The config section holding ``agent``'s hyperparameters (``agent`` for custom ones)."""
+    if agent in AGENT_SECTIONS:
+        return AGENT_SECTIONS[agent]
+    cls = _agent_class(agent)
+    for name, section in AGENT_SECTIONS.items():
+        if cls is not None and cls is _agent_class(name):
+            return section
+    return "agent"
