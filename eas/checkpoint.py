@@ -32,6 +32,7 @@ import re
 import sys
 import tempfile
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -204,6 +205,19 @@ def _refused_what(exc: BaseException) -> str | None:
     return "objects other than tensors and plain data"
 
 
+def _is_torchscript_archive(path: Path) -> bool:
+    """Whether ``path`` is a zip holding a TorchScript program (a ``constants.pkl`` record).
+
+    Checked by eas itself, before ``torch.load``, because torch before 2.6 dispatches such
+    archives to ``torch.jit.load`` even with ``weights_only=True``.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.rsplit("/", 1)[-1] == "constants.pkl" for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return False
+
+
 def read_torch_file(path: str | Path, *, weights_only: bool = True,
                     map_location: str | torch.device = "cpu") -> Any:
     """Read a PyTorch file *weights-only*; every failure is one :class:`CheckpointError` line.
@@ -228,6 +242,9 @@ def read_torch_file(path: str | Path, *, weights_only: bool = True,
         raise CheckpointError(f"cannot read {p}: {exc.strerror or exc}") from None
     if size == 0:
         raise CheckpointError(f"{p} is empty (0 bytes), not a checkpoint")
+    if _is_torchscript_archive(p):  # torch < 2.6 hands these to torch.jit.load even weights-only
+        raise UnsafeFileError(f"{p} holds a TorchScript program, which eas does not load "
+                              "(eas reads tensors and plain data only); nothing in it was run")
     try:
         with warnings.catch_warnings():  # torch warns (e.g. about TorchScript archives)
             warnings.simplefilter("ignore")
