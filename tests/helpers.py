@@ -62,18 +62,23 @@ class CheapEvaluator:
         return EvalResult(accuracy=acc, train_time=0.01, state_dict=state)
 
 
-def cheap_config(tmp_path: Path, **overrides: str):
-    """A search that needs no data: untrained start, cheap evaluator, no final training."""
+def cheap_values(runs_dir: Path, run_name: str = "cheap", **overrides: str) -> dict[str, str]:
+    """The ``section.field`` settings of a search that needs no data (see :func:`cheap_config`)."""
     values = {
         "data.name": "fashion-mnist", "data.device": "cpu", "start.epochs": "0",
         "space.filters": "16,32,48,64", "space.fc_units": "64,128,256",
         "search.children_per_step": "3", "search.stage1_networks": "6",
         "search.stage1_best_epochs": "0", "search.stage2_networks": "3",
         "search.schedule": "wider,deeper,deeper", "search.final_top_k": "0",
-        "search.progress": "false", "search.runs_dir": str(tmp_path), "search.run_name": "cheap",
+        "search.progress": "false", "search.runs_dir": str(runs_dir), "search.run_name": run_name,
     }
     values.update(overrides)
-    return load_config(None, values)
+    return values
+
+
+def cheap_config(tmp_path: Path, **overrides: str):
+    """A search that needs no data: untrained start, cheap evaluator, no final training."""
+    return load_config(None, cheap_values(tmp_path, **overrides))
 
 
 def tensorboard_steps(run_dir: Path, tag: str) -> list[int]:

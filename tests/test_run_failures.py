@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import FASHION, CheapEvaluator, quiet
+from helpers import FASHION, CheapEvaluator, cheap_values, quiet
 from PIL import Image
 
 from eas import checkpoint
@@ -45,15 +45,7 @@ PREFIX = "python -m eas.train_controller: error: "
 
 def _argv(tmp_path: Path, **extra: str) -> list[str]:
     """The command line of helpers.cheap_config (a data-free search with a stand-in evaluator)."""
-    values = {
-        "data.name": "fashion-mnist", "data.device": "cpu", "start.epochs": "0",
-        "space.filters": "16,32,48,64", "space.fc_units": "64,128,256",
-        "search.children_per_step": "3", "search.stage1_networks": "6",
-        "search.stage1_best_epochs": "0", "search.stage2_networks": "3",
-        "search.schedule": "wider,deeper,deeper", "search.final_top_k": "0",
-        "search.progress": "false", "search.runs_dir": str(tmp_path / "runs"),
-        "search.run_name": "live", **extra,
-    }
+    values = cheap_values(tmp_path / "runs", "live", **extra)
     return [arg for key, value in values.items() for arg in (f"--{key}", value)]
 
 
