@@ -130,6 +130,7 @@ def train_to_plateau(
     progress: bool = False,
     log: Callable[[str], None] | None = None,
     train: Trainer = train_child,
+    clock: Callable[[], float] | None = None,
 ) -> PlateauResult:
     """Train ``network`` IN PLACE in growing cosine cycles until validation accuracy plateaus.
 
@@ -140,6 +141,9 @@ def train_to_plateau(
     ``seed + k`` (a new data order). The network ends holding the weights of
     the cycle with the best validation accuracy; its test accuracy is measured
     when ``test``. ``train`` replaces :func:`eas.training.train_child` (tests).
+    ``clock`` (e.g. ``time.process_time``) measures each cycle's seconds for the
+    ``max_seconds`` budget, validation pass included; None counts the trainer's
+    own ``train_time`` (wall-clock training seconds, evaluation excluded).
     """
     if first_epochs < 1:
         raise ValueError(f"first_epochs must be >= 1, got {first_epochs!r}")
@@ -164,10 +168,11 @@ def train_to_plateau(
                 stopped_by = "seconds"
                 break
             n = min(n, fit)
+        began = None if clock is None else clock()
         res = train(network, data, dataclasses.replace(recipe, epochs=n), device=device,
                     seed=seed + k, progress=progress)
         epochs += n
-        seconds += float(res.train_time)
+        seconds += float(res.train_time) if began is None else clock() - began
         if res.failed:
             stopped_by, reason = "failed", res.reason
             cycles.append({"epochs": n, "total_epochs": epochs, "val_accuracy": None,

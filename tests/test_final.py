@@ -121,6 +121,24 @@ def test_train_to_plateau_respects_the_epoch_and_second_budgets() -> None:
     assert [c[0] for c in trainer.calls] == [2, 4, 2] and res.train_time == 12.0
 
 
+def test_train_to_plateau_counts_the_budget_on_the_clock_it_is_given() -> None:
+    # the trainer says 1 s per epoch, but the clock (e.g. CPU seconds) ticks 3 per epoch:
+    # with max_seconds 20 the clock's count decides: 2 epochs (6), 4 (12), then 0 fit
+    ticks = [0.0]
+    trainer = ScriptedTrainer([0.5, 0.6, 0.7, 0.8], epoch_seconds=1.0)
+
+    def clocked(net, data, config, **kwargs):
+        ticks[0] += 3.0 * config.epochs
+        return trainer(net, data, config, **kwargs)
+
+    _, res = run_plateau(clocked, max_seconds=20.0, clock=lambda: ticks[0])
+    assert [c[0] for c in trainer.calls] == [2, 4] and res.stopped_by == "seconds"
+    # without the clock, the trainer's 1 s per epoch lets 2 + 4 + 8 run and 6 more fit
+    trainer = ScriptedTrainer([0.5, 0.6, 0.7, 0.8], epoch_seconds=1.0)
+    _, res = run_plateau(trainer, max_seconds=20.0)
+    assert [c[0] for c in trainer.calls] == [2, 4, 8, 6]
+
+
 def test_train_to_plateau_keeps_the_best_cycle_when_a_later_one_diverges() -> None:
     trainer = ScriptedTrainer([0.8, None])
     net, res = run_plateau(trainer)

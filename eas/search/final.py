@@ -79,18 +79,22 @@ def final_training(run: SearchRun, callbacks: SearchCallback) -> None:
             entry.update(test_accuracy=res.test_accuracy, failed=res.failed, reason=res.reason,
                          epochs=final_cfg.epochs, train_time=res.train_time)
         else:
+            cpu_clock = s.control_clock == "cpu"
+            base = state.search_cpu_seconds if cpu_clock else state.search_seconds
             limit = (None if s.final_budget_share is None
-                     else float(s.final_budget_share) * float(state.search_seconds))
+                     else float(s.final_budget_share) * float(base))
             run.log(f"final training of #{k} until validation accuracy plateaus (cycles of "
                     f"{s.final_epochs} epochs x{s.final_growth:g}, patience {s.final_patience}"
-                    f"{'' if limit is None else f', at most {limit:.0f}s'}, {s.final_init}): "
+                    f"{'' if limit is None else f', at most {limit:.0f} {_unit(cpu_clock)}'}, "
+                    f"{s.final_init}): "
                     f"{rec['arch']}")
             plat = train_to_plateau(
                 net, data, final_cfg,
                 first_epochs=s.final_epochs, growth=float(s.final_growth),
                 patience=int(s.final_patience), min_delta=float(s.final_min_delta),
                 max_epochs=s.final_max_epochs, max_seconds=limit, device=run.device, seed=seed,
-                progress=s.progress, log=run.log)
+                progress=s.progress, log=run.log,
+                clock=time.process_time if cpu_clock else None)
             entry.update(test_accuracy=plat.test_accuracy, failed=plat.failed,
                          reason=plat.reason, epochs=plat.epochs, train_time=plat.train_time,
                          trained_val_accuracy=plat.val_accuracy, best_epochs=plat.best_epochs,
@@ -157,8 +161,8 @@ def no_search_control(run: SearchRun, callbacks: SearchCallback) -> None:
     recipe = cfg.start.recipe(cfg.child, 1)
     epoch_s = measure_epoch_seconds(net, data, recipe, device=run.device, seed=seed, clock=clock)
     epochs = epochs_for_seconds(budget - (clock() - began), epoch_s)
-    unit = "CPU seconds" if cpu_clock else "s"
-    run.log(f"no-search control: the start architecture from scratch for {budget:.0f} {unit} "
+    run.log(f"no-search control: the start architecture from scratch for {budget:.0f} "
+            f"{_unit(cpu_clock)} "
             f"(~{epoch_s:.2f} per epoch -> {epochs} epochs, start recipe): {arch}")
     res = train_child(net, data, dataclasses.replace(recipe, epochs=epochs), device=run.device,
                       seed=seed, progress=s.progress, eval_on="test")
@@ -209,6 +213,11 @@ def format_control(final: list[dict[str, Any]], control: dict[str, Any] | None,
 def _contract(data: Any) -> dict[str, Any] | None:
     """What the saved network expects as input (:func:`eas.data.input_contract`), if known."""
     return input_contract(data) if isinstance(data, Data) else None
+
+
+def _unit(cpu_clock: bool) -> str:
+    """How a budget in seconds of ``search.control_clock`` is printed."""
+    return "CPU seconds" if cpu_clock else "s"
 
 
 def _p(v: float | None) -> str:

@@ -299,13 +299,13 @@ class SearchSection(_Section):
     final_max_epochs: int | None = None
     """Cap on the epochs of one network's final training (plateau rule); none = no cap."""
     final_budget_share: float | None = None
-    """Cap on one network's final-training seconds, as a share of the search's seconds before it (plateau rule); none = no time cap."""
+    """Cap on one network's final-training seconds, as a share of the search's seconds before it (plateau rule), both counted on control_clock; none = no time cap."""
     no_search_control: bool = False
     """After the final training, train the start architecture from scratch (start recipe, one cosine run) for the run's wall-clock so far and report it beside the final network: the answer to 'would plain training have done better?'."""
     control_seconds: float | None = None
     """The no-search control's budget in seconds (of control_clock); none = the whole run's seconds before it (start, search and final training)."""
     control_clock: Literal["wall", "cpu"] = "wall"
-    """What the no-search control's budget counts: 'wall' (wall-clock seconds) or 'cpu' (this process's CPU seconds, all threads: fairer on a shared machine)."""
+    """What the no-search control's budget and final_budget_share count: 'wall' (wall-clock seconds) or 'cpu' (this process's CPU seconds, all threads: fairer on a shared machine)."""
     keep_best: int = 5
     """How many of the best distinct networks are kept (with weights) as best_<k>.pt."""
     max_rounds: int | None = None
