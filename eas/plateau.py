@@ -8,7 +8,9 @@ long and each next one ``growth`` times longer (SGDR's warm restarts with
 :class:`PlateauRule` (``patience`` cycles without a gain of at least
 ``min_delta``); training stops at the plateau, at ``max_epochs`` or when the next
 cycle would not fit ``max_seconds`` (a cycle is shortened to what still fits,
-at the rate the previous cycles measured), and the best cycle's weights are
+at the rate the previous cycles measured); a cycle after which the next one
+would not fit in full takes the whole rest of the budget instead (one long
+annealed cycle rather than a cut-off one), and the best cycle's weights are
 kept. The final networks of a search and its no-search control are trained
 with it (:mod:`eas.search.final`).
 
@@ -137,7 +139,8 @@ def train_to_plateau(
     ``recipe`` is the training recipe (its ``epochs`` is ignored); cycle ``k``
     (0-based) is ``ceil(first_epochs * growth**k)`` epochs, shortened to what is
     left of ``max_epochs`` and of ``max_seconds`` (at the seconds per epoch the
-    cycles so far took; the first cycle always runs). Cycle ``k`` uses seed
+    cycles so far took; the first cycle always runs), or lengthened to all that
+    is left when the next cycle would not fit in full. Cycle ``k`` uses seed
     ``seed + k`` (a new data order). The network ends holding the weights of
     the cycle with the best validation accuracy; its test accuracy is measured
     when ``test``. ``train`` replaces :func:`eas.training.train_child` (tests).
@@ -162,12 +165,16 @@ def train_to_plateau(
             if n <= 0:
                 stopped_by = "epochs"
                 break
+        left = None if max_epochs is None else max_epochs - epochs
         if max_seconds is not None and epochs > 0:
             fit = math.floor((max_seconds - seconds) / (seconds / epochs) + 1e-9)
             if fit <= 0:
                 stopped_by = "seconds"
                 break
             n = min(n, fit)
+            left = fit if left is None else min(left, fit)
+        if left is not None and left - n < math.ceil(length * growth - 1e-9):
+            n = left  # the next cycle would not fit in full: this one takes the rest
         began = None if clock is None else clock()
         res = train(network, data, dataclasses.replace(recipe, epochs=n), device=device,
                     seed=seed + k, progress=progress)

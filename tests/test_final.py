@@ -109,16 +109,21 @@ def test_train_to_plateau_restores_an_earlier_cycle_when_the_last_is_worse() -> 
 def test_train_to_plateau_respects_the_epoch_and_second_budgets() -> None:
     trainer = ScriptedTrainer([0.5, 0.6, 0.7, 0.8])
     _, res = run_plateau(trainer, max_epochs=5)
-    assert [c[0] for c in trainer.calls] == [2, 3] and res.stopped_by == "epochs"
+    # a 2-epoch cycle would leave 3, too few for the next (4): the first takes all 5
+    assert [c[0] for c in trainer.calls] == [5] and res.stopped_by == "epochs"
     assert res.epochs == 5
+    trainer = ScriptedTrainer([0.5, 0.6, 0.7, 0.8])
+    _, res = run_plateau(trainer, max_epochs=13)
+    assert [c[0] for c in trainer.calls] == [2, 11] and res.epochs == 13
     # 1.5 s per epoch, 10 s: 2 epochs (3 s), then 4 (6 s), then what still fits: 0 -> stop
     trainer = ScriptedTrainer([0.5, 0.6, 0.7, 0.8], epoch_seconds=1.5)
     _, res = run_plateau(trainer, max_seconds=10.0)
     assert [c[0] for c in trainer.calls] == [2, 4] and res.stopped_by == "seconds"
-    # 12 s: the third cycle is shortened to the 2 epochs (3 s) that still fit
+    # 12 s: after 4 epochs 2 would fit, too few for the next cycle (8): the second
+    # cycle takes all 6 epochs that fit
     trainer = ScriptedTrainer([0.5, 0.6, 0.7, 0.8], epoch_seconds=1.5)
     _, res = run_plateau(trainer, max_seconds=12.0)
-    assert [c[0] for c in trainer.calls] == [2, 4, 2] and res.train_time == 12.0
+    assert [c[0] for c in trainer.calls] == [2, 6] and res.train_time == 12.0
 
 
 def test_train_to_plateau_counts_the_budget_on_the_clock_it_is_given() -> None:
@@ -133,10 +138,10 @@ def test_train_to_plateau_counts_the_budget_on_the_clock_it_is_given() -> None:
 
     _, res = run_plateau(clocked, max_seconds=20.0, clock=lambda: ticks[0])
     assert [c[0] for c in trainer.calls] == [2, 4] and res.stopped_by == "seconds"
-    # without the clock, the trainer's 1 s per epoch lets 2 + 4 + 8 run and 6 more fit
+    # without the clock, the trainer's 1 s per epoch lets 2 + 4 run, then the 14 left
     trainer = ScriptedTrainer([0.5, 0.6, 0.7, 0.8], epoch_seconds=1.0)
     _, res = run_plateau(trainer, max_seconds=20.0)
-    assert [c[0] for c in trainer.calls] == [2, 4, 8, 6]
+    assert [c[0] for c in trainer.calls] == [2, 4, 14]
 
 
 def test_train_to_plateau_keeps_the_best_cycle_when_a_later_one_diverges() -> None:
