@@ -1,6 +1,6 @@
 """The agent comparison study: every agent, several seeds, equal child-training time (Fashion-MNIST, CPU).
 
-Runs :func:`eas.search.compare.compare` with the ``train`` evaluator: the
+Runs :func:`eas.cli.compare.compare` with the ``train`` evaluator: the
 default preset's start network (Table 1 narrowed) is trained once on a
 10k-image subset of Fashion-MNIST (validation: 2,000 held-out training images)
 and shared; then every agent searches from it, once per seed, until its
@@ -40,9 +40,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _machine import cpu_model  # noqa: E402
 
-from eas.search.compare import compare  # noqa: E402
-from eas.search.compare_report import record_from_summary, write_outputs  # noqa: E402
-from eas.search.config import DEFAULT_CONFIG, load_config  # noqa: E402
+from eas.cli.compare import compare  # noqa: E402
+from eas.config.engine import DEFAULT_CONFIG, load_config  # noqa: E402
+from eas.reports.compare import record_from_summary, write_outputs  # noqa: E402
 
 PRESET = load_config(DEFAULT_CONFIG)
 """The default preset (configs/default.toml): the study's defaults come from it."""

@@ -33,9 +33,9 @@ from typing import Any
 
 import numpy as np
 
+from eas.config.engine import DEFAULT_CONFIG, load_config
 from eas.envs.synthetic import SYNTHETIC_TASKS, SyntheticTaskEvaluator
-from eas.search import run_search
-from eas.search.config import DEFAULT_CONFIG, load_config
+from eas.search.loop import run_search
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "reinforce_paper": {"controller.mode": "paper"},

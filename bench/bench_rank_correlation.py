@@ -41,11 +41,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import cpu_model  # noqa: E402
 
 from eas.checkpoint import load_checkpoint  # noqa: E402
+from eas.config.engine import load_config  # noqa: E402
 from eas.data import load_dataset  # noqa: E402
 from eas.network import build_network  # noqa: E402
 from eas.plateau import train_to_plateau  # noqa: E402
 from eas.ranking import kendall_tau, spearman_rho  # noqa: E402
-from eas.search.config import load_config  # noqa: E402
 from eas.search.state import CHECKPOINT  # noqa: E402
 from eas.training import train_child  # noqa: E402
 

@@ -1,6 +1,6 @@
-"""``python -m eas.compare``: compare agents on one budget (see :mod:`eas.search.compare`)."""
+"""``python -m eas.compare``: compare agents on one budget (see :mod:`eas.cli.compare`)."""
 
-from eas.search.compare import main
+from eas.cli import compare
 
 if __name__ == "__main__":
-    raise SystemExit(main(prog="python -m eas.compare"))
+    raise SystemExit(compare.main(prog="python -m eas.compare"))

@@ -1,6 +1,6 @@
-"""``python -m eas.train_controller``: run an architecture search (see :mod:`eas.search.train_controller`)."""
+"""``python -m eas.train_controller``: run an architecture search (see :mod:`eas.cli.search`)."""
 
-from eas.search.train_controller import main
+from eas.cli import search
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(search.main())

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
+from eas.config.engine import load_config
 from eas.envs import EvalResult
-from eas.search.config import load_config
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 """Where the Debian Fashion-MNIST package installs the dataset."""

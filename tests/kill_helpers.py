@@ -14,10 +14,10 @@ from pathlib import Path
 
 import torch
 
+from eas.config.engine import load_config
 from eas.envs import EvalResult
 from eas.envs.cache import fingerprint
 from eas.envs.parallel import ParallelEvaluator
-from eas.search.config import load_config
 from eas.search.loop import run_search
 
 

@@ -23,11 +23,13 @@ from eas.agents import (
 )
 from eas.agents.registry import BUILTINS, ENTRY_POINT_GROUP
 from eas.arch import Architecture, Tokenizer
+from eas.config.agent_sections import agent_section
+from eas.config.engine import load_config
 from eas.envs.evaluators import EvalResult
 from eas.envs.synthetic import SyntheticEvaluator, synthetic_accuracy
 from eas.network import build_network
-from eas.search import SearchCallback, run_search
-from eas.search.config import agent_section, load_config
+from eas.search.callbacks import SearchCallback
+from eas.search.loop import run_search
 
 SMALL = "C(16,3,1), P(2,2,MAX), C(16,3,1), P(2,2,MAX), C(32,3,1), P(7,7,AVG), FC(64), SM(10)"
 """A small start network (28x28 inputs) so that transformations are fast on a CPU."""
@@ -84,7 +86,7 @@ class _Rounds(SearchCallback):
 
 def _search(tmp_path, agent, children, *, evaluator=None, per_round=5,
             schedule=SHORT_SCHEDULE, seed=0, **agent_overrides):
-    """One stage of ``children`` children through eas.search.run_search (no final training)."""
+    """One stage of ``children`` children through eas.search.loop.run_search (no final training)."""
     section = agent_section(agent)
     overrides = {
         "search.agent": agent, "search.seed": seed, "search.children_per_step": per_round,

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from eas.config.engine import load_config
 from eas.envs.synthetic import SyntheticEvaluator
-from eas.search import SearchCallback, run_search
-from eas.search.callbacks import CallbackList
-from eas.search.config import load_config
+from eas.search.callbacks import CallbackList, SearchCallback
+from eas.search.loop import run_search
 
 SMALL = "C(16,3,1), P(2,2,MAX), C(16,3,1), P(2,2,MAX), C(32,3,1), P(7,7,AVG), FC(64), SM(10)"
 

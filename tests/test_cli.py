@@ -1,4 +1,4 @@
-"""The ``eas`` console command (eas.search.cli): subcommands search and compare."""
+"""The ``eas`` console command (eas.cli.main): subcommands search and compare."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from eas.search import cli
+from eas.cli import main as cli
 
 SMALL = "C(16,3,1), P(2,2,MAX), C(16,3,1), P(2,2,MAX), C(32,3,1), P(7,7,AVG), FC(64), SM(10)"
 

@@ -10,11 +10,12 @@ import textwrap
 import pytest
 
 from eas.arch import Architecture, resolve_start_arch
+from eas.cli.compare import compare, load_evaluator, main
+from eas.config.engine import load_config
 from eas.envs.synthetic import synthetic_accuracy
 from eas.network import build_network
-from eas.search.compare import RunRecord, compare, load_evaluator, main, write_outputs
-from eas.search.config import load_config
-from eas.search.pareto_report import common_hypervolumes
+from eas.reports.compare import RunRecord, write_outputs
+from eas.reports.pareto import common_hypervolumes
 
 SMALL = "C(16,3,1), P(2,2,MAX), C(16,3,1), P(2,2,MAX), C(32,3,1), P(7,7,AVG), FC(64), SM(10)"
 

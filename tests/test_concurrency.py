@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from eas.config.engine import load_config
+from eas.config.sections import ConfigError, SearchSection
 from eas.envs.evaluators import EvalResult
 from eas.envs.parallel import ParallelEvaluator
 from eas.search import concurrency
 from eas.search.concurrency import parallel_options, resolve_concurrency
-from eas.search.config import ConfigError, SearchSection, load_config
 
 
 @pytest.fixture

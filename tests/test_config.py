@@ -10,18 +10,11 @@ from pathlib import Path
 import pytest
 
 from eas.arch import resolve_start_arch
+from eas.cli.search import main
+from eas.config.engine import CONFIG_DIR, dump_toml, load_config, parse_command
+from eas.config.field_types import field_docs
+from eas.config.sections import ConfigError, SearchConfig, schedule_tuple
 from eas.data import dataset_facts, dataset_key
-from eas.search.config import (
-    CONFIG_DIR,
-    ConfigError,
-    SearchConfig,
-    dump_toml,
-    field_docs,
-    load_config,
-    parse_command,
-    schedule_tuple,
-)
-from eas.search.train_controller import main
 
 REPO = Path(__file__).resolve().parent.parent
 PRESETS = ["default.toml", "cifar10.toml", "densenet.toml", "svhn.toml"]

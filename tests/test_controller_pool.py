@@ -19,7 +19,7 @@ from eas.arch import Architecture, SearchSpace, Tokenizer
 from eas.checkpoint import load_checkpoint
 from eas.envs.synthetic import SYNTHETIC_TASKS, SyntheticTaskEvaluator
 from eas.network import build_network
-from eas.search import run_search
+from eas.search.loop import run_search
 
 START = "C(16,3,1), P(2,2,MAX), C(16,3,1), P(2,2,MAX), C(32,3,1), P(7,7,AVG), FC(64), SM(10)"
 

@@ -12,13 +12,14 @@ import pytest
 import torch
 from helpers import FASHION
 
+from eas.config.engine import load_config
 from eas.data import fitting_batch, load_dataset
 from eas.envs import NetTransformEnv
 from eas.envs.observation import sample_legal_action
 from eas.envs.synthetic import SyntheticEvaluator
 from eas.network import ChildNet, build_network
-from eas.search import SearchCallback, run_search
-from eas.search.config import load_config
+from eas.search.callbacks import SearchCallback
+from eas.search.loop import run_search
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

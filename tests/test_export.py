@@ -14,11 +14,11 @@ from test_morphisms import SMALL, make, random_chain
 
 from eas.arch import densenet_bc
 from eas.checkpoint import network_from_record
+from eas.cli.search import main as search_main
 from eas.data import DATA_FILE, load_dataset, normalize_batch
 from eas.export import export_networks, export_run, main, run_candidates, select
 from eas.network import build_network
 from eas.search.loop import run_search
-from eas.search.train_controller import main as search_main
 
 ort = pytest.importorskip("onnxruntime")
 

@@ -11,15 +11,16 @@ import torch
 from helpers import FASHION, TINY, CheapEvaluator, cheap_config, quiet, tensorboard_steps
 from torch import nn
 
+from eas.cli.search import main
+from eas.config.engine import load_config
+from eas.config.sections import ConfigError
 from eas.data import load_dataset
 from eas.network import build_network
 from eas.plateau import PlateauRule, epochs_for_seconds, train_to_plateau
 from eas.ranking import kendall_tau, rank_average, spearman_rho
 from eas.search import final as final_mod
-from eas.search.config import ConfigError, load_config
 from eas.search.final import format_control
 from eas.search.loop import run_search
-from eas.search.train_controller import main
 from eas.training import TrainConfig, TrainResult
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -17,8 +17,8 @@ from helpers import FASHION, TINY
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from eas import training
-from eas.search import run_search
-from eas.search.config import load_config
+from eas.config.engine import load_config
+from eas.search.loop import run_search
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread"),
               pytest.mark.skipif(not FASHION.exists(), reason="Fashion-MNIST not installed"),

@@ -27,9 +27,9 @@ from torch import nn
 from torch.fx.experimental.proxy_tensor import make_fx
 
 from eas import accel, graphed, training
+from eas.config.engine import load_config
 from eas.data import DEBIAN_DATASET_DIR, AugmentConfig, load_dataset
 from eas.network import build_network
-from eas.search.config import load_config
 from eas.training import TrainConfig, train_child
 
 CUDA = torch.cuda.is_available()

@@ -10,10 +10,12 @@ import matplotlib
 import pytest
 
 from eas.agents.registry import available_agents
+from eas.cli import compare
+from eas.cli import main as cli
+from eas.cli import search as train_controller
+from eas.config.engine import CONFIG_DIR, DEFAULT_CONFIG, dump_toml, load_config
 from eas.data import DATASET_NAMES
-from eas.search import cli, compare, train_controller
-from eas.search.config import CONFIG_DIR, DEFAULT_CONFIG, dump_toml, load_config
-from eas.search.pareto_report import compact_number, readable_log_ticks
+from eas.reports.pareto import compact_number, readable_log_ticks
 
 matplotlib.use("Agg", force=True)
 import matplotlib.pyplot as plt  # noqa: E402 - after choosing the headless back-end

@@ -8,6 +8,8 @@ import pytest
 import torch
 from helpers import CheapEvaluator, cheap_config, quiet
 
+from eas.config.engine import load_config
+from eas.config.sections import ConfigError
 from eas.envs import (
     ConstrainedReward,
     EvalResult,
@@ -21,7 +23,6 @@ from eas.envs import (
 )
 from eas.network import build_network, count_flops, count_parameters
 from eas.objectives import cost_objectives, measure_latency
-from eas.search.config import ConfigError, load_config
 from eas.search.loop import run_search
 
 ARCH = "C(8,3,1), P(2,2,MAX), C(16,3,1), P(2,2,MAX), FC(32), SM(10)"

@@ -13,13 +13,13 @@ from helpers import CheapEvaluator, cheap_config, quiet
 
 from eas.checkpoint import load_checkpoint, network_from_record
 from eas.pareto import ParetoFront, dominates, hypervolume_2d, non_dominated
-from eas.search.loop import run_search
-from eas.search.pareto_report import (
+from eas.reports.pareto import (
     common_hypervolumes,
     front_hypervolume,
     front_records,
     write_pareto_reports,
 )
+from eas.search.loop import run_search
 from eas.search.state import CHECKPOINT
 
 

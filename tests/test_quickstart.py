@@ -15,8 +15,8 @@ import pytest
 import torchvision.datasets as tvd
 
 import eas._data_files
+from eas.cli.search import main
 from eas.data import DatasetNotFoundError, load_dataset
-from eas.search.train_controller import main
 
 FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
          "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")

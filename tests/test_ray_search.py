@@ -19,8 +19,8 @@ from helpers import FASHION, TINY
 from ray_local import import_ray, local_ray
 
 from eas.checkpoint import load_checkpoint
+from eas.cli.search import main
 from eas.search.state import CHECKPOINT
-from eas.search.train_controller import main
 
 pytestmark = [
     pytest.mark.slow,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from eas.agents.base import Agent
 from eas.agents.hill_climbing import HillClimbingAgent
-from eas.search.config import load_config
+from eas.config.engine import load_config
 from eas.search.recipes import child_recipe, final_recipe
 
 

@@ -14,7 +14,7 @@ from eas.envs.cache import EvalCache
 from eas.envs.evaluators import EvalResult
 from eas.envs.journal import Journal
 from eas.network import build_network
-from eas.search import run_search
+from eas.search.loop import run_search
 
 SMALL = "C(16,3,1), P(2,2,MAX), C(16,3,1), P(7,7,AVG), FC(64), SM(10)"
 

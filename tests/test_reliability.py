@@ -32,26 +32,26 @@ from PIL import Image
 
 from eas.arch import Architecture
 from eas.checkpoint import CheckpointError, load_checkpoint, load_network, save_network
-from eas.data import DatasetError, DatasetNotFoundError, load_dataset
-from eas.envs.rewards import ObjectivesConfig
-from eas.export import export_networks
-from eas.network import build_network
-from eas.search import preflight as preflight_mod
-from eas.search import train_controller
-from eas.search.cli import main as eas_main
-from eas.search.config import (
+from eas.cli import search as train_controller
+from eas.cli.main import main as eas_main
+from eas.cli.search import main
+from eas.config.engine import load_config
+from eas.config.sections import (
     ConfigError,
     DataConfig,
     SearchConfig,
     SearchSection,
     SpaceConfig,
     StartConfig,
-    load_config,
 )
+from eas.data import DatasetError, DatasetNotFoundError, load_dataset
+from eas.envs.rewards import ObjectivesConfig
+from eas.export import export_networks
+from eas.network import build_network
+from eas.search import preflight as preflight_mod
 from eas.search.failures import SearchFailed
 from eas.search.loop import run_search
 from eas.search.rundir import OWNER_FILE, claim_run_dir, lock_owner
-from eas.search.train_controller import main
 from eas.training import TrainConfig
 
 TESTS = Path(__file__).resolve().parent
@@ -765,7 +765,7 @@ def test_kill_9_mid_round_retrains_no_finished_child(tmp_path: Path, backend: st
 @pytest.mark.slow
 def test_sigterm_stops_like_ctrl_c(tmp_path: Path) -> None:
     runs, log = tmp_path / "runs", tmp_path / "trained.log"
-    code = ("import sys, kill_helpers, eas.search.train_controller as tc, eas.search.loop as lp; "
+    code = ("import sys, kill_helpers, eas.cli.search as tc, eas.search.loop as lp; "
             "ev = kill_helpers.LoggedEvaluator(sys.argv[1], 1.0); real = tc.run_search; "
             "tc.run_search = lambda cfg, **kw: real(cfg, evaluator=ev, **kw); "
             "sys.exit(tc.main(sys.argv[2:]))")

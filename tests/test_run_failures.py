@@ -31,11 +31,12 @@ from helpers import FASHION, CheapEvaluator, cheap_values, quiet
 from PIL import Image
 
 from eas import checkpoint
+from eas.cli import search as train_controller
+from eas.cli.search import main
 from eas.data import load_dataset
 from eas.network import build_network
-from eas.search import steps, train_controller
+from eas.search import steps
 from eas.search.failures import SearchFailed, at_chance, check_chance
-from eas.search.train_controller import main
 from eas.training import TrainConfig, train_child
 
 pytestmark = pytest.mark.usefixtures("one_thread")

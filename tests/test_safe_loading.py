@@ -34,11 +34,11 @@ from eas.checkpoint import (
     save_network,
 )
 from eas.checkpoint import main as checkpoint_main
+from eas.cli.search import main as search_main
 from eas.envs.journal import check_journal
 from eas.export import main as export_main
 from eas.network import build_network
 from eas.search.loop import run_search
-from eas.search.train_controller import main as search_main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

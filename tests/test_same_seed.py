@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from eas.config.engine import load_config
 from eas.envs.synthetic import SyntheticEvaluator
-from eas.search import run_search
-from eas.search.config import load_config
+from eas.search.loop import run_search
 
 SMALL = "C(16,3,1), P(2,2,MAX), C(16,3,1), P(2,2,MAX), C(32,3,1), P(7,7,AVG), FC(64), SM(10)"
 SAVED = json.loads((Path(__file__).parent / "data" / "same_seed_children.json").read_text())

@@ -19,11 +19,11 @@ from eas.agents.base import AgentContext  # noqa: E402
 from eas.agents.registry import make_agent  # noqa: E402
 from eas.agents.sb3 import SB3Agent  # noqa: E402
 from eas.arch import SearchSpace  # noqa: E402
+from eas.config.engine import load_config  # noqa: E402
+from eas.config.sections import ConfigError  # noqa: E402
 from eas.envs.flat import FlatNetTransformEnv  # noqa: E402
 from eas.envs.synthetic import SyntheticEvaluator  # noqa: E402
-from eas.search.config import load_config  # noqa: E402
 from eas.search.loop import run_search  # noqa: E402
-from eas.search.sections import ConfigError  # noqa: E402
 
 SPACE = SearchSpace(filters=(16, 32, 48, 64), fc_units=(64, 128, 256))
 START = "C(16,3,1), P(2,2,MAX), C(32,3,1), P(2,2,MAX), C(32,3,1), P(3,3,AVG), FC(64), SM(10)"

@@ -11,13 +11,14 @@ import torch
 from helpers import FASHION, TINY, CheapEvaluator, cheap_config, quiet, tensorboard_steps
 
 from eas.checkpoint import atomic_save, load_checkpoint, load_network, save_network
+from eas.cli import search as train_controller
+from eas.cli.search import main
+from eas.config.engine import load_config
 from eas.network import build_network
-from eas.search import report, train_controller
-from eas.search.config import load_config
+from eas.reports import summary as report
+from eas.reports.summary import plot_progress, summary_rows, top_architectures, write_summary
 from eas.search.loop import run_search
-from eas.search.report import plot_progress, summary_rows, top_architectures, write_summary
 from eas.search.state import CHECKPOINT
-from eas.search.train_controller import main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -13,6 +13,8 @@ from gymnasium import spaces
 from helpers import FASHION
 
 from eas.arch import SearchSpace, width_of
+from eas.config.engine import load_config
+from eas.config.sections import ConfigError
 from eas.distill import DistillConfig, agreement
 from eas.envs import EvalResult, InvalidActionError, NetTransformEnv, ShrinkDistiller
 from eas.envs.observation import NARROW, REMOVE, sample_legal_action
@@ -21,8 +23,7 @@ from eas.morphisms.legal import ALL_KINDS, KINDS, narrow_levels
 from eas.morphisms.narrow import narrow_refusal
 from eas.morphisms.remove_layer import remove_refusal
 from eas.network import build_network
-from eas.search import run_search
-from eas.search.config import ConfigError, load_config
+from eas.search.loop import run_search
 from eas.training import TrainConfig, train_child
 
 SPACE = SearchSpace(filters=(4, 8, 16, 32), fc_units=(16, 32, 64))

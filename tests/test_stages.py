@@ -9,7 +9,8 @@ import pytest
 from helpers import CheapEvaluator, cheap_config, quiet, tensorboard_steps
 
 from eas.checkpoint import load_checkpoint, network_from_record
-from eas.search.config import ConfigError, load_config
+from eas.config.engine import load_config
+from eas.config.sections import ConfigError
 from eas.search.loop import run_search
 from eas.search.stages import stage_budgets, stage_start_epochs
 

@@ -1,9 +1,8 @@
-"""The search layer: the search loop, its configuration, callbacks, reports, agent comparison
-and the command-line entry points. It sits on top of every other layer of the project
-(core -> morphisms -> envs -> agents -> search) and nothing below imports it."""
+"""The search: :func:`eas.search.loop.run_search` and its steps, stages, state,
+checkpoints, callbacks, final training and run folders.
 
-from eas.search.callbacks import SearchCallback
-from eas.search.loop import run_search
-from eas.search.state import SearchOutcome, SearchRun, SearchState
-
-__all__ = ["SearchCallback", "SearchOutcome", "SearchRun", "SearchState", "run_search"]
+Layers (each imports only those before it): core (``eas.arch``, ``eas.network``, ...)
+-> morphisms -> envs -> agents -> config (:mod:`eas.config`) -> reports
+(:mod:`eas.reports`) -> search -> command line (:mod:`eas.cli`). Import each name from
+its module (``from eas.search.loop import run_search``).
+"""

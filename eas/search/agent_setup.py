@@ -22,8 +22,9 @@ import torch
 from eas.agents.base import AgentContext
 from eas.agents.registry import ALIASES, BUILTINS, get_agent_class
 from eas.arch import Tokenizer
+from eas.config.engine import search_space
+from eas.config.sections import SearchConfig, schedule_tuple
 from eas.morphisms.legal import kinds_for
-from eas.search.config import SearchConfig, schedule_tuple, search_space
 from eas.search.failures import SearchFailed
 
 __all__ = ["AgentError", "AgentPlan", "agent_calls", "is_plugin", "make_agent",

@@ -30,9 +30,10 @@ from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 from tqdm.auto import tqdm
 
+from eas.config.agent_sections import agent_section
+from eas.config.engine import config_to_dict
 from eas.envs.evaluators import EvalResult
-from eas.search.config import agent_section, config_to_dict
-from eas.search.report import retries
+from eas.reports.summary import retries
 from eas.search.stages import stage_budgets
 from eas.search.state import (
     SearchRun,

@@ -54,11 +54,12 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from eas.config.sections import SearchConfig
 from eas.network import ChildNet
 from eas.search.agent_setup import agent_calls
 from eas.search.callbacks import CallbackList, SearchCallback, default_callbacks
-from eas.search.config import SearchConfig
 from eas.search.failures import check_chance, check_children
+from eas.search.final import final_training, no_search_control
 from eas.search.stages import parent_control
 from eas.search.state import (
     SearchOutcome,
@@ -69,8 +70,6 @@ from eas.search.steps import (
     build_evaluator,
     build_start_network,
     end_stage,
-    final_training,
-    no_search_control,
     open_run,
     play_round,
     record_round,

@@ -1,7 +1,7 @@
 """Checks that run before any work and before anything is written.
 
 :func:`preflight` looks at everything a search will need and raises
-:class:`~eas.search.config.ConfigError` (one line naming the field, file or
+:class:`~eas.config.engine.ConfigError` (one line naming the field, file or
 folder) at the first problem: the device exists, the optional back-end can be
 imported, the start weights load and fit the start architecture, the run
 folder may be used (and its parent created and written), the dataset's folders
@@ -23,6 +23,9 @@ import torch
 from eas.agents.reinforce import controller_weights
 from eas.arch import resolve_start_arch
 from eas.checkpoint import CheckpointError, load_checkpoint, read_torch_file
+from eas.config.agent_sections import agent_section
+from eas.config.engine import config_to_dict
+from eas.config.sections import ConfigError, SearchConfig
 from eas.data import (
     DatasetError,
     DatasetNotFoundError,
@@ -33,16 +36,15 @@ from eas.data import (
 from eas.envs.journal import check_journal
 from eas.network import build_network
 from eas.search.agent_setup import is_plugin, make_agent, restored_global_rng
-from eas.search.config import (
-    ConfigError,
-    SearchConfig,
-    agent_section,
-    config_to_dict,
-)
 from eas.search.rundir import check_run_dir
 from eas.search.state import CHECKPOINT, JOURNAL_DIR, default_run_name
 
-__all__ = ["FREE_ON_RESUME", "Plan", "check_resume_changes", "default_run_name", "preflight"]
+__all__ = [
+    "FREE_ON_RESUME",
+    "Plan",
+    "check_resume_changes",
+    "preflight",
+]
 
 FREE_ON_RESUME: frozenset[str] = frozenset({
     # where and how fast the children train, not which children or how they score

@@ -6,7 +6,7 @@ changed as follows, later lines winning:
 * **children**: ``[child]``, then the agent's :meth:`~eas.agents.base.Agent.child_train_overrides`
   (hill climbing: its SGDR over ``e_neigh`` epochs);
 * **start networks** (stage 1's untrained start, each later stage's start):
-  :meth:`eas.search.sections.StartConfig.recipe`: the children's recipe for the stage's
+  :meth:`eas.config.sections.StartConfig.recipe`: the children's recipe for the stage's
   epochs at ``start.lr`` when set;
 * **final training**: ``[child]`` with ``search.final_epochs`` full epochs at
   ``search.final_lr`` (none: ``child.lr``), then the agent's

@@ -24,8 +24,8 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from eas.config.sections import RUN_NAME_MAX, ConfigError
 from eas.envs.evaluators import StopSearch
-from eas.search.config import RUN_NAME_MAX, ConfigError
 from eas.search.failures import SearchFailed
 
 __all__ = ["LOCK_FILE", "OWNER_FILE", "RUN_MARKERS", "RunFolderLost", "RunLock", "check_run_dir", "claim_run_dir",

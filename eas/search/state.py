@@ -22,8 +22,9 @@ import torch
 
 from eas.agents.base import Agent
 from eas.checkpoint import atomic_save, network_record
+from eas.config.engine import config_to_dict
+from eas.config.sections import SearchConfig
 from eas.network import ChildNet
-from eas.search.config import SearchConfig, config_to_dict
 
 __all__ = [
     "CHECKPOINT",
@@ -91,7 +92,7 @@ class SearchState:
 
 @dataclass
 class SearchOutcome:
-    """What :func:`eas.search.run_search` returns."""
+    """What :func:`eas.search.loop.run_search` returns."""
 
     run_dir: Path
     """The run folder."""

@@ -27,6 +27,9 @@ from eas.checkpoint import (
     read_torch_file,
     save_network,
 )
+from eas.config.checks import check_loaded_data
+from eas.config.engine import config_to_dict, dump_toml, search_space
+from eas.config.sections import ConfigError, SearchConfig
 from eas.data import DATA_FILE, Data, dataset_facts, fitting_batch, input_contract, load_dataset
 from eas.distill import DistillConfig
 from eas.envs.evaluators import EvalResult
@@ -35,23 +38,8 @@ from eas.envs.journal import Journal
 from eas.envs.parallel import RETRY_LOG, ParallelEvaluator
 from eas.evaluation import evaluate as evaluate_net
 from eas.network import ChildNet, build_network
-from eas.search.agent_setup import agent_calls, make_agent
-from eas.search.callbacks import SearchCallback
-from eas.search.checks import check_loaded_data
-from eas.search.concurrency import parallel_options, resolve_concurrency
-from eas.search.config import (
-    ConfigError,
-    SearchConfig,
-    config_to_dict,
-    dump_toml,
-    search_space,
-)
-from eas.search.failures import check_start
-from eas.search.final import final_training, format_control, no_search_control
-from eas.search.pareto_report import update_front_networks, write_pareto_reports
-from eas.search.preflight import preflight
-from eas.search.recipes import child_recipe
-from eas.search.report import (
+from eas.reports.pareto import update_front_networks, write_pareto_reports
+from eas.reports.summary import (
     format_table,
     plot_progress,
     retries,
@@ -59,6 +47,13 @@ from eas.search.report import (
     top_architectures,
     write_summary,
 )
+from eas.search.agent_setup import agent_calls, make_agent
+from eas.search.callbacks import SearchCallback
+from eas.search.concurrency import parallel_options, resolve_concurrency
+from eas.search.failures import check_start
+from eas.search.final import format_control
+from eas.search.preflight import preflight
+from eas.search.recipes import child_recipe
 from eas.search.rundir import claim_run_dir
 from eas.search.stages import (
     child_seconds,
@@ -85,8 +80,6 @@ __all__ = [
     "build_evaluator",
     "build_start_network",
     "end_stage",
-    "final_training",
-    "no_search_control",
     "open_run",
     "play_round",
     "record_round",

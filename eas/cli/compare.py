@@ -9,7 +9,7 @@
 (``python -m eas.compare`` is the same command.) Every agent searches from the
 same start network with the same evaluator for the same number of children
 (its budget), once per seed. Every run is an ordinary search
-(:func:`eas.search.run_search`: one stage of ``--children`` children, no final
+(:func:`eas.search.loop.run_search`: one stage of ``--children`` children, no final
 training), with its own run folder (TensorBoard events, checkpoint,
 ``summary.json``) in ``<out>/runs/<agent>__seed<k>``; the comparison is built
 from those runs' summaries. Per agent the output folder gets a row in
@@ -19,7 +19,7 @@ from those runs' summaries. Per agent the output folder gets a row in
   trained, i.e. not answered by the cache), wall time per run, best architecture,
   and the hypervolume of the (accuracy, parameters) Pareto front (mean over
   seeds, every run against one common reference: 1.1 x the largest child of all
-  runs; see :mod:`eas.search.pareto_report`); ``--rank-by accuracy|hypervolume``
+  runs; see :mod:`eas.reports.pareto`); ``--rank-by accuracy|hypervolume``
   orders the rows by either (default: the ``--agents`` order);
 * ``runs.csv``: one row per (agent, seed); ``curves.csv``: every child's accuracy,
   the best-so-far accuracy after it and the child-training seconds spent so far;
@@ -27,7 +27,7 @@ from those runs' summaries. Per agent the output folder gets a row in
   and against child-training seconds, the mean over seeds as a line and the
   min-max range as a shaded band (cf. the EAS paper's Figure 5 and NASH's Table 1).
 
-(The records, tables and plot are in :mod:`eas.search.compare_report`.)
+(The records, tables and plot are in :mod:`eas.reports.compare`.)
 
 Evaluators:
 
@@ -69,29 +69,22 @@ import torch
 from eas._cli import OneLineParser, creation_root, fail, output_folder_problem, remove_new
 from eas.agents.registry import available_agents, get_agent_class
 from eas.arch import resolve_start_arch
+from eas.config.agent_sections import agent_section
+from eas.config.engine import load_config
+from eas.config.sections import ConfigError, SearchConfig
 from eas.data import DATASET_NAMES, DatasetNotFoundError, dataset_facts, load_dataset
 from eas.envs.evaluators import as_result
 from eas.envs.synthetic import SyntheticEvaluator
 from eas.network import ChildNet, build_network
-from eas.search.compare_report import RANK_BY, RunRecord, record_from_summary, write_outputs
-from eas.search.config import (
-    ConfigError,
-    SearchConfig,
-    agent_section,
-    load_config,
-)
+from eas.reports.compare import RANK_BY, RunRecord, record_from_summary, write_outputs
 from eas.search.loop import run_search
 from eas.training import train_child
 
 __all__ = [
     "EVALUATORS",
-    "RANK_BY",
-    "RunRecord",
     "compare",
     "load_evaluator",
     "main",
-    "record_from_summary",
-    "write_outputs",
 ]
 
 EVALUATORS = ("cheap", "train")
@@ -183,7 +176,7 @@ def compare(agents: Sequence[str], seeds: Sequence[int], children: int, *,
             overrides: dict[str, Any] | None = None) -> list[RunRecord]:
     """Run every agent under every seed with the same start, evaluator and budget; write outputs.
 
-    Every run is :func:`eas.search.run_search` with one stage of ``children``
+    Every run is :func:`eas.search.loop.run_search` with one stage of ``children``
     children (run folders in ``out/runs/<agent>__seed<k>``). ``evaluator`` is
     ``cheap``, ``train`` or a ``module:callable`` path (see :func:`load_evaluator`);
     ``start`` a start architecture (``default`` = the paper's Table-1 network

@@ -18,7 +18,7 @@ from dataclasses import fields, is_dataclass
 from functools import cache
 from typing import Any, Literal
 
-from eas.search.sections import ConfigError
+from eas.config.sections import ConfigError
 
 __all__ = ["coerce", "field_docs", "field_type", "split_optional", "type_name"]
 

@@ -1,8 +1,8 @@
 """Checks across fields and sections: values each fine alone that make no sense together.
 
-:func:`check_semantics` runs in :func:`eas.search.config.validate`, after every
+:func:`check_semantics` runs in :func:`eas.config.engine.validate`, after every
 section has checked its own fields, and raises
-:class:`~eas.search.sections.ConfigError` naming the first bad field:
+:class:`~eas.config.sections.ConfigError` naming the first bad field:
 
 * a learning rate's floor is not above the rate it anneals from (``child.lr_min``
   against ``child.lr``, ``start.lr`` and ``search.final_lr``; ``hill_climbing.lr_end``
@@ -24,8 +24,8 @@ from __future__ import annotations
 from dataclasses import fields, is_dataclass
 from typing import Any
 
+from eas.config.sections import ConfigError, require
 from eas.data import DATASET_CLASSES, dataset_key
-from eas.search.sections import ConfigError, require
 
 __all__ = ["check_loaded_data", "check_semantics"]
 
@@ -63,7 +63,7 @@ def _odd_kernels(cfg: Any) -> None:
 
 
 def check_semantics(cfg: Any) -> None:
-    """Cross-field checks of a :class:`~eas.search.sections.SearchConfig` (see the module doc)."""
+    """Cross-field checks of a :class:`~eas.config.sections.SearchConfig` (see the module doc)."""
     _lr_floor(cfg)
     _odd_kernels(cfg)
     lem = getattr(cfg, "lemonade", None)

@@ -1,8 +1,8 @@
 """Which config section holds each agent's hyperparameters, and that section's ``Config`` class.
 
 Built-in agents have their own section (``[controller]`` for reinforce, ...); a custom
-``module:Class`` agent gets ``[agent]``. Used by :mod:`eas.search.sections` and
-:mod:`eas.search.config`.
+``module:Class`` agent gets ``[agent]``. Used by :mod:`eas.config.sections` and
+:mod:`eas.config.engine`.
 """
 
 from __future__ import annotations

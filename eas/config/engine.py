@@ -20,11 +20,11 @@ defaults < the TOML file (``--config``) < command-line overrides. Every value is
 type-checked and range-checked at start-up; a bad one raises :class:`ConfigError`
 naming the field and what is allowed.
 
-The sections themselves (and their own checks) live in :mod:`eas.search.sections`,
-the field documentation and type conversion in :mod:`eas.search.field_types`; this
+The sections themselves (and their own checks) live in :mod:`eas.config.sections`,
+the field documentation and type conversion in :mod:`eas.config.field_types`; this
 module reads TOML presets and ``--section.field`` overrides into them, checks what
-needs several sections, and builds the command line. Every public name of those
-modules is importable from here too.
+needs several sections, and builds the command line. Import each name from its home
+module (``ConfigError`` and the sections from :mod:`eas.config.sections`, ...).
 """
 
 from __future__ import annotations
@@ -45,53 +45,31 @@ import tomli_w
 from eas import configs as _presets
 from eas.agents.registry import available_agents, get_agent_class
 from eas.arch import SearchSpace, resolve_start_arch
+from eas.config.agent_sections import agent_config_cls, agent_section
+from eas.config.checks import check_semantics
+from eas.config.field_types import coerce, field_docs, field_type, split_optional, type_name
+from eas.config.sections import (
+    ConfigError,
+    SearchConfig,
+    check_finite,
+    require,
+)
 from eas.data import DATASET_NAMES, DATASET_SHAPES, dataset_facts, dataset_key
 from eas.envs.parallel import BACKENDS
 from eas.network import MAX_PARAMETERS, estimate_parameters
-from eas.search.agent_sections import AGENT_SECTIONS, agent_config_cls, agent_section
-from eas.search.checks import check_semantics
-from eas.search.field_types import coerce, field_docs, field_type, split_optional, type_name
-from eas.search.sections import (
-    PAPER_SCHEDULE,
-    RUN_NAME_MAX,
-    SEED_MAX,
-    ConfigError,
-    DataConfig,
-    SearchConfig,
-    SearchSection,
-    SpaceConfig,
-    StartConfig,
-    check_finite,
-    require,
-    schedule_tuple,
-)
 
 __all__ = [
-    "AGENT_SECTIONS",
     "CONFIG_DIR",
     "DEFAULT_CONFIG",
-    "PAPER_SCHEDULE",
-    "ConfigError",
-    "DataConfig",
-    "SearchConfig",
-    "SearchSection",
-    "SpaceConfig",
-    "StartConfig",
-    "agent_section",
+    "Command",
     "build_parser",
     "config_to_dict",
     "dump_toml",
     "field_choices",
-    "field_docs",
     "load_config",
     "parse_command",
-    "Command",
-    "schedule_tuple",
     "search_space",
     "validate",
-    "check_finite",
-    "SEED_MAX",
-    "RUN_NAME_MAX",
 ]
 
 CONFIG_DIR = Path(_presets.__file__).resolve().parent

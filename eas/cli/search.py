@@ -27,15 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from eas.checkpoint import CheckpointError
+from eas.config.engine import DEFAULT_CONFIG, load_config, parse_command
+from eas.config.sections import ConfigError, SearchConfig
 from eas.data import DatasetError, DatasetNotFoundError
 from eas.envs.evaluators import StopSearch
-from eas.search.config import (
-    DEFAULT_CONFIG,
-    ConfigError,
-    SearchConfig,
-    load_config,
-    parse_command,
-)
 from eas.search.failures import SearchFailed, final_training_failure
 from eas.search.loop import run_search
 from eas.search.rundir import CLAIMED

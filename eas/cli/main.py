@@ -18,7 +18,8 @@ import sys
 from collections.abc import Callable, Sequence
 
 from eas import export
-from eas.search import compare, train_controller
+from eas.cli import compare
+from eas.cli import search as train_controller
 
 __all__ = ["COMMANDS", "main"]
 

@@ -30,7 +30,7 @@ from typing import Any
 from eas.checkpoint import atomic_write_text, network_record
 from eas.objectives import COSTS
 from eas.pareto import hypervolume_2d, non_dominated
-from eas.search.report import save_figure
+from eas.reports.summary import save_figure
 
 __all__ = ["PARETO_COLUMNS", "common_hypervolumes", "front_hypervolume", "front_records", "pareto_summary",
            "plot_pareto", "update_front_networks", "write_pareto_reports"]

@@ -21,8 +21,8 @@ from typing import Any
 import matplotlib
 import numpy as np
 
-from eas.search.pareto_report import front_hypervolume
-from eas.search.report import save_figure
+from eas.reports.pareto import front_hypervolume
+from eas.reports.summary import save_figure
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only back-end)
@@ -110,7 +110,7 @@ def _hypervolumes(records: Sequence[RunRecord]) -> list[float]:
 
     The reference cost is the largest of the runs' own references, i.e. 1.1 x the
     largest parameter count of any child of any run (as in
-    :func:`eas.search.pareto_report.common_hypervolumes`).
+    :func:`eas.reports.pareto.common_hypervolumes`).
     """
     refs = [float(r.front["reference"][1]) for r in records if r.front.get("front")]
     if not refs:

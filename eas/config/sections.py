@@ -4,7 +4,7 @@
 ``[space]``, ``[search]``, ``[objectives]``, ``[halving]`` and one per agent).
 Constructing a section runs its :meth:`~_Section.check`, so ``DataConfig(val_size=0)``
 raises :class:`ConfigError` naming ``data.val_size``. Reading TOML files and the
-command line into these sections is :mod:`eas.search.config`'s job.
+command line into these sections is :mod:`eas.config.engine`'s job.
 """
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
 from eas.arch import MAX_LAYER_VALUE, SearchSpace
+from eas.config.agent_sections import _agent_class, agent_config_cls, agent_section
 from eas.data import DATASET_NAMES, dataset_key  # the one home of dataset facts
 from eas.envs import DEFAULT_SCHEDULE
 from eas.envs.halving import HalvingConfig
 from eas.envs.parallel import BACKENDS
 from eas.envs.rewards import ObjectivesConfig
 from eas.morphisms.legal import ALL_KINDS, SHRINK_KINDS, kinds_for
-from eas.search.agent_sections import _agent_class, agent_config_cls, agent_section
 from eas.training import TrainConfig
 
 __all__ = [
