@@ -156,6 +156,9 @@ class Controller(nn.Module):
         hidden_size: encoder LSTM units per direction (50 in EAS).
         decoder_hidden: Net2Deeper decoder units (100 in EAS = both directions'
             final states concatenated; any other value adds a linear bridge).
+        wider_one: a Net2Wider step widens exactly one layer, drawn from a softmax over
+            the same per-layer logits, instead of each layer by its own Bernoulli (the
+            paper); no parameters change, only how the head's logits are read.
     """
 
     def __init__(
@@ -168,8 +171,10 @@ class Controller(nn.Module):
         embed_dim: int = 16,
         hidden_size: int = 50,
         decoder_hidden: int = 100,
+        wider_one: bool = False,
     ) -> None:
         super().__init__()
+        self.wider_one = bool(wider_one)
         if min(vocab_size, max_layers, num_kernels, num_kinds) < 1:
             raise ValueError("vocab_size, max_layers, num_kernels and num_kinds must be >= 1")
         self.vocab_size = vocab_size
@@ -318,9 +323,16 @@ class Controller(nn.Module):
         forced: dict[str, torch.Tensor] | None,
         stats: dict[str, tuple[float, float]],
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Net2Wider actor: an independent Bernoulli per unmasked layer of active rows."""
+        """Net2Wider actor: an independent Bernoulli per unmasked layer of active rows (or,
+        with ``wider_one``, one layer from a softmax over the same logits)."""
         wmask = o["wider_mask"] & active[:, None]
         z = self.wider_head(enc_out).squeeze(-1)  # [B, L]
+        if self.wider_one:
+            pick = None if forced is None else forced["wider"].long().argmax(-1)
+            layer, lp1, ent1, has = _masked_categorical(z, wmask, generator, pick)
+            widen = F.one_hot(layer, z.shape[-1]).bool() & has[:, None]
+            stats["widen_entropy"] = _stat(ent1, has)
+            return widen, lp1, ent1
         p = torch.sigmoid(z)
         if forced is None:
             u = torch.rand(z.shape, generator=generator)

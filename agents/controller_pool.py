@@ -58,20 +58,23 @@ class NetworkPool:
             raise ValueError(f"pool size must be >= 1, got {size}")
         self.size, self.select = int(size), select
         self.members: list[dict[str, Any]] = []
-        """Dicts with ``arch``, ``accuracy``, ``params`` and ``net`` (None = the stage start)."""
+        """Dicts with ``arch``, ``accuracy``, ``params``, ``reward`` and ``net`` (None = the
+        stage start)."""
 
     def __len__(self) -> int:
         return len(self.members)
 
-    def add(self, arch: str, accuracy: float, params: int, net: ChildNet | None) -> bool:
-        """Offer a network; returns whether it is in the pool afterwards."""
+    def add(self, arch: str, accuracy: float, params: int, net: ChildNet | None,
+            reward: float | None = None) -> bool:
+        """Offer a network (``reward``: the reward it earned, if any); returns whether it is
+        in the pool afterwards."""
         known = next((m for m in self.members if m["arch"] == arch), None)
         if known is not None:
             if accuracy <= known["accuracy"]:
                 return False
             self.members.remove(known)
         self.members.append({"arch": arch, "accuracy": float(accuracy), "params": int(params),
-                             "net": net})
+                             "net": net, "reward": None if reward is None else float(reward)})
         self.members = self._keep(self.members)
         return any(m["arch"] == arch for m in self.members)
 

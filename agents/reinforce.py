@@ -33,6 +33,7 @@ from eas.agents.reinforce_config import ReinforceConfig, baseline_step
 from eas.arch import SearchSpace
 from eas.checkpoint import load_checkpoint
 from eas.envs.evaluators import EvalResult
+from eas.envs.rewards import paper_reward
 
 __all__ = ["ReinforceAgent", "controller_weights"]
 
@@ -103,6 +104,7 @@ class ReinforceAgent(Agent):
                 embed_dim=int(cfg.embed_dim),
                 hidden_size=int(cfg.hidden_size),
                 decoder_hidden=int(cfg.decoder_hidden),
+                wider_one=bool(cfg.wider_one),
             )
         self.optimizer = torch.optim.Adam(self._param_groups(), lr=float(cfg.lr))
         self.generator = torch.Generator().manual_seed(int(ctx.seed))
@@ -131,9 +133,14 @@ class ReinforceAgent(Agent):
 
     @classmethod
     def env_requirements(cls, config: Any = None) -> dict[str, Any]:
-        """Free mode when ``config.free`` (the controller then picks each step's kind)."""
+        """Free mode when ``config.free`` (the controller then picks each step's kind), with
+        ``config.free_steps`` steps per episode when set."""
         config = (config if config is not None else cls.Config()).resolved()
-        return {"schedule": None} if config.free else {}
+        if not config.free:
+            return {}
+        if config.free_steps is None:
+            return {"schedule": None}
+        return {"schedule": None, "free_steps": int(config.free_steps)}
 
     @property
     def planning(self) -> bool:
@@ -280,24 +287,7 @@ class ReinforceAgent(Agent):
             again = self._planner.rollout([starts[i] for i in missing], self._sample)
             for i, e in zip(missing, again):
                 cands[i] = [e]
-        plans = [e for e in chosen if e is not None]
-        return plans
-        for attempt in range(int(cfg.resample_tries) + 1):
-            taken: set[str] = set()
-            bad = []
-            for i, plan in enumerate(plans):
-                if plan.arch in self.seen or plan.arch in taken:
-                    bad.append(i)
-                else:
-                    taken.add(plan.arch)
-            if not bad or attempt == int(cfg.resample_tries):
-                self._repeats += len(bad)
-                break
-            self._resampled += len(bad)
-            for i, plan in zip(bad, self._planner.rollout([starts[i] for i in bad],
-                                                          self._sample)):
-                plans[i] = plan
-        return plans
+        return [e for e in chosen if e is not None]
 
     # --------------------------------------------------------------- learning
     def learn(self, results: list[EvalResult]) -> dict[str, float]:
@@ -307,6 +297,7 @@ class ReinforceAgent(Agent):
             [0.0 if r.failed else float(r.reward) for r in results], dtype=np.float64
         )
         rewards = np.where(np.isfinite(rewards), rewards, 0.0)
+        parents = self._parent_rewards(len(results))
         extra = self._note(results)
         if not self._memory:
             return {
@@ -322,7 +313,7 @@ class ReinforceAgent(Agent):
             )
         prev_baseline = self.baseline
         adv_np, new_baseline = baseline_step(
-            cfg.baseline_mode, prev_baseline, rewards, float(cfg.baseline_decay)
+            cfg.baseline_mode, prev_baseline, rewards, float(cfg.baseline_decay), parents
         )
         if cfg.advantage_norm and rewards.size > 1:
             adv_np = adv_np / (float(rewards.std()) + 1e-8)
@@ -372,6 +363,21 @@ class ReinforceAgent(Agent):
         metrics.update(extra)
         return metrics
 
+    def _parent_rewards(self, n: int) -> list[float | None]:
+        """The reward of each of the round's ``n`` children's start (None where unknown)."""
+        starts: list[dict[str, Any] | None] = (
+            list(self._starts[:n]) if self._starts is not None
+            else [{"accuracy": self.start_accuracy}] * n)
+        starts += [None] * (n - len(starts))
+        out: list[float | None] = []
+        for m in starts:
+            acc = None if m is None else m.get("accuracy")
+            if m is not None and m.get("reward") is not None:
+                out.append(float(m["reward"]))
+            else:  # the stage start: its accuracy through the paper's reward
+                out.append(None if acc is None or acc < 0 else paper_reward(float(acc)))
+        return out
+
     def _gradient_step(self, loss: torch.Tensor) -> float:
         """Backpropagate ``loss``, clip (``grad_clip``), one Adam step; the gradient's norm."""
         cfg: ReinforceConfig = self.config
@@ -398,7 +404,8 @@ class ReinforceAgent(Agent):
             self.distinct_children += int(r.arch not in self.seen)
             self.seen.add(r.arch)
             if self.pool is not None and not r.failed and r.net is not None:
-                self.pool.add(r.arch, float(r.accuracy), int(r.params), r.net)
+                self.pool.add(r.arch, float(r.accuracy), int(r.params), r.net,
+                              reward=float(r.reward))
         self._plans, self._starts = None, None
         out["charts/distinct_fraction"] = self.distinct_children / max(self.children, 1)
         if self.planning:

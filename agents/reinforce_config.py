@@ -14,6 +14,10 @@ Baseline (``Config.baseline_mode``):
   reward of the *other* children of its round, ``A_i = R_i - mean_{j != i} R_j``
   (unbiased, and it does not lag behind a policy that improves); ``b`` is still
   tracked as the "ema" average, for logging only.
+* ``"parent"`` (opt-in, for the pool mode): each child's baseline is the reward of
+  the network its episode started from (its pool member's accuracy), so the
+  advantage is what the episode's transformations gained or lost, not which
+  member it started from; a start of unknown accuracy falls back to "loo".
 
 Without a previous round (and ``baseline_init`` None) the modes start from the
 first round's mean reward.
@@ -57,13 +61,15 @@ from eas.agents.controller_pool import POOL_SELECTIONS
 
 __all__ = ["BASELINE_MODES", "MODES", "MODE_DEFAULTS", "ReinforceConfig", "baseline_step"]
 
-BASELINE_MODES: tuple[str, ...] = ("ema", "batch", "loo")
+BASELINE_MODES: tuple[str, ...] = ("ema", "batch", "loo", "parent")
 MODES: tuple[str, ...] = ("paper", "pool")
 MODE_DEFAULTS: dict[str, dict[str, Any]] = {
     "paper": {"lr": 2e-3, "baseline_mode": "ema", "advantage_norm": False, "pool_size": 0,
-              "no_repeat": False, "ppo_epochs": 1, "free": False, "screen": 1},
+              "no_repeat": False, "ppo_epochs": 1, "free": False, "free_steps": None,
+              "wider_one": False, "screen": 1},
     "pool": {"lr": 1e-2, "baseline_mode": "loo", "advantage_norm": True, "pool_size": 5,
-             "no_repeat": True, "ppo_epochs": 1, "free": False, "screen": 1},
+             "no_repeat": True, "ppo_epochs": 1, "free": False, "free_steps": None,
+             "wider_one": False, "screen": 1},
 }
 """The value of every mode-dependent field left at None, per mode."""
 
@@ -110,6 +116,10 @@ class ReinforceConfig:
     """Clip range of the probability ratio when ppo_epochs > 1."""
     free: bool | None = None
     """Let the controller choose every step's kind (wider, deeper, skip: the env's free mode, search.free_steps steps) instead of search.schedule; none = the mode's (off)."""
+    free_steps: int | None = None
+    """Steps per episode in free mode (each child is its start plus this many transformations); none = the mode's (paper: search.free_steps)."""
+    wider_one: bool | None = None
+    """A Net2Wider step widens one layer (a softmax over the layers) instead of each layer by its own coin (the paper); none = the mode's."""
     screen: int | None = None
     """Candidate episodes planned per child, of which an accuracy predictor picks the one to train (1 = no predictor); none = the mode's (1)."""
     predictor_steps: int = 50
@@ -123,6 +133,8 @@ class ReinforceConfig:
         if self.pool_select not in POOL_SELECTIONS:
             raise ValueError(f"pool_select must be one of {list(POOL_SELECTIONS)}, "
                              f"got {self.pool_select!r}")
+        if self.free_steps is not None and int(self.free_steps) < 1:
+            raise ValueError(f"free_steps must be >= 1, got {self.free_steps}")
         for name in ("pool_size", "resample_tries"):
             if getattr(self, name) is not None and int(getattr(self, name)) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -165,7 +177,8 @@ class ReinforceConfig:
 
 
 def baseline_step(
-    mode: str, baseline: float | None, rewards: Sequence[float] | np.ndarray, decay: float
+    mode: str, baseline: float | None, rewards: Sequence[float] | np.ndarray, decay: float,
+    parents: Sequence[float | None] | None = None,
 ) -> tuple[np.ndarray, float]:
     """Advantages of a round's rewards and the updated baseline.
 
@@ -173,11 +186,13 @@ def baseline_step(
         mode: "ema" (subtract the previous baseline, then update it), "batch"
             (move the baseline ``decay`` of the way to the batch mean, then subtract)
             or "loo" (subtract the mean of the round's other rewards; the baseline is
-            updated as in "ema").
+            updated as in "ema") or "parent" (subtract ``parents[i]``, the reward of
+            child i's start; "loo" where it is None; the baseline as in "ema").
         baseline: the baseline before this round, or None if there is none yet
             (then the batch mean is used as the previous baseline).
         rewards: the round's rewards.
         decay: the baseline decay (0.95 in EAS).
+        parents: per child, the reward of its episode's start ("parent" only).
 
     Returns:
         ``(advantages, new_baseline)``.
@@ -190,6 +205,14 @@ def baseline_step(
     if mode == "batch":
         new = prev + decay * (mean - prev)
         return r - new, new
+    if mode == "parent":
+        loo, new = baseline_step("loo", baseline, r, decay)
+        known = [None] * r.size if parents is None else list(parents)
+        if len(known) != r.size:
+            raise ValueError(f"parents has {len(known)} values for {r.size} rewards")
+        adv = np.asarray([loo[i] if p is None else r[i] - float(p)
+                          for i, p in enumerate(known)], dtype=np.float64)
+        return adv, new
     if mode == "loo":
         if r.size < 2:
             return r - prev, decay * prev + (1.0 - decay) * mean

@@ -60,7 +60,8 @@ def run_one(agent: str, task: str, seed: int, children: int, per_round: int = 5,
     base = {
         "data.device": "cpu", "start.epochs": 0, "search.seed": seed,
         "search.children_per_step": per_round, "search.stages": [children],
-        "search.parent_control": False, "search.final_top_k": 0, "search.progress": False,
+        "search.parent_control": False, "search.no_search_control": False,
+        "search.final_top_k": 0, "search.progress": False,
         "hill_climbing.n_steps": n_steps, "hill_climbing.n_neigh": per_round,
         "hill_climbing.n_nm": 3,
     }

@@ -296,6 +296,24 @@ def test_sampled_logprob_equals_rescored_logprob() -> None:
         assert torch.allclose(out.entropy, again.entropy, atol=1e-6)
 
 
+def test_wider_one_widens_one_legal_layer_and_rescores() -> None:
+    net = controller(4)
+    net.wider_one = True
+    obs = stack([make_obs(a, "wider") for a in VARIED] * 20)
+    out = net.act(obs, gen(7))
+    w = out.actions["wider"].astype(bool)
+    assert (w.sum(-1) == 1).all()  # exactly one layer per child
+    assert not (w & ~np.asarray(obs["wider_mask"]).astype(bool)).any()
+    assert len(set(np.flatnonzero(w[0::3].any(0)).tolist())) > 1  # not always the same
+    again = net.evaluate(obs, out.actions)
+    assert torch.allclose(out.log_prob, again.log_prob, atol=1e-6)
+    z = net.wider_head(net.encode(torch.as_tensor(obs["tokens"][:1]),
+                                  torch.as_tensor(obs["length"][:1]))[0]).squeeze(-1)[0]
+    legal = torch.as_tensor(obs["wider_mask"][0]).bool()
+    expected = torch.log_softmax(z[legal], -1)[int(np.flatnonzero(w[0][legal.numpy()])[0])]
+    assert float(out.log_prob[0]) == pytest.approx(float(expected), abs=1e-5)
+
+
 def test_free_mode_kind_and_skip() -> None:
     net = controller(6)
     o = make_obs(VARIED[2], None)  # the 3-conv block allows skips
@@ -389,6 +407,20 @@ def test_baseline_modes() -> None:
         m = agent.learn([EvalResult(0.9, arch="a", reward=5.0), EvalResult(0.9, arch="b", reward=7.0)])
         assert m["charts/baseline"] == pytest.approx(expected)
         assert agent.baseline == pytest.approx(expected)
+
+
+def test_parent_baseline_subtracts_each_childs_start() -> None:
+    adv, b = baseline_step("parent", None, [5.0, 7.0, 9.0], 0.95, parents=[4.0, None, 9.5])
+    # child 1's start is unknown: leave-one-out (mean of the others, 7.0)
+    np.testing.assert_allclose(adv, [1.0, 0.0, -0.5])
+    assert b == pytest.approx(7.0)
+    with pytest.raises(ValueError, match="parents"):
+        baseline_step("parent", None, [1.0, 2.0], 0.95, parents=[1.0])
+    # the agent: without a pool every child's parent is the stage start
+    agent = ReinforceAgent(make_ctx(children=2), ReinforceConfig(mode="paper",
+                                                                  baseline_mode="parent"))
+    agent.set_start_accuracy(0.5)  # reward tan(pi/4) = 1
+    assert agent._parent_rewards(2) == pytest.approx([1.0, 1.0])
 
 
 def test_failed_children_get_zero_reward_and_memory_is_cleared() -> None:

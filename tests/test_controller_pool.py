@@ -50,6 +50,18 @@ def test_modes_fill_unset_fields_and_explicit_values_win() -> None:
         ReinforceConfig(pool_select="worst")
 
 
+def test_free_steps_sets_the_episode_length_in_free_mode() -> None:
+    assert ReinforceAgent.env_requirements(ReinforceConfig(mode="pool", free=False,
+                                                           free_steps=2)) == {}
+    assert ReinforceAgent.env_requirements(ReinforceConfig(mode="paper", free=True)) == {
+        "schedule": None}
+    assert ReinforceAgent.env_requirements(ReinforceConfig(mode="pool", free=True,
+                                                           free_steps=2)) == {
+        "schedule": None, "free_steps": 2}
+    with pytest.raises(ValueError, match="free_steps"):
+        ReinforceConfig(free_steps=0)
+
+
 def test_pool_keeps_the_best_distinct_networks_and_round_trips() -> None:
     pool = NetworkPool(2)
     net = build_network(START, (1, 28, 28), seed=0)
