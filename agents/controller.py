@@ -41,9 +41,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from eas.envs.net_transform import KINDS  # the one definition of the kinds and their order
+from eas.morphisms.legal import KINDS  # the one definition of the kinds and their order
 
-__all__ = ["Controller", "ControllerOutput", "KINDS", "batch_observation"]
+__all__ = [
+    "Controller",
+    "ControllerOutput",
+    "batch_observation",
+]
 
 _NEG = -1e9  # logit of a masked choice: exp() underflows to exactly 0 but stays finite
 

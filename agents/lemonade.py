@@ -44,7 +44,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from eas.agents.base import Agent, AgentContext
-from eas.arch import FC, Conv, SearchSpace
+from eas.arch import SearchSpace
 from eas.envs import NetTransformEnv
 from eas.envs.evaluators import EvalResult
 from eas.envs.observation import (
@@ -57,6 +57,7 @@ from eas.envs.observation import (
     stack_actions,
     uniform_index,
 )
+from eas.layers import FC, Conv
 from eas.morphisms.narrow import narrow, narrowable_layers
 from eas.morphisms.remove_layer import removable_layers, remove_layer
 from eas.network import ChildNet, build_network, count_flops, count_parameters

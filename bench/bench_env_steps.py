@@ -40,8 +40,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 from _machine import cpu_model  # noqa: E402  (bench/ is on sys.path when run)
 from legal_reference import ref_masks  # noqa: E402
 
-from eas.arch import Architecture, SearchSpace, Skip, densenet_bc  # noqa: E402
+from eas.arch import Architecture, SearchSpace, densenet_bc  # noqa: E402
 from eas.envs.spaces import Masks  # noqa: E402
+from eas.layers import Skip  # noqa: E402
 from eas.morphisms import legal  # noqa: E402
 
 SHAPE = (3, 32, 32)

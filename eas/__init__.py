@@ -1,22 +1,11 @@
 """eas: efficient neural architecture search by function-preserving network transformation."""
 
 from eas import _startup  # noqa: F401 - first: SIGTERM while torch is imported (command line)
-from eas.arch import (
-    FC,
-    TABLE1,
-    Architecture,
-    Conv,
-    Dense,
-    Pool,
-    SearchSpace,
-    Skip,
-    Softmax,
-    Tokenizer,
-    densenet_bc,
-)
+from eas.arch import TABLE1, Architecture, SearchSpace, Tokenizer, densenet_bc
 from eas.checkpoint import load_network
 from eas.data import Data, load_dataset
 from eas.evaluation import evaluate
+from eas.layers import FC, Conv, Dense, Pool, Skip, Softmax
 from eas.network import ChildNet, build_network, count_flops, count_parameters, infer_shapes
 from eas.training import TrainConfig, TrainResult, final_train, train_child
 

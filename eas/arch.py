@@ -39,7 +39,6 @@ from dataclasses import dataclass, field, replace
 
 from eas.layers import (
     FC,
-    MAX_LAYER_VALUE,
     Conv,
     Dense,
     Layer,
@@ -51,14 +50,6 @@ from eas.layers import (
 )
 
 __all__ = [
-    "MAX_LAYER_VALUE",
-    "Conv",
-    "Pool",
-    "FC",
-    "Softmax",
-    "Dense",
-    "Skip",
-    "Layer",
     "Architecture",
     "SearchSpace",
     "Tokenizer",

@@ -1,8 +1,7 @@
 """Layer tokens: one dataclass per token type of an architecture string, and their parser.
 
-:mod:`eas.arch` builds architectures from these (and re-exports them: ``from
-eas.arch import Conv`` and ``from eas import Conv`` work as before); the notation
-is described there. :func:`split_tokens` cuts a string into tokens and
+:mod:`eas.arch` builds architectures from these (import the tokens from here, or
+``from eas import Conv``); the notation is described there. :func:`split_tokens` cuts a string into tokens and
 :func:`parse_token` reads one, raising a ``ValueError`` that names the token.
 """
 

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from eas.arch import FC, Architecture, Conv, Dense, Layer, Pool, Softmax, width_of
+from eas.arch import Architecture, width_of
+from eas.layers import FC, Conv, Dense, Layer, Pool, Softmax
 
 __all__ = [
     "ChildNet",

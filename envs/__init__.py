@@ -9,24 +9,24 @@ SB3-ready view: one ``Discrete`` action, numeric observations, ``action_masks()`
 
 import gymnasium
 
-from eas.envs.cache import EvalCache, fingerprint
+from eas.envs.actions import InvalidActionError
+from eas.envs.cache import EvalCache, evaluate_children, fingerprint
 from eas.envs.evaluators import EvalResult, Evaluator, TrainerEvaluator, as_result, evaluate_batch
 from eas.envs.flat import FlatActions, FlatNetTransformEnv, sample_masked
-from eas.envs.net_transform import (
-    DEFAULT_SCHEDULE,
-    FASHION_START,
-    KINDS,
-    MAX_ACCURACY,
-    InvalidActionError,
-    NetTransformEnv,
-    evaluate_children,
-    reward_of,
-)
+from eas.envs.net_transform import DEFAULT_SCHEDULE, FASHION_START, NetTransformEnv
 from eas.envs.objective_evaluator import ObjectivesEvaluator
 from eas.envs.observation import sample_legal_action, sample_legal_actions
-from eas.envs.rewards import ConstrainedReward, ObjectivesConfig, PaperReward, make_reward
+from eas.envs.rewards import (
+    MAX_ACCURACY,
+    ConstrainedReward,
+    ObjectivesConfig,
+    PaperReward,
+    make_reward,
+    reward_of,
+)
 from eas.envs.shrink import ShrinkDistiller
 from eas.envs.vector import VectorNetTransformEnv
+from eas.morphisms.legal import KINDS
 
 __all__ = [
     "DEFAULT_SCHEDULE",

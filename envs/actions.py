@@ -18,7 +18,8 @@ import torch
 from torch import Tensor
 
 from eas import morphisms
-from eas.arch import Architecture, Dense, SearchSpace, width_of
+from eas.arch import Architecture, SearchSpace, width_of
+from eas.layers import Dense
 from eas.morphisms.legal import KINDS, SHRINK_KINDS, SKIP_MODES, LegalActions
 from eas.network import ChildNet
 

@@ -20,14 +20,11 @@ from eas.arch import Architecture, SearchSpace, Tokenizer
 from eas.envs.actions import CheckedAction, InvalidActionError, check_action
 from eas.envs.cache import EvalCache, evaluate_children, fingerprint
 from eas.envs.evaluators import EvalResult, TrainerEvaluator
-from eas.envs.observation import sample_legal_action
 from eas.envs.outcome import episode_outcome
-from eas.envs.rewards import MAX_ACCURACY, PaperReward
-from eas.envs.rewards import paper_reward as reward_of
+from eas.envs.rewards import PaperReward
 from eas.envs.shrink import distill_shrunk
 from eas.envs.spaces import LegalActionDict, Masks, observation_space
 from eas.morphisms.legal import (
-    KINDS,
     SHRINK_KINDS,
     LegalActions,
     kinds_for,
@@ -39,14 +36,7 @@ from eas.network import ChildNet, build_network
 __all__ = [
     "DEFAULT_SCHEDULE",
     "FASHION_START",
-    "KINDS",
-    "MAX_ACCURACY",
-    "CheckedAction",
-    "InvalidActionError",
     "NetTransformEnv",
-    "evaluate_children",
-    "reward_of",
-    "sample_legal_action",
 ]
 
 

@@ -22,11 +22,6 @@ import numpy as np
 from eas.morphisms.legal import ALL_KINDS
 
 __all__ = [
-    "DEEPER",
-    "NARROW",
-    "REMOVE",
-    "SKIP",
-    "WIDER",
     "allowed_kinds",
     "empty_action",
     "sample_legal_action",

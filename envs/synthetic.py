@@ -14,8 +14,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from eas.arch import FC, Architecture, Conv, Dense
+from eas.arch import Architecture
 from eas.envs.evaluators import EvalResult
+from eas.layers import FC, Conv, Dense
 from eas.network import ChildNet, build_network, count_flops, count_parameters
 
 __all__ = [

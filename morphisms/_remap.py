@@ -31,7 +31,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from eas.arch import FC, Architecture, Conv, Dense, Layer, Softmax
+from eas.arch import Architecture
+from eas.layers import FC, Conv, Dense, Layer, Softmax
 from eas.network import ChildNet, build_network, channel_layouts, infer_shapes
 
 Key = tuple[int, int]

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from eas.arch import FC, Conv, Dense, SearchSpace
+from eas.arch import SearchSpace
+from eas.layers import FC, Conv, Dense
 from eas.morphisms._remap import Plan
 from eas.network import ChildNet
 

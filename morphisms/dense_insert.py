@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from eas.arch import Architecture, Dense, SearchSpace
+from eas.arch import Architecture, SearchSpace
+from eas.layers import Dense
 from eas.morphisms._remap import (
     Insert,
     Plan,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from eas.arch import Dense, SearchSpace
+from eas.arch import SearchSpace
+from eas.layers import Dense
 from eas.morphisms._remap import apply_plan, as_rng, check_layer_index, gaussian_
 from eas.morphisms._widen import resolve_width, widen_plan
 from eas.network import ChildNet

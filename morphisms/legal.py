@@ -20,7 +20,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from functools import cached_property, lru_cache
 
-from eas.arch import FC, Architecture, Conv, Dense, Pool, SearchSpace, Skip, Softmax, width_of
+from eas.arch import Architecture, SearchSpace, width_of
+from eas.layers import FC, Conv, Dense, Pool, Skip, Softmax
 from eas.morphisms._remap import add_carriers, maybe_negative_owners
 from eas.morphisms.narrow import narrowable_layers
 from eas.morphisms.remove_layer import removable_layers

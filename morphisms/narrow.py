@@ -20,7 +20,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from eas.arch import FC, Architecture, Conv, Dense, Pool, Softmax
+from eas.arch import Architecture
+from eas.layers import FC, Conv, Dense, Pool, Softmax
 from eas.morphisms._remap import check_layer_index
 from eas.network import ChildNet, build_network
 

@@ -6,7 +6,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from eas.arch import FC, Architecture, Conv, SearchSpace
+from eas.arch import Architecture, SearchSpace
+from eas.layers import FC, Conv
 from eas.morphisms._remap import (
     Insert,
     Plan,

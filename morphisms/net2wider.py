@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from eas.arch import FC, Conv, Dense, SearchSpace
+from eas.arch import SearchSpace
+from eas.layers import FC, Conv, Dense
 from eas.morphisms._remap import add_carriers, apply_plan, as_rng, check_layer_index, gaussian_
 from eas.morphisms._widen import resolve_width, widen_plan
 from eas.morphisms.dense_widen import dense_widen

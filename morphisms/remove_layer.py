@@ -10,7 +10,8 @@ its parent (``eas.distill``) before it is evaluated.
 
 from __future__ import annotations
 
-from eas.arch import FC, Architecture, Conv, Skip
+from eas.arch import Architecture
+from eas.layers import FC, Conv, Skip
 from eas.morphisms._remap import check_layer_index
 from eas.network import ChildNet, build_network, infer_shapes
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from eas.arch import Architecture, Conv, Skip
+from eas.arch import Architecture
+from eas.layers import Conv, Skip
 from eas.morphisms._remap import Plan, apply_plan
 from eas.network import ChildNet, infer_shapes
 

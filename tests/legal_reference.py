@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from eas.arch import FC, Architecture, Conv, Dense, SearchSpace
+from eas.arch import Architecture, SearchSpace
+from eas.layers import FC, Conv, Dense
 from eas.morphisms._remap import add_carriers
 from eas.morphisms.dense_insert import dense_insert_refusal
 from eas.morphisms.net2deeper import deeper_refusal

@@ -5,7 +5,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eas import TABLE1, Architecture, Conv, Pool, SearchSpace, Skip, Softmax, Tokenizer, densenet_bc
-from eas.arch import FC, Dense, resolve_start_arch
+from eas.arch import resolve_start_arch
+from eas.layers import FC, Dense
 
 PAPER_TABLE1 = (
     "C(16,3,1), P(2,2,MAX), C(32,3,1), P(2,2,MAX), C(64,3,1), P(2,2,MAX), "

@@ -13,7 +13,7 @@ import torch
 from gymnasium.utils.env_checker import check_env
 
 from eas import build_network, densenet_bc, envs
-from eas.arch import FC, Architecture, Conv, Dense, SearchSpace
+from eas.arch import Architecture, SearchSpace
 from eas.envs import (
     KINDS,
     EvalCache,
@@ -24,6 +24,7 @@ from eas.envs import (
     reward_of,
     sample_legal_action,
 )
+from eas.layers import FC, Conv, Dense
 
 SMALL_SPACE = SearchSpace(filters=(16, 20, 24, 32, 40, 48, 64, 96, 128, 160),
                           fc_units=(256, 288, 320, 384, 512))

@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 from legal_reference import ref_deeper, ref_dense_insert, ref_masks, ref_skips, ref_widenable
 
-from eas.arch import Architecture, Conv, SearchSpace, Skip, densenet_bc
+from eas.arch import Architecture, SearchSpace, densenet_bc
 from eas.envs import NetTransformEnv
 from eas.envs.spaces import Masks
+from eas.layers import Conv, Skip
 from eas.morphisms import legal
 
 SHAPE = (3, 16, 16)

@@ -16,13 +16,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
-from eas.arch import MAX_LAYER_VALUE, SearchSpace
+from eas.arch import SearchSpace
 from eas.config.agent_sections import _agent_class, agent_config_cls, agent_section
 from eas.data import DATASET_NAMES, dataset_key  # the one home of dataset facts
 from eas.envs import DEFAULT_SCHEDULE
 from eas.envs.halving import HalvingConfig
 from eas.envs.parallel import BACKENDS
 from eas.envs.rewards import ObjectivesConfig
+from eas.layers import MAX_LAYER_VALUE
 from eas.morphisms.legal import ALL_KINDS, SHRINK_KINDS, kinds_for
 from eas.training import TrainConfig
 
@@ -41,7 +42,6 @@ __all__ = [
     "schedule_tuple",
 ]
 
-_BACKENDS = BACKENDS  # the one list, in eas.envs.parallel
 
 PAPER_SCHEDULE = ",".join(DEFAULT_SCHEDULE)  # the one definition, in eas.envs
 """EAS's episode: 4 Net2Wider steps, then 5 Net2Deeper steps."""
@@ -334,8 +334,8 @@ class SearchSection(_Section):
         require(self.final_init in ("weights", "scratch"), "search.final_init",
                 f"{self.final_init!r} is not allowed; allowed values: weights, scratch")
         check_final(self)
-        require(self.backend in _BACKENDS, "search.backend",
-                f"unknown backend {self.backend!r}; allowed values: {', '.join(_BACKENDS)}")
+        require(self.backend in BACKENDS, "search.backend",
+                f"unknown backend {self.backend!r}; allowed values: {', '.join(BACKENDS)}")
         require(not (self.backend == "serial" and self.workers is not None and self.workers > 1),
                 "search.backend", f"'serial' trains one child at a time, but search.workers is "
                 f"{self.workers}; use backend auto, process or ray (or workers 1)")
