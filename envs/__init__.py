@@ -22,7 +22,7 @@ from eas.envs.rewards import (
     ObjectivesConfig,
     PaperReward,
     make_reward,
-    reward_of,
+    paper_reward,
 )
 from eas.envs.shrink import ShrinkDistiller
 from eas.envs.vector import VectorNetTransformEnv
@@ -52,7 +52,7 @@ __all__ = [
     "evaluate_children",
     "fingerprint",
     "make_reward",
-    "reward_of",
+    "paper_reward",
     "sample_legal_action",
     "sample_legal_actions",
     "sample_masked",

@@ -21,7 +21,7 @@ from eas.envs import (
     InvalidActionError,
     NetTransformEnv,
     VectorNetTransformEnv,
-    reward_of,
+    paper_reward,
     sample_legal_action,
 )
 from eas.layers import FC, Conv, Dense
@@ -328,8 +328,8 @@ def test_reward_clamped_at_0999() -> None:
     _, reward, _, _, info = env.step(no_op_action())
     assert math.isfinite(reward)
     assert reward == pytest.approx(math.tan(0.999 * math.pi / 2)) == pytest.approx(636.6, abs=0.1)
-    assert reward_of(0.9995) == reward_of(0.999) == reward
-    assert reward_of(0.5, failed=True) == 0.0 and reward_of(float("nan")) == 0.0
+    assert paper_reward(0.9995) == paper_reward(0.999) == reward
+    assert paper_reward(0.5, failed=True) == 0.0 and paper_reward(float("nan")) == 0.0
 
 
 def test_failing_evaluator_gives_failed_child_and_zero_reward() -> None:
@@ -439,7 +439,7 @@ def test_vector_env_evaluates_the_batch_once() -> None:
     assert [f["arch"] for f in finals] == list(obs["arch"])
     assert sorted(ev.batches[0]) == sorted(f["arch"] for f in finals)
     for f, r in zip(finals, rewards):
-        assert r == pytest.approx(reward_of(f["accuracy"])) and not f["cached"]
+        assert r == pytest.approx(paper_reward(f["accuracy"])) and not f["cached"]
     assert infos["_accuracy"].all() and infos["accuracy"].shape == (3,)
 
 
@@ -504,7 +504,7 @@ def test_episode_with_real_trainer_on_fashion_mnist_slice() -> None:
     observations, reward, info = run_episode(env, np.random.default_rng(0))
     assert not info["failed"], info["reason"]
     assert 0.0 <= info["accuracy"] <= 1.0 and info["train_time"] > 0
-    assert reward == pytest.approx(reward_of(info["accuracy"]))
+    assert reward == pytest.approx(paper_reward(info["accuracy"]))
     assert info["steps"] == 3
     child = info["child"]  # the trainer's facts are on the child's record
     assert (child.epochs, child.precision, child.cuda_graph) == (1, "fp32", False)

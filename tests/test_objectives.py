@@ -19,7 +19,7 @@ from eas.envs import (
     PaperReward,
     evaluate_batch,
     make_reward,
-    reward_of,
+    paper_reward,
 )
 from eas.network import build_network, count_flops, count_parameters
 from eas.objectives import cost_objectives, measure_latency
@@ -39,7 +39,7 @@ def fixed(acc: float):
 def test_paper_reward_is_the_default_and_unchanged() -> None:
     r = PaperReward()
     for acc in (0.0, 0.3, 0.9, 0.999, 1.0):
-        assert r(acc, False, {}) == reward_of(acc) == pytest.approx(
+        assert r(acc, False, {}) == paper_reward(acc) == pytest.approx(
             math.tan(min(acc, 0.999) * math.pi / 2))
     assert r(0.9, True, {}) == 0.0
     env = NetTransformEnv(ARCH, evaluator=fixed(0.8), schedule=("wider",), max_layers=8)
