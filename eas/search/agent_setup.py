@@ -14,12 +14,11 @@ import random
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 
-from eas.agents.base import AgentContext
+from eas.agents.base import Agent, AgentContext
 from eas.agents.registry import ALIASES, BUILTINS, get_agent_class
 from eas.arch import Tokenizer
 from eas.config.engine import search_space
@@ -27,8 +26,8 @@ from eas.config.sections import SearchConfig, schedule_tuple
 from eas.morphisms.legal import kinds_for
 from eas.search.failures import SearchFailed
 
-__all__ = ["AgentError", "AgentPlan", "agent_calls", "is_plugin", "make_agent",
-           "restored_global_rng"]
+__all__ = ["AgentError", "EpisodeSettings", "agent_calls", "episode_settings", "is_plugin",
+           "make_agent", "restored_global_rng"]
 
 
 class AgentError(SearchFailed):
@@ -41,47 +40,62 @@ def is_plugin(name: str) -> bool:
     return ALIASES.get(key, key) not in BUILTINS
 
 
-@dataclass
-class AgentPlan:
-    """The agent and the episode settings it asked for."""
+@dataclass(frozen=True)
+class EpisodeSettings:
+    """How the search's episodes run: ``[search]``'s settings, or what the agent asks for."""
 
-    agent: Any
     schedule: tuple[str, ...] | None
+    """Kinds per episode (None: free mode)."""
     free_steps: int
+    """Transformations per child in free mode."""
     children_per_step: int
-    steps: int
+    """Children per round unless the agent says otherwise."""
     requested: bool
-    """The agent changed the settings (env_requirements)."""
+    """The agent changed the settings (:meth:`~eas.agents.base.Agent.env_requirements`)."""
+
+    @property
+    def steps(self) -> int:
+        """Transformations per child."""
+        return len(self.schedule) if self.schedule is not None else self.free_steps
+
+    def describe(self) -> str:
+        """One line naming the settings (logged when the agent asked for them)."""
+        sched = "free" if self.schedule is None else ",".join(self.schedule)
+        return (f"schedule={sched}, free_steps={self.free_steps}, "
+                f"children per round={self.children_per_step}")
 
 
-def make_agent(cfg: SearchConfig, *, input_shape: tuple[int, ...], num_classes: int,
-               densenet: bool, start_accuracy: float | None) -> AgentPlan:
-    """Build ``cfg.search.agent`` with its config section and the environment it will drive."""
+def episode_settings(cfg: SearchConfig) -> EpisodeSettings:
+    """The episode settings of ``cfg``'s search, with its agent's requirements applied
+    (hill climbing: free mode, ...); resolved once, before the agent is built."""
     s = cfg.search
-    agent_cls = get_agent_class(s.agent)
-    agent_cfg = cfg.agent_config()
-    space = search_space(cfg)
+    reqs = get_agent_class(s.agent).env_requirements(cfg.agent_config())
     schedule, free_steps, children = schedule_tuple(s.schedule), s.free_steps, s.children_per_step
-    reqs = agent_cls.env_requirements(agent_cfg)
     if reqs:
         schedule = reqs.get("schedule", schedule)
         free_steps = int(reqs.get("free_steps", free_steps))
         children = int(reqs.get("children_per_round", children))
-    steps = len(schedule) if schedule is not None else free_steps
+    return EpisodeSettings(schedule, free_steps, children, bool(reqs))
+
+
+def make_agent(cfg: SearchConfig, episode: EpisodeSettings, *, input_shape: tuple[int, ...],
+               num_classes: int, densenet: bool, start_accuracy: float | None) -> Agent:
+    """Build ``cfg.search.agent`` with its config section for the episodes ``episode``."""
+    s = cfg.search
+    space = search_space(cfg)
     ctx = AgentContext(
         max_layers=cfg.space.max_layers,
         vocab_size=Tokenizer(space).vocab_size,
         kernel_sizes=tuple(space.kernel_sizes),
         kinds=kinds_for(s.shrink),
-        schedule=schedule,
-        steps_per_episode=steps,
-        children_per_round=children,
+        schedule=episode.schedule,
+        steps_per_episode=episode.steps,
+        children_per_round=episode.children_per_step,
         seed=int(s.seed),
         extra={"input_shape": input_shape, "space": space, "num_classes": num_classes,
                "densenet": densenet, "start_accuracy": start_accuracy},
     )
-    return AgentPlan(agent_cls(ctx, agent_cfg), schedule, free_steps, children, steps,
-                     bool(reqs))
+    return get_agent_class(s.agent)(ctx, cfg.agent_config())
 
 
 @contextmanager

@@ -61,10 +61,7 @@ from eas.search.callbacks import CallbackList, SearchCallback, default_callbacks
 from eas.search.failures import check_chance, check_children
 from eas.search.final import final_training, no_search_control
 from eas.search.stages import parent_control
-from eas.search.state import (
-    SearchOutcome,
-    save_progress,
-)
+from eas.search.state import SearchOutcome, SearchRun, save_progress
 from eas.search.steps import (
     build_agent,
     build_evaluator,
@@ -77,7 +74,13 @@ from eas.search.steps import (
     write_reports,
 )
 
-__all__ = ["run_search"]
+__all__ = ["out_of_rounds", "run_search"]
+
+
+def out_of_rounds(run: SearchRun) -> bool:
+    """This invocation has run ``search.max_rounds`` rounds (resume to continue)."""
+    limit = run.cfg.search.max_rounds
+    return limit is not None and run.rounds_now >= limit
 
 
 def run_search(
@@ -108,33 +111,35 @@ def run_search(
         cbs = CallbackList([*default_callbacks(run), *callbacks])
         cleanup.callback(cbs.close)
         build_start_network(run)
-        build_agent(run)
+        run.agent, run.child_cfg = build_agent(run)  # the children's recipe: its overrides
         build_evaluator(run, evaluator, cbs, cleanup)
         save_progress(run)
         cbs.on_search_start(run)
 
-        while not run.state.sampling_done:  # stages of rounds of children
-            if stage_is_over(run):
-                next_stage = end_stage(run)
-                save_progress(run)
-                cbs.on_stage_end(run, next_stage)
-                continue
-            if cfg.search.max_rounds is not None and run.rounds_now >= cfg.search.max_rounds:
-                run.stopped = True
+        while not run.state.sampling_done:  # stages
+            if not stage_is_over(run) and not out_of_rounds(run):
+                parent_control(run, cbs)  # the stage's start trained as a child (once a stage)
+            while not stage_is_over(run):  # rounds of children
+                if out_of_rounds(run):
+                    run.stopped = True
+                    break
+                run.lock.check()
+                run.journal.begin_round(run.state.rounds)  # each finished child is journaled
+                cbs.on_round_start(run)
+                round_start = time.time()
+                results = play_round(run)
+                with agent_calls(cfg.search.agent, "learn"):
+                    metrics = run.agent.learn(results)
+                record_round(run, results, cbs)
+                save_progress(run, best_files=True)
+                run.journal.clear()  # the round is in the checkpoint now
+                cbs.on_round_end(run, results, metrics, time.time() - round_start)
+                check_children(run.state.history)  # every child so far failed: stop
+            if run.stopped:
                 break
-            parent_control(run, cbs)  # once per stage: its start trained as a child
-            run.lock.check()
-            run.journal.begin_round(run.state.rounds)  # each finished child is journaled at once
-            cbs.on_round_start(run)
-            round_start = time.time()
-            results = play_round(run)
-            with agent_calls(cfg.search.agent, "learn"):
-                metrics = run.agent.learn(results)
-            record_round(run, results, cbs)
-            save_progress(run, best_files=True)
-            run.journal.clear()  # the round is in the checkpoint now
-            cbs.on_round_end(run, results, metrics, time.time() - round_start)
-            check_children(run.state.history)  # every child so far failed: stop, reasons counted
+            next_stage = end_stage(run)
+            save_progress(run)
+            cbs.on_stage_end(run, next_stage)
         cbs.on_sampling_end(run)
 
         if not run.stopped:

@@ -35,7 +35,7 @@ from eas.data import (
 )
 from eas.envs.journal import check_journal
 from eas.network import build_network
-from eas.search.agent_setup import is_plugin, make_agent, restored_global_rng
+from eas.search.agent_setup import episode_settings, is_plugin, make_agent, restored_global_rng
 from eas.search.rundir import check_run_dir
 from eas.search.state import CHECKPOINT, JOURNAL_DIR, default_run_name
 
@@ -212,9 +212,10 @@ def check_plugin_agent(cfg: SearchConfig) -> None:
     try:
         with restored_global_rng():
             arch = resolve_start_arch(cfg.start.arch, shape, classes)
-            plan = make_agent(cfg, input_shape=shape, num_classes=classes,
-                              densenet=arch.is_densenet, start_accuracy=None)
-            plan.agent.child_train_overrides()
+            agent = make_agent(cfg, episode_settings(cfg), input_shape=shape,
+                               num_classes=classes, densenet=arch.is_densenet,
+                               start_accuracy=None)
+            agent.child_train_overrides()
     except Exception as exc:  # noqa: BLE001 - whatever the plug-in raises: one line naming it
         text = " ".join(str(exc).split())[:300]
         raise ConfigError("search.agent", f"plug-in agent {name!r} cannot be built: "

@@ -24,7 +24,15 @@ from eas.agents.base import Agent
 from eas.checkpoint import atomic_save, network_record
 from eas.config.engine import config_to_dict
 from eas.config.sections import SearchConfig
+from eas.data import Data
+from eas.envs.cache import EvalCache
+from eas.envs.journal import Journal
+from eas.envs.objective_evaluator import ObjectivesEvaluator
+from eas.envs.vector import VectorNetTransformEnv
 from eas.network import ChildNet
+from eas.search.agent_setup import EpisodeSettings
+from eas.search.rundir import RunLock
+from eas.training import TrainConfig
 
 __all__ = [
     "CHECKPOINT",
@@ -116,10 +124,17 @@ class SearchRun:
     """Progress (what the checkpoint restores)."""
     rng: np.random.Generator
     """The search's own RNG (one environment seed per round)."""
-    get_data: Callable[..., Any]
+    get_data: Callable[..., Data]
     """The dataset, loaded on first use (``full=True``: ignore data.train_subset)."""
     device: str
     """Where children are trained."""
+    episode: EpisodeSettings
+    """How the episodes run (``[search]``'s settings or the agent's), resolved before the loop."""
+    child_cfg: TrainConfig
+    """The children's training recipe: ``cfg.child``, then the agent's overrides
+    (:func:`eas.search.recipes.child_recipe`, applied once when the agent is built)."""
+    lock: RunLock
+    """The run folder's lock, released when the run ends."""
     log: Callable[[str], None] = print
     """Where messages go (the progress callback swaps in ``tqdm.write``)."""
     checkpoint: dict[str, Any] | None = None
@@ -128,36 +143,24 @@ class SearchRun:
     """Input shape of the networks (C, H, W)."""
     num_classes: int = 10
     """Classes of the dataset."""
-    start_net: Any = None
-    """The current stage's start network."""
+    start_net: ChildNet | None = None
+    """The current stage's start network (None until it is built)."""
     new_start_accuracy: float | None = None
     """Accuracy of a start network built in this invocation (logged once), else None."""
     agent: Agent | None = None
-    """The search strategy."""
-    child_cfg: Any = None
-    """The children's training recipe (``cfg.child`` with the agent's overrides)."""
-    schedule: tuple[str, ...] | None = None
-    """Kinds per episode (None: free mode)."""
-    free_steps: int = 5
-    """Transformations per child in free mode."""
-    steps: int = 0
-    """Transformations per child."""
-    children_per_step: int = 5
-    """Children per round unless the agent says otherwise."""
-    evaluator: Any = None
-    """Trains and scores one child (the journal wraps it)."""
-    journal: Any = None
-    """The round's journal of finished children (``envs.journal.Journal``)."""
-    cache: Any = None
+    """The search strategy (None until it is built)."""
+    evaluator: ObjectivesEvaluator | None = None
+    """Trains and scores one child (the journal wraps it; None until it is built)."""
+    journal: Journal | None = None
+    """The round's journal of finished children (None until the evaluator is built)."""
+    cache: EvalCache | None = None
     """The evaluation cache shared by all environments (None: off)."""
     deeper_batch: torch.Tensor | None = None
     """Training images Net2Deeper fits new layers' BatchNorm to (None: not fitted)."""
-    venvs: dict[int, Any] = field(default_factory=dict)
+    venvs: dict[int, VectorNetTransformEnv] = field(default_factory=dict)
     """Vector environments by number of children (built on first use)."""
     stopped: bool = False
     """True when ``search.max_rounds`` stopped the run early."""
-    lock: Any = None
-    """The run folder's lock (:class:`eas.search.rundir.RunLock`), released when the run ends."""
     rounds_now: int = 0
     """Rounds run in this invocation."""
     wall_start: float = field(default_factory=time.time)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from eas import envs
+from eas.agents.base import Agent
 from eas.arch import resolve_start_arch
 from eas.checkpoint import (
     atomic_write_text,
@@ -47,7 +48,7 @@ from eas.reports.summary import (
     top_architectures,
     write_summary,
 )
-from eas.search.agent_setup import agent_calls, make_agent
+from eas.search.agent_setup import agent_calls, episode_settings, make_agent
 from eas.search.callbacks import SearchCallback
 from eas.search.concurrency import parallel_options, resolve_concurrency
 from eas.search.failures import check_start
@@ -73,7 +74,7 @@ from eas.search.state import (
     resolve_device,
     update_best,
 )
-from eas.training import train_child
+from eas.training import TrainConfig, train_child
 
 __all__ = [
     "build_agent",
@@ -104,6 +105,8 @@ def open_run(cfg: SearchConfig, *, run_dir: str | Path | None, resume: bool, dat
     """
     plan = preflight(cfg, run_dir=run_dir, resume=resume, overwrite=overwrite,
                      needs_data=evaluator is None and data is None)
+    with agent_calls(cfg.search.agent, "env_requirements"):
+        episode = episode_settings(cfg)  # the agent's environment settings, once
     device = resolve_device(cfg.data.device)
     loaded: dict[str, Any] = {"search": data}
     folder: list[Path] = []  # the run folder, once claimed
@@ -152,7 +155,7 @@ def open_run(cfg: SearchConfig, *, run_dir: str | Path | None, resume: bool, dat
     else:
         input_shape, num_classes = get_data().input_shape, get_data().num_classes
     return SearchRun(cfg=cfg, run_dir=run_dir, state=state, rng=rng, get_data=get_data,
-                     device=device, log=log, checkpoint=checkpoint,
+                     device=device, episode=episode, log=log, checkpoint=checkpoint,
                      input_shape=tuple(input_shape), num_classes=num_classes,
                      child_cfg=cfg.child, elapsed_before=state.elapsed,
                      cpu_before=state.cpu_seconds, lock=lock, deeper_batch=deeper_batch)
@@ -203,34 +206,30 @@ def build_start_network(run: SearchRun) -> None:
             f"(val acc {pct(state.starts[-1].get('accuracy'))})")
 
 
-def build_agent(run: SearchRun) -> None:
-    """The agent, with the environment settings it asks for (hill climbing: free mode, ...).
+def build_agent(run: SearchRun) -> tuple[Agent, TrainConfig]:
+    """The agent for ``run.episode``, and the children's recipe with its overrides.
 
     On a fresh run the agent hears the start network's accuracy; on a resumed
     one it gets its checkpointed state back. Its child-training overrides
-    (NASH's SGDR) are applied to ``run.child_cfg``.
+    (NASH's SGDR) are applied to ``cfg.child`` (:func:`eas.search.recipes.child_recipe`,
+    which logs each value replaced).
     """
     cfg, s = run.cfg, run.cfg.search
     start_accuracy = run.state.starts[-1].get("accuracy")
     with agent_calls(s.agent, "__init__"):
-        plan = make_agent(cfg, input_shape=run.input_shape, num_classes=run.num_classes,
-                          densenet=run.start_net.arch.is_densenet,
-                          start_accuracy=start_accuracy)
-    agent = plan.agent
-    run.schedule, run.free_steps = plan.schedule, plan.free_steps
-    run.children_per_step, run.steps = plan.children_per_step, plan.steps
-    if plan.requested:
-        sched = "free" if run.schedule is None else ",".join(run.schedule)
-        run.log(f"{s.agent} sets: schedule={sched}, free_steps={run.free_steps}, "
-                f"children per round={run.children_per_step}")
+        agent = make_agent(cfg, run.episode, input_shape=run.input_shape,
+                           num_classes=run.num_classes,
+                           densenet=run.start_net.arch.is_densenet,
+                           start_accuracy=start_accuracy)
+    if run.episode.requested:
+        run.log(f"{s.agent} sets: {run.episode.describe()}")
     with agent_calls(s.agent, "load_state_dict" if run.checkpoint is not None
                      else "set_start_accuracy"):
         if run.checkpoint is not None:
             agent.load_state_dict(run.checkpoint["agent"])
         elif start_accuracy is not None:
             agent.set_start_accuracy(start_accuracy)
-    run.child_cfg = child_recipe(run.child_cfg, agent, s.agent, run.log)
-    run.agent = agent
+    return agent, child_recipe(cfg.child, agent, s.agent, run.log)
 
 
 class _RunLogHandler(logging.Handler):
@@ -283,7 +282,7 @@ def build_evaluator(run: SearchRun, evaluator: Callable[[ChildNet], Any] | None,
     run.journal = Journal(run.run_dir / JOURNAL_DIR, evaluator,
                           on_child=lambda: callbacks.on_child_trained(run),
                           guard=run.lock.check)  # never recreate a vanished run folder
-    run.cache = envs.EvalCache(max_weights=run.children_per_step) if s.cache else None
+    run.cache = envs.EvalCache(max_weights=run.episode.children_per_step) if s.cache else None
     if run.cache is not None and run.checkpoint is not None and run.checkpoint.get("cache"):
         run.cache.load_state_dict(run.checkpoint["cache"])
 
@@ -360,7 +359,7 @@ def _vector_env(run: SearchRun, n: int) -> Any:
                      if s.shrink and s.shrink_distill_steps > 0 else None)
         run.venvs[n] = envs.VectorNetTransformEnv(
             n, start=run.start_net, input_shape=run.input_shape, evaluator=run.journal,
-            space=search_space(run.cfg), schedule=run.schedule, free_steps=run.free_steps,
+            space=search_space(run.cfg), schedule=run.episode.schedule, free_steps=run.episode.free_steps,
             max_layers=run.cfg.space.max_layers, noise=run.cfg.search.noise,
             cache=run.cache if run.cache is not None else False,
             reward=envs.make_reward(run.cfg.objectives), shrink=s.shrink, distill=distiller,
@@ -386,14 +385,14 @@ def play_round(run: SearchRun) -> list[EvalResult]:
     if isinstance(start, (list, tuple)):  # one start per child (None = the stage's start)
         start = [run.start_net if s is None else s for s in start[:n]]
     obs, _ = venv.reset(seed=int(run.rng.integers(2**31 - 1)), options={"start": start})
-    for _ in range(run.steps + 1):
+    for _ in range(run.episode.steps + 1):
         with agent_calls(s.agent, "propose"):
             action = agent.propose(obs)
         obs, _, terminated, truncated, infos = venv.step(action)
         if np.all(np.logical_or(terminated, truncated)):
             break
     else:
-        raise RuntimeError(f"episodes did not end after {run.steps + 1} steps")
+        raise RuntimeError(f"episodes did not end after {run.episode.steps + 1} steps")
     results = [final["child"] for final in infos["final"]]
     for i, child in enumerate(results, 1):
         child.step, child.stage, child.round = state.global_step + i, state.stage, state.rounds + 1
