@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from eas.arch import Architecture, SearchSpace, Tokenizer
+from eas.envs._fork import single_threaded_forks
 from eas.envs.actions import CheckedAction, InvalidActionError, check_action
 from eas.envs.cache import EvalCache, evaluate_children, fingerprint
 from eas.envs.evaluators import EvalResult, TrainerEvaluator
@@ -202,6 +203,7 @@ class NetTransformEnv(gym.Env[dict[str, Any], dict[str, Any]]):
         distill: Callable[[ChildNet, ChildNet, int], ChildNet] | None = None,
         deeper_batch: torch.Tensor | None = None,
     ) -> None:
+        single_threaded_forks()  # before gymnasium's AsyncVectorEnv forks its workers
         self.space = space if space is not None else SearchSpace()
         if len(tuple(input_shape)) != 3:
             raise ValueError(f"input_shape must be (C, H, W), got {input_shape}")

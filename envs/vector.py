@@ -12,20 +12,20 @@ Gymnasium's own ``SyncVectorEnv`` and ``AsyncVectorEnv`` (``gymnasium.make_vec(.
 vectorization_mode="sync" | "async")``) work too, with their defaults: ``obs["arch"]``
 survives ``AsyncVectorEnv``'s shared memory (``envs.spaces.ArchText``),
 :func:`~envs.observation.sample_legal_actions` draws legal batched actions, and a
-forked worker process runs torch single-threaded (importing this module registers
-an ``os.register_at_fork`` hook): a child forked from a process whose OpenMP
-thread pool already ran would otherwise hang at its first parallel torch op.
+forked worker process runs torch single-threaded (building the first
+:class:`~envs.net_transform.NetTransformEnv` in a process registers an
+``os.register_at_fork`` hook; ``AsyncVectorEnv`` builds one in the parent before it
+forks): a child forked from a process whose OpenMP thread pool already ran would
+otherwise hang at its first parallel torch op.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import torch
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
@@ -39,14 +39,6 @@ from eas.envs.observation import sample_legal_action
 from eas.network import ChildNet, build_network
 
 __all__ = ["VectorNetTransformEnv"]
-
-
-def _single_threaded_after_fork() -> None:
-    """In a forked child: one torch thread (the parent's OpenMP pool does not survive a fork)."""
-    torch.set_num_threads(1)
-
-
-os.register_at_fork(after_in_child=_single_threaded_after_fork)
 
 
 class _LegalBatchDict(spaces.Dict):

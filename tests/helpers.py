@@ -12,8 +12,11 @@ from pathlib import Path
 
 import torch
 
+from eas.arch import SearchSpace
 from eas.config.engine import load_config
-from eas.envs import EvalResult
+from eas.envs.evaluators import EvalResult
+from eas.envs.net_transform import NetTransformEnv
+from eas.envs.synthetic import SyntheticEvaluator
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 """Where the Debian Fashion-MNIST package installs the dataset."""
@@ -30,6 +33,21 @@ TINY = [
 ]
 """A tiny two-stage search on a Fashion-MNIST slice: 3 rounds of 2 children, 2 batches each
 (a fixed final training and no no-search control, whatever the default preset says)."""
+
+
+ENV_SPACE = SearchSpace(filters=(16, 32, 48, 64), fc_units=(64, 128, 256))
+"""A small search space for environment tests (flat view, SB3)."""
+ENV_START = "C(16,3,1), P(2,2,MAX), C(32,3,1), P(2,2,MAX), C(32,3,1), P(3,3,AVG), FC(64), SM(10)"
+"""A small start network for environment tests."""
+
+
+def small_env(**kw: object) -> NetTransformEnv:
+    """A :class:`NetTransformEnv` on :data:`ENV_START` and :data:`ENV_SPACE` with the cheap
+    synthetic evaluator; ``kw`` overrides any of its arguments."""
+    opts: dict[str, object] = dict(start=ENV_START, evaluator=SyntheticEvaluator(),
+                                   space=ENV_SPACE, max_layers=12)
+    opts.update(kw)
+    return NetTransformEnv(**opts)  # type: ignore[arg-type]
 
 
 def quiet(_: str) -> None:

@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import gymnasium
 import numpy as np
 import pytest
 from gymnasium.vector import AsyncVectorEnv, SyncVectorEnv
+from helpers import ENV_SPACE, ENV_START, small_env
 
 from eas import densenet_bc, envs
-from eas.arch import SearchSpace
 from eas.envs.flat import FlatActions, FlatNetTransformEnv, sample_masked
 from eas.envs.synthetic import SyntheticEvaluator
-
-SPACE = SearchSpace(filters=(16, 32, 48, 64), fc_units=(64, 128, 256))
-START = "C(16,3,1), P(2,2,MAX), C(32,3,1), P(2,2,MAX), C(32,3,1), P(3,3,AVG), FC(64), SM(10)"
-
-
-def small_env(**kw: object) -> envs.NetTransformEnv:
-    opts: dict[str, object] = dict(start=START, evaluator=SyntheticEvaluator(), space=SPACE,
-                                   max_layers=12)
-    opts.update(kw)
-    return envs.NetTransformEnv(**opts)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("kw", [dict(schedule=None), dict(schedule=None, shrink=True),
@@ -87,7 +81,7 @@ def test_illegal_action_penalty_or_raise() -> None:
 
 def test_registered_id_and_seeded_sampling() -> None:
     def episode(seed: int) -> tuple[str, float]:
-        env = gymnasium.make("eas/NetTransformFlat-v0", start=START, space=SPACE, max_layers=12,
+        env = gymnasium.make("eas/NetTransformFlat-v0", start=ENV_START, space=ENV_SPACE, max_layers=12,
                              evaluator=SyntheticEvaluator())
         env.reset(seed=seed)
         done = False
@@ -105,11 +99,11 @@ def test_vector_envs_with_defaults_return_the_right_arch_strings(vector) -> None
     try:
         obs, info = vec.reset(seed=0)
         rng = np.random.default_rng(0)
-        assert tuple(obs["arch"]) == (START,) * 3
+        assert tuple(obs["arch"]) == (ENV_START,) * 3
         for _ in range(4):
             obs, reward, term, _, info = vec.step(envs.sample_legal_actions(obs, rng))
             assert tuple(obs["arch"]) == tuple(info["arch"])
-            assert all(a != START for a in obs["arch"]) or not term.all()
+            assert all(a != ENV_START for a in obs["arch"]) or not term.all()
         assert term.all() and (reward > 0).all()
     finally:
         vec.close()
@@ -119,7 +113,7 @@ def test_make_vec_modes_agree_and_batched_legal_sampling_never_raises() -> None:
     archs = {}
     for mode in ("sync", "async", "vector_entry_point"):
         vec = gymnasium.make_vec("eas/NetTransform-v0", num_envs=2, vectorization_mode=mode,
-                                 start=START, space=SPACE, max_layers=12, shrink=True,
+                                 start=ENV_START, space=ENV_SPACE, max_layers=12, shrink=True,
                                  schedule=None, free_steps=3, evaluator=SyntheticEvaluator())
         try:
             rng = np.random.default_rng(1)
@@ -133,3 +127,34 @@ def test_make_vec_modes_agree_and_batched_legal_sampling_never_raises() -> None:
         finally:
             vec.close()
     assert archs["sync"] == archs["async"] == archs["vector_entry_point"]
+
+
+FORK_PROBE = """
+import os, sys, torch
+import eas.envs
+from eas.envs.net_transform import NetTransformEnv
+
+def threads_in_fork():
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.write(w, str(torch.get_num_threads()).encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    return int(os.read(r, 16))
+
+torch.set_num_threads(2)
+before = threads_in_fork()
+NetTransformEnv()
+print(before, threads_in_fork())
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_forks_run_single_threaded_once_an_env_is_built_not_on_import() -> None:
+    """Importing eas.envs leaves forks alone; building an env makes forked workers use one
+    torch thread (what gymnasium's AsyncVectorEnv needs)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    out = subprocess.run([sys.executable, "-c", FORK_PROBE], capture_output=True, text=True,
+                         env=env, timeout=120, check=True).stdout.split()
+    assert out == ["2", "1"]

@@ -232,22 +232,27 @@ def test_real_cuda_capture_on_cpu_falls_back(monkeypatch: pytest.MonkeyPatch) ->
     _assert_fell_back(res, net, "capture", "")
 
 
-def test_replay_failure_retrains_from_the_initial_weights(
-        graph_on_cpu, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The replay fails after 10 good replays: the retrain starts afresh, not half-trained."""
+def _fault_in_replay(monkeypatch: pytest.MonkeyPatch, fault: Callable[..., None]) -> None:
+    """Every graph captured from now on replays as ``fault(graph, step, replay)`` (the real
+    replay passed in, to call or not)."""
     def capture(step: Callable[[], None]) -> FxGraph:
         graph = fx_capture(step)
         replay = graph.replay
-
-        def flaky() -> None:
-            if graph.replays >= 10:
-                raise RuntimeError("injected replay fault")
-            replay()
-
-        graph.replay = flaky  # type: ignore[method-assign]
+        graph.replay = lambda: fault(graph, step, replay)  # type: ignore[method-assign]
         return graph
 
     monkeypatch.setattr(graphed, "capture", capture)
+
+
+def test_replay_failure_retrains_from_the_initial_weights(
+        graph_on_cpu, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The replay fails after 10 good replays: the retrain starts afresh, not half-trained."""
+    def flaky(graph: FxGraph, step: Callable[[], None], replay: Callable[[], None]) -> None:
+        if graph.replays >= 10:
+            raise RuntimeError("injected replay fault")
+        replay()
+
+    _fault_in_replay(monkeypatch, flaky)
     res, net = _graphed()
     _assert_fell_back(res, net, "replay", "injected replay fault")
 
@@ -255,20 +260,12 @@ def test_replay_failure_retrains_from_the_initial_weights(
 def test_self_check_mismatch_retrains_and_is_cached(
         graph_on_cpu, monkeypatch: pytest.MonkeyPatch) -> None:
     """A graph whose replay drifts from the eager step is refused, here and for its family."""
-    def capture(step: Callable[[], None]) -> FxGraph:
-        graph = fx_capture(step)
-        replay = graph.replay
-        runner = step.__self__  # type: ignore[attr-defined]
+    def drifting(graph: FxGraph, step: Callable[[], None], replay: Callable[[], None]) -> None:
+        replay()
+        with torch.no_grad():
+            next(step.__self__.network.parameters()).mul_(1.01)  # type: ignore[attr-defined]
 
-        def drifting() -> None:
-            replay()
-            with torch.no_grad():
-                next(runner.network.parameters()).mul_(1.01)
-
-        graph.replay = drifting  # type: ignore[method-assign]
-        return graph
-
-    monkeypatch.setattr(graphed, "capture", capture)
+    _fault_in_replay(monkeypatch, drifting)
     res, net = _graphed()
     _assert_fell_back(res, net, "self-check", "differs from eager (checksum")
     family = graph_on_cpu[0].family

@@ -10,7 +10,7 @@ pytest.importorskip("sb3_contrib")
 
 import gymnasium  # noqa: E402
 import torch  # noqa: E402
-from helpers import tensorboard_steps  # noqa: E402
+from helpers import ENV_SPACE, ENV_START, small_env, tensorboard_steps  # noqa: E402
 from sb3_contrib import MaskablePPO  # noqa: E402
 from stable_baselines3.common.env_checker import check_env  # noqa: E402
 
@@ -18,22 +18,11 @@ from eas import envs  # noqa: E402
 from eas.agents.base import AgentContext  # noqa: E402
 from eas.agents.registry import make_agent  # noqa: E402
 from eas.agents.sb3 import SB3Agent  # noqa: E402
-from eas.arch import SearchSpace  # noqa: E402
 from eas.config.engine import load_config  # noqa: E402
 from eas.config.sections import ConfigError  # noqa: E402
 from eas.envs.flat import FlatNetTransformEnv  # noqa: E402
 from eas.envs.synthetic import SyntheticEvaluator  # noqa: E402
 from eas.search.loop import run_search  # noqa: E402
-
-SPACE = SearchSpace(filters=(16, 32, 48, 64), fc_units=(64, 128, 256))
-START = "C(16,3,1), P(2,2,MAX), C(32,3,1), P(2,2,MAX), C(32,3,1), P(3,3,AVG), FC(64), SM(10)"
-
-
-def small_env(**kw: object) -> envs.NetTransformEnv:
-    opts: dict[str, object] = dict(start=START, evaluator=SyntheticEvaluator(), space=SPACE,
-                                   max_layers=12)
-    opts.update(kw)
-    return envs.NetTransformEnv(**opts)  # type: ignore[arg-type]
 
 
 def test_check_env_passes_in_both_illegal_modes() -> None:
@@ -70,7 +59,7 @@ def search_overrides(**extra: object) -> dict[str, object]:
         "search.agent": "sb3_ppo", "search.seed": 0, "search.children_per_step": 3,
         "search.stage1_networks": 9, "search.stage2_networks": 0, "search.final_top_k": 0,
         "search.progress": False, "search.schedule": "wider,deeper,deeper",
-        "data.name": "fashion-mnist", "data.device": "cpu", "start.arch": START,
+        "data.name": "fashion-mnist", "data.device": "cpu", "start.arch": ENV_START,
         "start.epochs": 0, "space.filters": "16,32,48,64", "space.fc_units": "64,128,256",
         "space.max_layers": 12, "sb3.batch_size": 8, "sb3.net_arch": "32",
     }
@@ -98,13 +87,13 @@ def test_sb3_agent_runs_a_search_and_resumes_exactly(tmp_path) -> None:
 
 
 def _ctx_and_obs(n: int = 4):
-    vec = envs.VectorNetTransformEnv(n, start=START, space=SPACE, max_layers=12, schedule=None,
+    vec = envs.VectorNetTransformEnv(n, start=ENV_START, space=ENV_SPACE, max_layers=12, schedule=None,
                                      free_steps=3, evaluator=SyntheticEvaluator())
     obs, _ = vec.reset(seed=0)
     ctx = AgentContext(max_layers=12, vocab_size=vec.envs[0].tokenizer.vocab_size,
-                       kernel_sizes=tuple(SPACE.kernel_sizes), kinds=envs.KINDS, schedule=None,
+                       kernel_sizes=tuple(ENV_SPACE.kernel_sizes), kinds=envs.KINDS, schedule=None,
                        steps_per_episode=3, children_per_round=n, seed=5,
-                       extra={"space": SPACE})
+                       extra={"space": ENV_SPACE})
     return vec, obs, ctx
 
 
