@@ -27,7 +27,7 @@ import numpy as np
 
 from eas.arch import SearchSpace
 from eas.checkpoint import network_from_record, network_record
-from eas.envs import NetTransformEnv
+from eas.envs.net_transform import NetTransformEnv
 from eas.network import ChildNet, build_network
 from eas.pareto import ParetoFront, kde_density
 

@@ -45,8 +45,8 @@ import numpy as np
 
 from eas.agents.base import Agent, AgentContext
 from eas.arch import SearchSpace
-from eas.envs import NetTransformEnv
 from eas.envs.evaluators import EvalResult
+from eas.envs.net_transform import NetTransformEnv
 from eas.envs.observation import (
     DEEPER,
     SKIP,

@@ -19,8 +19,8 @@ from typing import Any, Literal
 from eas.arch import SearchSpace
 from eas.config.agent_sections import _agent_class, agent_config_cls, agent_section
 from eas.data import DATASET_NAMES, dataset_key  # the one home of dataset facts
-from eas.envs import DEFAULT_SCHEDULE
 from eas.envs.halving import HalvingConfig
+from eas.envs.net_transform import DEFAULT_SCHEDULE
 from eas.envs.parallel import BACKENDS
 from eas.envs.rewards import ObjectivesConfig
 from eas.layers import MAX_LAYER_VALUE

@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from eas import envs
 from eas.agents.base import Agent
 from eas.arch import resolve_start_arch
 from eas.checkpoint import (
@@ -33,10 +32,15 @@ from eas.config.engine import config_to_dict, dump_toml, search_space
 from eas.config.sections import ConfigError, SearchConfig
 from eas.data import DATA_FILE, Data, dataset_facts, fitting_batch, input_contract, load_dataset
 from eas.distill import DistillConfig
-from eas.envs.evaluators import EvalResult
+from eas.envs.cache import EvalCache
+from eas.envs.evaluators import EvalResult, TrainerEvaluator
 from eas.envs.halving import HalvingEvaluator
 from eas.envs.journal import Journal
+from eas.envs.objective_evaluator import ObjectivesEvaluator
 from eas.envs.parallel import RETRY_LOG, ParallelEvaluator
+from eas.envs.rewards import make_reward
+from eas.envs.shrink import ShrinkDistiller
+from eas.envs.vector import VectorNetTransformEnv
 from eas.evaluation import evaluate as evaluate_net
 from eas.network import ChildNet, build_network
 from eas.reports.pareto import update_front_networks, write_pareto_reports
@@ -250,7 +254,7 @@ def build_evaluator(run: SearchRun, evaluator: Callable[[ChildNet], Any] | None,
                     callbacks: SearchCallback, cleanup: contextlib.ExitStack) -> None:
     """The child evaluator, its journal and the evaluation cache.
 
-    Default: :class:`envs.TrainerEvaluator` on the search data, wrapped in a
+    Default: :class:`TrainerEvaluator` on the search data, wrapped in a
     :class:`~eas.envs.parallel.ParallelEvaluator` when several workers (or the
     process/ray back-end) are asked for. The journal records each finished
     child at once (and tells ``callbacks.on_child_trained``).
@@ -262,7 +266,7 @@ def build_evaluator(run: SearchRun, evaluator: Callable[[ChildNet], Any] | None,
     cleanup.callback(RETRY_LOG.removeHandler, handler)
     RETRY_LOG.propagate = False
     if evaluator is None:
-        evaluator = envs.TrainerEvaluator(run.get_data(), run.child_cfg, device=run.device,
+        evaluator = TrainerEvaluator(run.get_data(), run.child_cfg, device=run.device,
                                           seed=int(s.seed))
         conc = resolve_concurrency(s.workers, s.backend, s.children_per_gpu, run.device)
         if conc.parallel:
@@ -274,7 +278,7 @@ def build_evaluator(run: SearchRun, evaluator: Callable[[ChildNet], Any] | None,
         evaluator = HalvingEvaluator(evaluator, run.cfg.halving.rungs, run.cfg.halving.eta)
         cleanup.callback(evaluator.close)
     o = run.cfg.objectives  # params/FLOPs (and latency) into every result
-    evaluator = envs.ObjectivesEvaluator(evaluator, latency=o.latency,
+    evaluator = ObjectivesEvaluator(evaluator, latency=o.latency,
                                          batch_size=o.latency_batch_size,
                                          repeats=o.latency_repeats, warmup=o.latency_warmup,
                                          device=run.device)
@@ -282,7 +286,7 @@ def build_evaluator(run: SearchRun, evaluator: Callable[[ChildNet], Any] | None,
     run.journal = Journal(run.run_dir / JOURNAL_DIR, evaluator,
                           on_child=lambda: callbacks.on_child_trained(run),
                           guard=run.lock.check)  # never recreate a vanished run folder
-    run.cache = envs.EvalCache(max_weights=run.episode.children_per_step) if s.cache else None
+    run.cache = EvalCache(max_weights=run.episode.children_per_step) if s.cache else None
     if run.cache is not None and run.checkpoint is not None and run.checkpoint.get("cache"):
         run.cache.load_state_dict(run.checkpoint["cache"])
 
@@ -354,15 +358,15 @@ def _vector_env(run: SearchRun, n: int) -> Any:
     """
     s = run.cfg.search
     if n not in run.venvs:
-        distiller = (envs.ShrinkDistiller(run.get_data, DistillConfig(steps=s.shrink_distill_steps),
+        distiller = (ShrinkDistiller(run.get_data, DistillConfig(steps=s.shrink_distill_steps),
                                           device=run.device)
                      if s.shrink and s.shrink_distill_steps > 0 else None)
-        run.venvs[n] = envs.VectorNetTransformEnv(
+        run.venvs[n] = VectorNetTransformEnv(
             n, start=run.start_net, input_shape=run.input_shape, evaluator=run.journal,
             space=search_space(run.cfg), schedule=run.episode.schedule, free_steps=run.episode.free_steps,
             max_layers=run.cfg.space.max_layers, noise=run.cfg.search.noise,
             cache=run.cache if run.cache is not None else False,
-            reward=envs.make_reward(run.cfg.objectives), shrink=s.shrink, distill=distiller,
+            reward=make_reward(run.cfg.objectives), shrink=s.shrink, distill=distiller,
             deeper_batch=run.deeper_batch,
         )
     return run.venvs[n]
