@@ -289,9 +289,9 @@ class SearchSection(_Section):
     final_lr: float | None = None
     """Initial learning rate of the final training; None = child.lr."""
     final_full_data: bool = True
-    """Final training uses the whole official training set (ignoring data.train_subset) + validation."""
+    """Final training (and the no-search control) use the whole official training set, ignoring data.train_subset: with the validation split added for one fixed run of final_epochs (the paper's 'further train'), without it under the plateau rule (final_patience), whose stopping it judges."""
     final_patience: int | None = None
-    """Plateau rule: train the final networks in cosine cycles (final_epochs, then x final_growth) until this many cycles in a row gain less than final_min_delta validation accuracy, keeping the best weights (needs final_full_data false); none = one fixed run of final_epochs."""
+    """Plateau rule: train the final networks in cosine cycles (final_epochs, then x final_growth) until this many cycles in a row gain less than final_min_delta validation accuracy, keeping the best weights (validation split held out, also with final_full_data); none = one fixed run of final_epochs."""
     final_min_delta: float = 0.001
     """Smallest validation-accuracy gain (0-1) of a final-training cycle that counts as progress."""
     final_growth: float = 2.0
@@ -397,9 +397,6 @@ def check_final(s: Any) -> None:
     p = s.final_patience
     require(p is None or (isinstance(p, int) and not isinstance(p, bool) and 1 <= p <= 1000),
             "search.final_patience", f"must be an integer in [1, 1000] or none, got {p!r}")
-    require(p is None or not s.final_full_data, "search.final_full_data",
-            "must be false with search.final_patience (the plateau rule needs the validation "
-            "split)")
     require(number(s.final_min_delta) and 0 <= s.final_min_delta < 1, "search.final_min_delta",
             f"must be in [0, 1), got {s.final_min_delta!r}")
     require(number(s.final_growth) and 1 <= s.final_growth <= 100, "search.final_growth",
