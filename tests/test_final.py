@@ -280,3 +280,34 @@ def test_measure_epoch_seconds_leaves_out_the_per_call_costs() -> None:
     recipe = TrainConfig(batch_size=32, epochs=1)
     # 128 images / 32 = 4 batches per epoch, timed runs of 2 and 4: (8 - 5) / 2 per batch
     assert final_mod.measure_epoch_seconds(net, data, recipe, clock=lambda: next(ticks)) == 6.0
+
+
+# ---------------------------------------------------------------------- cost-aware ranking
+def test_rank_by_reward_orders_the_best_networks_by_a_cost_constrained_reward(
+        tmp_path: Path) -> None:
+    # the same search (same children) ranked two ways; the hard FLOPs-constrained reward
+    # divides a child's accuracy by how far it is over the target
+    flops = {"objectives.reward": "constrained", "objectives.cost": "flops",
+             "objectives.target": "300000", "objectives.alpha": "0", "objectives.beta": "-1",
+             "search.keep_best": "9"}
+    by_acc = run_search(cheap_config(tmp_path, **flops, **{"search.run_name": "acc"}),
+                        evaluator=CheapEvaluator(), log=quiet)
+    by_reward = run_search(cheap_config(tmp_path, **flops, **{"search.run_name": "reward",
+                                                               "search.rank_by": "reward"}),
+                           evaluator=CheapEvaluator(), log=quiet)
+    # stage 1 samples the same children; stage 2 starts from the best, which differs
+    hist = [(r["arch"], r["accuracy"], r["reward"]) for r in by_acc.state.history]
+    assert hist[:6] == [(r["arch"], r["accuracy"], r["reward"])
+                        for r in by_reward.state.history][:6]
+    accs = [b["accuracy"] for b in by_acc.state.best]
+    rewards = [b["reward"] for b in by_reward.state.best]
+    assert accs == sorted(accs, reverse=True) and rewards == sorted(rewards, reverse=True)
+    for b in by_reward.state.best:  # the reward is the accuracy scaled down by the FLOPs
+        assert b["reward"] == pytest.approx(b["accuracy"] * min(1.0, 300000 / b["flops"]))
+    # the two orders differ on this search: the cost changes which network comes first
+    assert by_acc.state.best[0]["arch"] != by_reward.state.best[0]["arch"]
+
+
+def test_rank_by_is_checked() -> None:
+    with pytest.raises(ConfigError, match="search.rank_by"):
+        load_config(None, {"search.rank_by": "flops"})

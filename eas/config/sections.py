@@ -308,6 +308,8 @@ class SearchSection(_Section):
     """What the no-search control's budget and final_budget_share count: 'wall' (wall-clock seconds) or 'cpu' (this process's CPU seconds, all threads: fairer on a shared machine)."""
     keep_best: int = 5
     """How many of the best distinct networks are kept (with weights) as best_<k>.pt."""
+    rank_by: Literal["accuracy", "reward"] = "accuracy"
+    """What orders the best networks (best_<k>.pt, later stages' starts, the final networks): 'accuracy' (validation accuracy, the EAS paper) or 'reward' (the environment's reward, [objectives]; with a constrained reward a cost-aware choice)."""
     max_rounds: int | None = None
     """Stop this invocation after this many rounds (resume later); None = run to the end."""
     run_name: str | None = None
@@ -409,6 +411,8 @@ def check_final(s: Any) -> None:
             f"must be > 0 or none, got {b!r}")
     require(isinstance(s.no_search_control, bool), "search.no_search_control",
             f"must be true or false, got {s.no_search_control!r}")
+    require(s.rank_by in ("accuracy", "reward"), "search.rank_by",
+            f"{s.rank_by!r} is not allowed; allowed values: accuracy, reward")
     require(s.control_clock in ("wall", "cpu"), "search.control_clock",
             f"{s.control_clock!r} is not allowed; allowed values: wall, cpu")
     c = s.control_seconds

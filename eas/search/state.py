@@ -227,18 +227,19 @@ def resolve_device(name: str) -> str:
 
 
 def update_best(best: list[dict[str, Any]], rec: dict[str, Any], net: ChildNet,
-                keep: int) -> int | None:
+                keep: int, key: str = "accuracy") -> int | None:
     """Insert ``rec`` (with ``net``'s weights) into the top-``keep`` list; return its rank or None.
 
+    Ordered by ``rec[key]`` (``"accuracy"`` or ``"reward"``: ``search.rank_by``).
     One entry per architecture (its best evaluation); ties keep the earlier child.
     """
     for i, old in enumerate(best):
         if old["arch"] == rec["arch"]:
-            if rec["accuracy"] <= old["accuracy"]:
+            if rec[key] <= old[key]:
                 return None
             del best[i]
             break
-    rank = sum(1 for old in best if old["accuracy"] >= rec["accuracy"])
+    rank = sum(1 for old in best if old[key] >= rec[key])
     if rank >= keep:
         return None
     best.insert(rank, {**rec, "network": network_record(net.cpu(), accuracy=rec["accuracy"])})

@@ -415,7 +415,7 @@ def record_round(run: SearchRun, results: list[EvalResult], callbacks: SearchCal
         rank = None
         if r.net is not None and not r.failed:
             update_front_networks(state.front_nets, state.history, rec, r.net)
-            rank = update_best(state.best, rec, r.net, keep)
+            rank = update_best(state.best, rec, r.net, keep, s.rank_by)
         callbacks.on_child(run, r, rank)
     state.rounds += 1
     run.rounds_now += 1
