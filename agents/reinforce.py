@@ -186,9 +186,13 @@ class ReinforceAgent(Agent):
             self.pool.add("", acc, 0, None)  # the stage start, arch learnt at its first obs
         picks = self.pool.draw(self.children_this_round(), self.rng)
         self._starts = list(picks)
-        if all(m["net"] is None for m in picks):
+        if all(m["arch"] for m in picks):
+            # every start is known: plan now, so that a child whose proposals all repeat
+            # can move to another pool member (:meth:`_plan`)
+            self._plans = self._plan([m["arch"] for m in picks], redraw=True)
+        if all(m["net"] is None for m in self._starts):
             return None
-        return [m["net"] for m in picks]
+        return [m["net"] for m in self._starts]
 
     def propose(self, obs: dict[str, Any]) -> dict[str, np.ndarray]:
         """Sample one transformation per child; remember (obs, actions) for :meth:`learn`.
@@ -242,8 +246,10 @@ class ReinforceAgent(Agent):
                 for j in range(len(self._plans[0].actions))]
         return out
 
-    def _plan(self, start_archs: list[str]) -> list[Episode]:
-        """Plan one episode per child; repeats resampled (``no_repeat``)."""
+    def _plan(self, start_archs: list[str], redraw: bool = False) -> list[Episode]:
+        """Plan one episode per child; repeats resampled (``no_repeat``). With ``redraw``
+        (the starts are pool members not yet handed to the environment), a child still
+        repeating after half of ``resample_tries`` draws a new pool member to start from."""
         cfg: ReinforceConfig = self.config
         starts: list[Any] = []
         for i, arch in enumerate(start_archs):
@@ -284,6 +290,12 @@ class ReinforceAgent(Agent):
             if not missing:
                 break
             self._resampled += len(missing)
+            if redraw and self.pool is not None and attempt >= int(cfg.resample_tries) // 2:
+                for i in missing:
+                    member = self.pool.draw(1, self.rng)[0]
+                    self._starts[i] = member  # type: ignore[index]
+                    starts[i] = member["net"] if member["net"] is not None else member["arch"]
+                    self.seen.add(member["arch"])
             again = self._planner.rollout([starts[i] for i in missing], self._sample)
             for i, e in zip(missing, again):
                 cands[i] = [e]

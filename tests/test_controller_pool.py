@@ -166,3 +166,32 @@ def test_screening_run_reports_its_rank_correlation_and_resumes(tmp_path: Path) 
     _search(tmp_path, "part", **{"search.max_rounds": "2", **extra})
     resumed = _search(tmp_path, "part", resume=True, **extra)
     assert _children(resumed) == _children(whole)
+
+
+def test_a_child_whose_neighbours_are_all_known_moves_to_another_member() -> None:
+    space = SearchSpace(filters=(16, 32, 48, 64), fc_units=(64, 128, 256))
+    ctx = AgentContext(max_layers=50, vocab_size=Tokenizer(space).vocab_size,
+                       kernel_sizes=space.kernel_sizes, kinds=("wider", "deeper", "skip"),
+                       schedule=("wider",), steps_per_episode=1, children_per_round=4, seed=0,
+                       extra={"input_shape": (1, 28, 28), "space": space})
+    agent = ReinforceAgent(ctx, ReinforceConfig(mode="pool", wider_one=True, pool_size=2,
+                                                resample_tries=40))
+    other = START.replace("FC(64)", "FC(128)")
+    agent.pool.add(START, 0.9, 10, None)
+    agent.pool.add(other, 0.8, 10, None)
+    # the four one-layer widenings of START (C 16->32 twice, C 32->48, FC 64->128)
+    layers = [part.strip() for part in START.split(", ")]
+    widened = {0: "C(32,3,1)", 2: "C(32,3,1)", 4: "C(48,3,1)", 6: "FC(128)"}
+    known = {", ".join(widened[i] if i == j else x for j, x in enumerate(layers))
+             for i in widened}
+    agent.seen |= known
+    nets = agent.start_network()
+    assert nets is None  # members without weights (as the stage start is)
+    assert [m["arch"] for m in agent._starts] == [other] * 4  # all moved off START
+    archs = [p.arch for p in agent._plans]
+    assert len(set(archs)) == 4 and not set(archs) & known
+    # from START, every proposal is one of `known` (the set above is complete)
+    fresh = ReinforceAgent(ctx, ReinforceConfig(mode="pool", wider_one=True, pool_size=1))
+    fresh.pool.add(START, 0.9, 10, None)
+    fresh.start_network()
+    assert {p.arch for p in fresh._plans} <= known
