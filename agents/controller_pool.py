@@ -28,10 +28,11 @@ import numpy as np
 from eas.arch import SearchSpace
 from eas.checkpoint import network_from_record, network_record
 from eas.envs.net_transform import NetTransformEnv
+from eas.envs.rewards import paper_reward
 from eas.network import ChildNet, build_network
 from eas.pareto import ParetoFront, kde_density
 
-__all__ = ["POOL_SELECTIONS", "Episode", "EpisodePlanner", "NetworkPool"]
+__all__ = ["POOL_SELECTIONS", "Episode", "EpisodePlanner", "NetworkPool", "start_rewards"]
 
 POOL_SELECTIONS: tuple[str, ...] = ("best", "pareto")
 
@@ -169,3 +170,17 @@ class EpisodePlanner:
             episodes[i].arch = str(child.arch) if child is not None else str(obs[i]["arch"])
             episodes[i].final_obs = obs[i]
         return episodes
+
+
+def start_rewards(starts: Sequence[dict[str, Any] | None], n: int) -> list[float | None]:
+    """The reward of each of ``n`` episodes' starts (pool members, or ``{"accuracy": a}``
+    for the stage start): a member's own ``reward`` when it has one, else the paper's
+    reward of its accuracy; None where neither is known (no start, or accuracy < 0)."""
+    out: list[float | None] = []
+    for m in list(starts[:n]) + [None] * (n - len(starts[:n])):
+        acc = None if m is None else m.get("accuracy")
+        if m is not None and m.get("reward") is not None:
+            out.append(float(m["reward"]))
+        else:
+            out.append(None if acc is None or acc < 0 else paper_reward(float(acc)))
+    return out

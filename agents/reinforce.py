@@ -27,13 +27,12 @@ import torch
 
 from eas.agents.base import Agent, AgentContext
 from eas.agents.controller import Controller
-from eas.agents.controller_pool import Episode, EpisodePlanner, NetworkPool
+from eas.agents.controller_pool import Episode, EpisodePlanner, NetworkPool, start_rewards
 from eas.agents.predictor import AccuracyPredictor
 from eas.agents.reinforce_config import ReinforceConfig, baseline_step
 from eas.arch import SearchSpace
 from eas.checkpoint import load_checkpoint
 from eas.envs.evaluators import EvalResult
-from eas.envs.rewards import paper_reward
 
 __all__ = ["ReinforceAgent", "controller_weights"]
 
@@ -377,18 +376,9 @@ class ReinforceAgent(Agent):
 
     def _parent_rewards(self, n: int) -> list[float | None]:
         """The reward of each of the round's ``n`` children's start (None where unknown)."""
-        starts: list[dict[str, Any] | None] = (
-            list(self._starts[:n]) if self._starts is not None
-            else [{"accuracy": self.start_accuracy}] * n)
-        starts += [None] * (n - len(starts))
-        out: list[float | None] = []
-        for m in starts:
-            acc = None if m is None else m.get("accuracy")
-            if m is not None and m.get("reward") is not None:
-                out.append(float(m["reward"]))
-            else:  # the stage start: its accuracy through the paper's reward
-                out.append(None if acc is None or acc < 0 else paper_reward(float(acc)))
-        return out
+        starts = (self._starts if self._starts is not None
+                  else [{"accuracy": self.start_accuracy}] * n)
+        return start_rewards(starts, n)
 
     def _gradient_step(self, loss: torch.Tensor) -> float:
         """Backpropagate ``loss``, clip (``grad_clip``), one Adam step; the gradient's norm."""
