@@ -28,11 +28,19 @@ import numpy as np
 from eas.arch import SearchSpace
 from eas.checkpoint import network_from_record, network_record
 from eas.envs.net_transform import NetTransformEnv
+from eas.envs.observation import (
+    WIDER,
+    sample_legal_action,
+    split_obs,
+    stack_actions,
+    uniform_index,
+)
 from eas.envs.rewards import paper_reward
 from eas.network import ChildNet, build_network
 from eas.pareto import ParetoFront, kde_density
 
-__all__ = ["POOL_SELECTIONS", "Episode", "EpisodePlanner", "NetworkPool", "start_rewards"]
+__all__ = ["POOL_SELECTIONS", "Episode", "EpisodePlanner", "NetworkPool", "start_rewards",
+           "uniform_actions"]
 
 POOL_SELECTIONS: tuple[str, ...] = ("best", "pareto")
 
@@ -184,3 +192,21 @@ def start_rewards(starts: Sequence[dict[str, Any] | None], n: int) -> list[float
         else:
             out.append(None if acc is None or acc < 0 else paper_reward(float(acc)))
     return out
+
+
+def uniform_actions(obs: dict[str, Any], rng: np.random.Generator,
+                    wider_one: bool = False) -> dict[str, np.ndarray]:
+    """One uniformly drawn legal action per observation of a batch, in the controller's
+    format (kind, wider, deeper, skip): :func:`~envs.observation.sample_legal_action`
+    (each widenable layer with probability 1/2), or with ``wider_one`` one layer."""
+    ones, batched = split_obs(dict(obs))
+    acts = []
+    for one in ones:
+        act = sample_legal_action(one, rng, 0.5)
+        if wider_one and int(act["kind"]) == WIDER:
+            where = uniform_index(one["wider_mask"], rng)
+            act["wider"] = np.zeros_like(act["wider"])
+            if where is not None:
+                act["wider"][where[0]] = 1
+        acts.append({k: act[k] for k in ("kind", "wider", "deeper", "skip")})
+    return stack_actions(acts, batched)

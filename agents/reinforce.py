@@ -27,7 +27,13 @@ import torch
 
 from eas.agents.base import Agent, AgentContext
 from eas.agents.controller import Controller
-from eas.agents.controller_pool import Episode, EpisodePlanner, NetworkPool, start_rewards
+from eas.agents.controller_pool import (
+    Episode,
+    EpisodePlanner,
+    NetworkPool,
+    start_rewards,
+    uniform_actions,
+)
 from eas.agents.predictor import AccuracyPredictor
 from eas.agents.reinforce_config import ReinforceConfig, baseline_step
 from eas.arch import SearchSpace
@@ -225,6 +231,10 @@ class ReinforceAgent(Agent):
         with torch.no_grad():
             return self.controller.act(obs, self.generator).actions
 
+    def _uniform(self, obs: dict[str, Any]) -> dict[str, np.ndarray]:
+        """Legal actions drawn uniformly (``explore``), in the controller's action format."""
+        return uniform_actions(obs, self.rng, bool(self.config.wider_one))
+
     def _replay(self, obs: dict[str, Any]) -> dict[str, np.ndarray]:
         """The planned actions of this step (planning the round first at step 0)."""
         steps = np.asarray(obs["step"]).reshape(-1)
@@ -248,7 +258,9 @@ class ReinforceAgent(Agent):
     def _plan(self, start_archs: list[str], redraw: bool = False) -> list[Episode]:
         """Plan one episode per child; repeats resampled (``no_repeat``). With ``redraw``
         (the starts are pool members not yet handed to the environment), a child still
-        repeating after half of ``resample_tries`` draws a new pool member to start from."""
+        repeating after half of ``resample_tries`` draws a new pool member to start from;
+        with ``explore`` it then gets ``resample_tries`` more tries of uniformly drawn
+        legal steps before a repeat is allowed."""
         cfg: ReinforceConfig = self.config
         starts: list[Any] = []
         for i, arch in enumerate(start_archs):
@@ -271,7 +283,9 @@ class ReinforceAgent(Agent):
         cands = [[first[c * n + i] for c in range(screen)] for i in range(n)]
         chosen: list[Episode | None] = [None] * n
         taken: set[str] = set()
-        for attempt in range(int(cfg.resample_tries) + 1):
+        tries = int(cfg.resample_tries)
+        total = 2 * tries if cfg.explore else tries
+        for attempt in range(total + 1):
             missing = []
             for i in range(n):
                 if chosen[i] is not None:
@@ -281,7 +295,7 @@ class ReinforceAgent(Agent):
                 if ok:
                     chosen[i] = ok[int(np.argmax(self._score(ok)))] if len(ok) > 1 else ok[0]
                     taken.add(chosen[i].arch)  # type: ignore[union-attr]
-                elif attempt == int(cfg.resample_tries):  # give up: allow the repeat
+                elif attempt == total:  # give up: allow the repeat
                     chosen[i] = cands[i][0]
                     self._repeats += 1
                 else:
@@ -289,13 +303,14 @@ class ReinforceAgent(Agent):
             if not missing:
                 break
             self._resampled += len(missing)
-            if redraw and self.pool is not None and attempt >= int(cfg.resample_tries) // 2:
+            if redraw and self.pool is not None and attempt >= tries // 2:
                 for i in missing:
                     member = self.pool.draw(1, self.rng)[0]
                     self._starts[i] = member  # type: ignore[index]
                     starts[i] = member["net"] if member["net"] is not None else member["arch"]
                     self.seen.add(member["arch"])
-            again = self._planner.rollout([starts[i] for i in missing], self._sample)
+            again = self._planner.rollout([starts[i] for i in missing],
+                                          self._sample if attempt < tries else self._uniform)
             for i, e in zip(missing, again):
                 cands[i] = [e]
         return [e for e in chosen if e is not None]

@@ -66,10 +66,10 @@ MODES: tuple[str, ...] = ("paper", "pool")
 MODE_DEFAULTS: dict[str, dict[str, Any]] = {
     "paper": {"lr": 2e-3, "baseline_mode": "ema", "advantage_norm": False, "pool_size": 0,
               "no_repeat": False, "ppo_epochs": 1, "free": False, "free_steps": None,
-              "wider_one": False, "screen": 1},
+              "wider_one": False, "explore": False, "screen": 1},
     "pool": {"lr": 1e-2, "baseline_mode": "loo", "advantage_norm": True, "pool_size": 5,
              "no_repeat": True, "ppo_epochs": 1, "free": False, "free_steps": None,
-             "wider_one": False, "screen": 1},
+             "wider_one": False, "explore": False, "screen": 1},
 }
 """The value of every mode-dependent field left at None, per mode."""
 
@@ -110,6 +110,8 @@ class ReinforceConfig:
     """Resample a proposal whose architecture was already evaluated or planned this round; none = the mode's (paper off, pool on)."""
     resample_tries: int = 10
     """Resampling attempts per child before a repeat is allowed."""
+    explore: bool | None = None
+    """When resample_tries proposals of the controller all repeat, try as many uniformly drawn legal steps (as random search takes) before allowing a repeat; none = the mode's."""
     ppo_epochs: int | None = None
     """Gradient passes per round (more than 1: PPO-style clipped ratio); none = the mode's (1)."""
     clip: float = 0.2

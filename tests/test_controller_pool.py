@@ -195,3 +195,23 @@ def test_a_child_whose_neighbours_are_all_known_moves_to_another_member() -> Non
     fresh.pool.add(START, 0.9, 10, None)
     fresh.start_network()
     assert {p.arch for p in fresh._plans} <= known
+
+
+@pytest.mark.parametrize("explore", [True, False])
+def test_explore_replaces_a_stuck_controllers_repeats_by_uniform_steps(explore: bool) -> None:
+    space = SearchSpace(filters=(16, 32, 48, 64), fc_units=(64, 128, 256))
+    ctx = AgentContext(max_layers=50, vocab_size=Tokenizer(space).vocab_size,
+                       kernel_sizes=space.kernel_sizes, kinds=("wider", "deeper", "skip"),
+                       schedule=("wider",), steps_per_episode=1, children_per_round=4, seed=0,
+                       extra={"input_shape": (1, 28, 28), "space": space})
+    agent = ReinforceAgent(ctx, ReinforceConfig(mode="pool", pool_size=1, resample_tries=3,
+                                                explore=explore))
+    with torch.no_grad():
+        agent.controller.wider_head.bias.fill_(-50.0)  # the controller never widens: no change
+    agent.pool.add(START, 0.9, 10, None)
+    agent.start_network()
+    archs = [p.arch for p in agent._plans]
+    if explore:
+        assert len(set(archs)) == 4 and START not in archs and agent._repeats == 0
+    else:
+        assert archs == [START] * 4 and agent._repeats == 4
