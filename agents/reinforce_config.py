@@ -33,15 +33,23 @@ round, EMA baseline, lr 2e-3 (the default). ``"pool"`` compounds:
 * every child's episode starts from a network drawn from a
   :class:`~agents.controller_pool.NetworkPool` of the best networks found so
   far, with their weights (``pool_size``, ``pool_select``);
+* episodes are short steps in free mode (``free = true``, ``free_steps = 1``): the
+  controller's kind head chooses wider, deeper or skip, the action set of hill
+  climbing, and each child is its pool member plus one transformation; a
+  Net2Wider step widens one layer (``wider_one``). The paper's schedule adds
+  three layers per episode, so episodes from already deep members overshoot;
 * whole episodes are planned first in private copies of the environment
   (:class:`~agents.controller_pool.EpisodePlanner`); a proposal whose
   architecture was already evaluated, or already planned in the round, is
-  resampled (``resample_tries`` times, then allowed: ``no_repeat``);
-* learning: leave-one-out baseline, advantages normalised, lr 1e-2, and
+  resampled (``resample_tries`` times: ``no_repeat``; after half of them from
+  another pool member), then (``explore``) replaced by uniformly drawn legal
+  steps, and only then allowed;
+* learning: leave-one-out baseline, advantages normalised, lr 1e-2; opt-in
   ``ppo_epochs`` passes per round with a clipped probability ratio (the first
-  pass is the REINFORCE gradient);
-* ``free = true`` lets the controller choose each step's kind (wider, deeper,
-  skip) itself, the action set of hill climbing (the env's free mode).
+  pass is the REINFORCE gradient) and the ``"parent"`` baseline.
+
+The synthetic-task study behind these defaults is in BENCHMARKS.md ("The compounding
+controller on the synthetic development tasks").
 
 Fields left at None take their mode's value (:data:`MODE_DEFAULTS`); any field
 set explicitly wins. ``init`` warm-starts the controller's weights from an
@@ -68,8 +76,8 @@ MODE_DEFAULTS: dict[str, dict[str, Any]] = {
               "no_repeat": False, "ppo_epochs": 1, "free": False, "free_steps": None,
               "wider_one": False, "explore": False, "screen": 1},
     "pool": {"lr": 1e-2, "baseline_mode": "loo", "advantage_norm": True, "pool_size": 5,
-             "no_repeat": True, "ppo_epochs": 1, "free": False, "free_steps": None,
-             "wider_one": False, "explore": False, "screen": 1},
+             "no_repeat": True, "ppo_epochs": 1, "free": True, "free_steps": 1,
+             "wider_one": True, "explore": True, "screen": 1},
 }
 """The value of every mode-dependent field left at None, per mode."""
 
@@ -85,7 +93,7 @@ class ReinforceConfig:
     baseline_decay: float = 0.95
     """Decay of the reward baseline (0.95 in EAS)."""
     baseline_mode: str | None = None
-    """ema (the paper: moving average of previous rewards), batch (the EAS code) or loo (leave-one-out); none = the mode's (paper ema, pool loo)."""
+    """ema (the paper: moving average of previous rewards), batch (the EAS code) loo (leave-one-out) or parent (the episode's start's reward); none = the mode's (paper ema, pool loo)."""
     baseline_init: float | None = None
     """Initial baseline; None = the first round's mean reward."""
     entropy_coef: float = 1e-5
@@ -111,17 +119,17 @@ class ReinforceConfig:
     resample_tries: int = 10
     """Resampling attempts per child before a repeat is allowed."""
     explore: bool | None = None
-    """When resample_tries proposals of the controller all repeat, try as many uniformly drawn legal steps (as random search takes) before allowing a repeat; none = the mode's."""
+    """When resample_tries proposals of the controller all repeat, try as many uniformly drawn legal steps (as random search takes) before allowing a repeat; none = the mode's (paper off, pool on)."""
     ppo_epochs: int | None = None
     """Gradient passes per round (more than 1: PPO-style clipped ratio); none = the mode's (1)."""
     clip: float = 0.2
     """Clip range of the probability ratio when ppo_epochs > 1."""
     free: bool | None = None
-    """Let the controller choose every step's kind (wider, deeper, skip: the env's free mode, search.free_steps steps) instead of search.schedule; none = the mode's (off)."""
+    """Let the controller choose every step's kind (wider, deeper, skip: the env's free mode, search.free_steps steps) instead of search.schedule; none = the mode's (paper off, pool on)."""
     free_steps: int | None = None
-    """Steps per episode in free mode (each child is its start plus this many transformations); none = the mode's (paper: search.free_steps)."""
+    """Steps per episode in free mode (each child is its start plus this many transformations); none = the mode's (paper: search.free_steps, pool 1)."""
     wider_one: bool | None = None
-    """A Net2Wider step widens one layer (a softmax over the layers) instead of each layer by its own coin (the paper); none = the mode's."""
+    """A Net2Wider step widens one layer (a softmax over the layers) instead of each layer by its own coin (the paper); none = the mode's (paper off, pool on)."""
     screen: int | None = None
     """Candidate episodes planned per child, of which an accuracy predictor picks the one to train (1 = no predictor); none = the mode's (1)."""
     predictor_steps: int = 50

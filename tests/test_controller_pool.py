@@ -89,12 +89,23 @@ def test_pareto_pool_keeps_the_front() -> None:
 
 
 def test_pool_mode_compounds_and_never_repeats(tmp_path: Path) -> None:
-    out = _search(tmp_path, "pool", **{"search.cache": "true"})
+    out = _search(tmp_path, "pool", **{"search.cache": "true", "controller.free": "false"})
     archs = [a for a, _ in _children(out)]
     assert len(archs) == 12 and len(set(archs)) == 12  # every child a new architecture
     # an episode adds 2 layers (wider, deeper, deeper): deeper children started from children
     start_layers = len(Architecture.parse(START).layers)
     assert max(len(Architecture.parse(a).layers) for a in archs) > start_layers + 2
+    # the mode's default: one free step per child, so a child has at most one layer more
+    # than a network found before it; the pool the next rounds start from holds children
+    free = _search(tmp_path, "free", **{"search.cache": "true"})
+    known = [START]
+    for arch in (a for a, _ in _children(free)):
+        n = len(Architecture.parse(arch).layers)
+        assert n <= 1 + max(len(Architecture.parse(k).layers) for k in known)
+        known.append(arch)
+    assert len(set(known)) == 13
+    pool = load_checkpoint(free.run_dir / "checkpoint.pt")["agent"]["pool"]["members"]
+    assert pool and {m["arch"] for m in pool} <= set(known[1:])
     paper = _search(tmp_path, "paper", **{"controller.mode": "paper"})
     assert max(len(Architecture.parse(a).layers) for a, _ in _children(paper)) == start_layers + 2
 
@@ -205,7 +216,7 @@ def test_explore_replaces_a_stuck_controllers_repeats_by_uniform_steps(explore: 
                        schedule=("wider",), steps_per_episode=1, children_per_round=4, seed=0,
                        extra={"input_shape": (1, 28, 28), "space": space})
     agent = ReinforceAgent(ctx, ReinforceConfig(mode="pool", pool_size=1, resample_tries=3,
-                                                explore=explore))
+                                                explore=explore, wider_one=False))
     with torch.no_grad():
         agent.controller.wider_head.bias.fill_(-50.0)  # the controller never widens: no change
     agent.pool.add(START, 0.9, 10, None)
