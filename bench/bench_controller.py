@@ -15,7 +15,8 @@ one-sided permutation p-values of the first agent against each other agent.
 
 Agent names: any registered agent, or a variant of reinforce from
 :data:`VARIANTS` (``reinforce_paper``: the EAS controller, ``reinforce_pool``: the
-compounding one, ...); ``--set NAME:section.field=value`` adds an override to
+compounding one with its defaults, ``reinforce_schedule``: the pool mode on the
+preset's schedule, as first built, ...); ``--set NAME:section.field=value`` adds an override to
 one name (``reinforce_X`` with overrides of your own).
 Seconds per run are a few (no training).
 """
@@ -40,8 +41,10 @@ from eas.search.loop import run_search
 VARIANTS: dict[str, dict[str, Any]] = {
     "reinforce_paper": {"controller.mode": "paper"},
     "reinforce_pool": {"controller.mode": "pool"},
-    "reinforce_free": {"controller.mode": "pool", "controller.free": True},
+    "reinforce_schedule": {"controller.mode": "pool", "controller.free": False,
+                           "controller.wider_one": False, "controller.explore": False},
     "reinforce_ppo": {"controller.mode": "pool", "controller.ppo_epochs": 4},
+    "reinforce_parent": {"controller.mode": "pool", "controller.baseline_mode": "parent"},
     "reinforce_nopool": {"controller.mode": "pool", "controller.pool_size": 0},
     "reinforce_repeats": {"controller.mode": "pool", "controller.no_repeat": False},
 }
