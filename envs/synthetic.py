@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -163,25 +164,22 @@ def _block_layers(a: Architecture) -> list[list[Any]]:
     return [[a.layers[i] for i in block] for block in a.blocks()]
 
 
-_P = "P(2,2,MAX)"
+def _plain_target(blocks: Sequence[tuple[int, int]], fc: Sequence[int]) -> str:
+    """A plain target network: per block ``(filters, count)`` 3x3 convolutions, max-pooled
+    between blocks and average-pooled after the last, then FC layers of ``fc`` units."""
+    convs = [", ".join([f"C({filters},3,1)"] * count) for filters, count in blocks]
+    return ", ".join([", P(2,2,MAX), ".join(convs), "P(3,3,AVG)",
+                      *(f"FC({units})" for units in fc), "SM(10)"])
+
+
 SYNTHETIC_TASKS: dict[str, SyntheticTask] = {
     task.name: task for task in (
-        SyntheticTask(
-            "deep",
-            ", ".join(["C(16,3,1)"] * 3 + [_P] + ["C(24,3,1)"] * 2 + [_P] + ["C(48,3,1)"] * 3
-                      + [_P] + ["C(48,3,1)"] * 2 + ["P(3,3,AVG)", "FC(64)", "SM(10)"]),
-            episodes=2),
-        SyntheticTask(
-            "wide",
-            ", ".join(["C(24,3,1)"] * 2 + [_P] + ["C(32,3,1)"] * 2 + [_P] + ["C(48,3,1)"] * 3
-                      + [_P] + ["C(48,3,1)"] * 2 + ["P(3,3,AVG)", "FC(256)", "FC(256)",
-                                                     "SM(10)"]),
-            episodes=2),
-        SyntheticTask(
-            "deeper",
-            ", ".join(["C(16,3,1)"] * 4 + [_P] + ["C(24,3,1)"] * 3 + [_P] + ["C(32,3,1)"] * 3
-                      + [_P] + ["C(48,3,1)"] * 3 + ["P(3,3,AVG)", "FC(64)", "SM(10)"]),
-            episodes=3),
+        SyntheticTask("deep", _plain_target([(16, 3), (24, 2), (48, 3), (48, 2)], [64]),
+                      episodes=2),
+        SyntheticTask("wide", _plain_target([(24, 2), (32, 2), (48, 3), (48, 2)], [256, 256]),
+                      episodes=2),
+        SyntheticTask("deeper", _plain_target([(16, 4), (24, 3), (32, 3), (48, 3)], [64]),
+                      episodes=3),
         SyntheticTask(
             "skips",
             "C(24,3,1), C(24,3,1), S(0,1,ADD), P(2,2,MAX), C(32,3,1), C(32,3,1), P(2,2,MAX), "
