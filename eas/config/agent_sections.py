@@ -12,7 +12,7 @@ from functools import cache
 
 from eas.agents.registry import get_agent_class
 
-__all__ = ["AGENT_SECTIONS", "agent_config_cls", "agent_section"]
+__all__ = ["AGENT_SECTIONS", "agent_config_cls", "agent_section", "loadable_agent_class"]
 
 AGENT_SECTIONS: dict[str, str] = {
     "reinforce": "controller",
@@ -30,7 +30,9 @@ class _Unavailable:
 
 
 @cache
-def _agent_class(name: str) -> type | None:
+def loadable_agent_class(name: str) -> type | None:
+    """The agent class called ``name``, or None when it cannot be loaded (it then has no
+    section fields, and the search says why when it builds the agent)."""
     try:
         return get_agent_class(name)
     except Exception:  # noqa: BLE001 - an agent that cannot be loaded has no section
@@ -39,7 +41,7 @@ def _agent_class(name: str) -> type | None:
 
 def agent_config_cls(name: str) -> type:
     """The ``Config`` dataclass of agent ``name`` (an empty one if it cannot be loaded)."""
-    cls = _agent_class(name)
+    cls = loadable_agent_class(name)
     cfg = getattr(cls, "Config", None)
     return cfg if cfg is not None and is_dataclass(cfg) else _Unavailable
 
@@ -48,8 +50,8 @@ def agent_section(agent: str) -> str:
     """The config section holding ``agent``'s hyperparameters (``agent`` for custom ones)."""
     if agent in AGENT_SECTIONS:
         return AGENT_SECTIONS[agent]
-    cls = _agent_class(agent)
+    cls = loadable_agent_class(agent)
     for name, section in AGENT_SECTIONS.items():
-        if cls is not None and cls is _agent_class(name):
+        if cls is not None and cls is loadable_agent_class(name):
             return section
     return "agent"

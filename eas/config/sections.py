@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
 from eas.arch import SearchSpace
-from eas.config.agent_sections import _agent_class, agent_config_cls, agent_section
+from eas.config.agent_sections import agent_config_cls, agent_section, loadable_agent_class
 from eas.data import DATASET_NAMES, dataset_key  # the one home of dataset facts
 from eas.envs.halving import HalvingConfig
 from eas.envs.net_transform import DEFAULT_SCHEDULE
@@ -427,7 +427,7 @@ def check_shrink(s: Any, sched: tuple[str, ...] | None) -> None:
     named = [tok for tok in sched or () if tok in SHRINK_KINDS and tok not in kinds_for(s.shrink)]
     require(not named, "search.schedule",
             f"{named[0]!r} is a shrink action; set search.shrink true to use it" if named else "")
-    cls = _agent_class(s.agent) if s.shrink else None
+    cls = loadable_agent_class(s.agent) if s.shrink else None
     require(cls is None or bool(getattr(cls, "shrink_actions", False)), "search.shrink",
             f"agent {s.agent!r} cannot pick the shrink actions (narrow, remove); use random or "
             "hill_climbing, or set search.shrink false")
