@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,12 +42,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from eas.checkpoint import load_checkpoint
 from eas.morphisms.legal import KINDS  # the one definition of the kinds and their order
 
 __all__ = [
     "Controller",
     "ControllerOutput",
     "batch_observation",
+    "controller_weights",
 ]
 
 _NEG = -1e9  # logit of a masked choice: exp() underflows to exactly 0 but stays finite
@@ -416,3 +419,22 @@ class Controller(nn.Module):
         ent = ents + entd + entm
         stats["skip_entropy"] = _stat(ent, hass)
         return torch.stack([src, dst, mode], -1), lps + lpd + lpm, ent
+
+
+def controller_weights(path: str | Path) -> tuple[dict[str, Any], Path]:
+    """The controller weights in a run's ``checkpoint.pt`` (or run folder) and the file's path.
+
+    Read weights-only (:func:`eas.checkpoint.load_checkpoint`); ``ValueError`` (one line
+    naming the file) when there is no checkpoint, it cannot be read, it holds objects eas
+    does not load, or it holds no controller weights.
+    """
+    p = Path(path).expanduser()
+    p = p / "checkpoint.pt" if p.is_dir() else p
+    if not p.is_file():
+        raise ValueError(f"no checkpoint at {p}")
+    state = load_checkpoint(p)
+    agent = state.get("agent", state)
+    weights = agent.get("controller") if isinstance(agent, dict) else None
+    if not isinstance(weights, Mapping):
+        raise ValueError(f"{p} holds no controller weights (not a reinforce run)")
+    return dict(weights), p

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from eas.agents.base import Agent, AgentContext
-from eas.agents.controller import Controller
+from eas.agents.controller import Controller, controller_weights
 from eas.agents.controller_pool import (
     Episode,
     EpisodePlanner,
@@ -37,10 +37,9 @@ from eas.agents.controller_pool import (
 from eas.agents.predictor import AccuracyPredictor
 from eas.agents.reinforce_config import ReinforceConfig, baseline_step
 from eas.arch import SearchSpace
-from eas.checkpoint import load_checkpoint
 from eas.envs.evaluators import EvalResult
 
-__all__ = ["ReinforceAgent", "controller_weights"]
+__all__ = ["ReinforceAgent"]
 
 _NDIM = {
     "tokens": 1,
@@ -64,25 +63,6 @@ def _rows(value: Any, batch: int, ndim: int) -> np.ndarray:
 def _copy_obs(obs: Mapping[str, Any]) -> dict[str, Any]:
     """A private copy of a (batched) observation, so later env steps cannot alter it."""
     return {k: (np.array(v, copy=True) if k != "arch" else v) for k, v in obs.items()}
-
-
-def controller_weights(path: str | Path) -> tuple[dict[str, Any], Path]:
-    """The controller weights in a run's ``checkpoint.pt`` (or run folder) and the file's path.
-
-    Read weights-only (:func:`eas.checkpoint.load_checkpoint`); ``ValueError`` (one line
-    naming the file) when there is no checkpoint, it cannot be read, it holds objects eas
-    does not load, or it holds no controller weights.
-    """
-    p = Path(path).expanduser()
-    p = p / "checkpoint.pt" if p.is_dir() else p
-    if not p.is_file():
-        raise ValueError(f"no checkpoint at {p}")
-    state = load_checkpoint(p)
-    agent = state.get("agent", state)
-    weights = agent.get("controller") if isinstance(agent, dict) else None
-    if not isinstance(weights, Mapping):
-        raise ValueError(f"{p} holds no controller weights (not a reinforce run)")
-    return dict(weights), p
 
 
 class ReinforceAgent(Agent):

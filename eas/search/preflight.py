@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from eas.agents.reinforce import controller_weights
+from eas.agents.controller import controller_weights
 from eas.arch import resolve_start_arch
 from eas.checkpoint import CheckpointError, load_checkpoint, read_torch_file
 from eas.config.agent_sections import agent_section
