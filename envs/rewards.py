@@ -150,30 +150,30 @@ class ObjectivesConfig:
 
     def __post_init__(self) -> None:
         if self.reward not in REWARDS:
-            raise ValueError(f"unknown reward {self.reward!r}; allowed values: "
-                             f"{', '.join(REWARDS)}")
+            raise _field_error("reward", f"unknown reward {self.reward!r}; allowed values: "
+                               f"{', '.join(REWARDS)}")
         if self.cost not in _COSTS:
-            raise ValueError(f"unknown cost {self.cost!r}; allowed values: "
-                             f"{', '.join(_COSTS)}")
+            raise _field_error("cost", f"unknown cost {self.cost!r}; allowed values: "
+                               f"{', '.join(_COSTS)}")
         if self.base not in REWARD_BASES:  # checked whichever reward is chosen
-            raise ValueError(f"unknown base {self.base!r}; allowed values: "
-                             f"{', '.join(REWARD_BASES)}")
+            raise _field_error("base", f"unknown base {self.base!r}; allowed values: "
+                               f"{', '.join(REWARD_BASES)}")
         if self.target is None and self.reward == "constrained":
             raise _field_error("target", "reward = 'constrained' needs a target (its cost "
                                "budget), which is not set")
         if self.target is not None and not (math.isfinite(self.target) and self.target > 0):
-            raise ValueError(f"target must be a number > 0 (the cost budget of the constrained "
-                             f"reward), got {self.target}")  # even unused: a typo otherwise
-        if self.reward == "constrained":
-            if self.cost == "latency_ms" and not self.latency:
-                raise _field_error("latency", "cost = 'latency_ms' needs latency = true")
-            make_reward(self)  # alpha, beta, base checked by ConstrainedReward
-        if self.latency_batch_size < 1:
-            raise ValueError(f"latency_batch_size must be >= 1, got {self.latency_batch_size}")
-        if self.latency_repeats < 1:
-            raise ValueError(f"latency_repeats must be >= 1, got {self.latency_repeats}")
-        if self.latency_warmup < 0:
-            raise ValueError(f"latency_warmup must be >= 0, got {self.latency_warmup}")
+            raise _field_error("target", f"target must be a number > 0 (the cost budget of the "
+                               f"constrained reward), got {self.target}")  # even unused
+        for name in ("alpha", "beta"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v <= 0):
+                raise _field_error(name, f"{name} must be a finite number <= 0, got {v}")
+        if self.reward == "constrained" and self.cost == "latency_ms" and not self.latency:
+            raise _field_error("latency", "cost = 'latency_ms' needs latency = true")
+        for name, low in (("latency_batch_size", 1), ("latency_repeats", 1),
+                          ("latency_warmup", 0)):
+            if getattr(self, name) < low:
+                raise _field_error(name, f"{name} must be >= {low}, got {getattr(self, name)}")
 
 
 def make_reward(cfg: ObjectivesConfig) -> PaperReward | ConstrainedReward:
