@@ -160,21 +160,18 @@ def train_to_plateau(
     length = float(first_epochs)
     for k in range(10_000):
         n = math.ceil(length - 1e-9)
-        if max_epochs is not None:
-            n = min(n, max_epochs - epochs)
-            if n <= 0:
-                stopped_by = "epochs"
-                break
-        left = None if max_epochs is None else max_epochs - epochs
+        left = None if max_epochs is None else max_epochs - epochs  # what the budgets allow
+        if left is not None and left <= 0:
+            stopped_by = "epochs"
+            break
         if max_seconds is not None and epochs > 0:
             fit = math.floor((max_seconds - seconds) / (seconds / epochs) + 1e-9)
             if fit <= 0:
                 stopped_by = "seconds"
                 break
-            n = min(n, fit)
             left = fit if left is None else min(left, fit)
         if left is not None and left - n < math.ceil(length * growth - 1e-9):
-            n = left  # the next cycle would not fit in full: this one takes the rest
+            n = left  # shortened to what fits, or the next would not fit: this takes the rest
         began = None if clock is None else clock()
         res = train(network, data, dataclasses.replace(recipe, epochs=n), device=device,
                     seed=seed + k, progress=progress)
