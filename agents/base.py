@@ -9,7 +9,7 @@ A search runs in rounds. In each round the search loop
 3. calls :meth:`Agent.propose` with the batched observation until every
    episode ends (the environment trains and evaluates each child on its last
    step),
-4. hands the finished children (their records, :class:`~eas.envs.evaluators.EvalResult`)
+4. hands the finished children (their records, :class:`~eas.envs.record.EvalResult`)
    to :meth:`Agent.learn`,
 
 and ends a stage early when :attr:`Agent.finished` says so.
@@ -34,7 +34,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from eas.envs.evaluators import EvalResult
+from eas.envs.record import EvalResult
 
 __all__ = ["Agent", "AgentContext", "NoConfig"]
 
@@ -140,7 +140,7 @@ class Agent(ABC):
     def learn(self, results: list[EvalResult]) -> dict[str, float]:
         """Update from a finished round; return scalar metrics to log (name -> value).
 
-        Each result is a child's whole record (:class:`~eas.envs.evaluators.EvalResult`):
+        Each result is a child's whole record (:class:`~eas.envs.record.EvalResult`):
         ``arch``, ``accuracy``, ``reward``, ``failed``, ``params``, ``flops``,
         ``net`` (the trained child when the evaluator kept its weights), ``actions``, ...
         """

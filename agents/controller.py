@@ -43,7 +43,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from eas.checkpoint import load_checkpoint
-from eas.morphisms.legal import KINDS  # the one definition of the kinds and their order
+from eas.kinds import KINDS
 
 __all__ = [
     "Controller",

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from eas.agents.reinforce_config import POOL_SELECTIONS
 from eas.arch import SearchSpace
 from eas.checkpoint import network_from_record, network_record
 from eas.envs.net_transform import NetTransformEnv
@@ -39,11 +40,7 @@ from eas.envs.rewards import paper_reward
 from eas.network import ChildNet, build_network
 from eas.pareto import ParetoFront, kde_density
 
-__all__ = ["POOL_SELECTIONS", "Episode", "EpisodePlanner", "NetworkPool", "start_rewards",
-           "uniform_actions"]
-
-POOL_SELECTIONS: tuple[str, ...] = ("best", "pareto")
-
+__all__ = ["Episode", "EpisodePlanner", "NetworkPool", "start_rewards", "uniform_actions"]
 
 @dataclass
 class Episode:

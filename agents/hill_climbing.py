@@ -55,14 +55,13 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
 from eas.agents.base import Agent, AgentContext
+from eas.agents.settings import HillClimbingConfig
 from eas.checkpoint import network_from_record, network_record
-from eas.envs.evaluators import EvalResult
 from eas.envs.observation import (
     DEEPER,
     NARROW,
@@ -76,6 +75,7 @@ from eas.envs.observation import (
     stack_actions,
     uniform_index,
 )
+from eas.envs.record import EvalResult
 
 __all__ = ["HillClimbingAgent"]
 
@@ -90,39 +90,7 @@ class HillClimbingAgent(Agent):
 
     name: ClassVar[str] = "hill_climbing"
     shrink_actions: ClassVar[bool] = True
-
-    @dataclass
-    class Config:
-        """Hyperparameters of NASH hill climbing (defaults: the paper's)."""
-
-        n_steps: int = 5
-        """Hill-climbing steps (search rounds)."""
-        n_neigh: int = 8
-        """Children (neighbours) trained per step."""
-        n_nm: int = 5
-        """Network morphisms applied per child (the env's free_steps)."""
-        e_neigh: int = 17
-        """Training epochs per child (SGDR, restarted for every child)."""
-        e_final: int = 20
-        """Epochs of the final training of the best network."""
-        lr_start: float = 0.05
-        """SGDR initial learning rate (lambda_start)."""
-        lr_end: float = 0.0
-        """SGDR final learning rate (lambda_end)."""
-        deeper_kernels: tuple[int, ...] = (3, 5)
-        """Kernel sizes a deeper morphism draws from (those the env allows)."""
-        reevaluate_parent: bool = False
-        """Re-train and re-evaluate the parent as child 0 every round (else only when unknown)."""
-
-        def __post_init__(self) -> None:
-            for field_name in ("n_steps", "n_neigh", "n_nm"):
-                if int(getattr(self, field_name)) < 1:
-                    raise ValueError(f"{field_name} must be >= 1, got {getattr(self, field_name)}")
-            if self.e_neigh < 0 or self.e_final < 0:
-                raise ValueError("e_neigh and e_final must be >= 0")
-            if self.lr_start < 0 or self.lr_end < 0:
-                raise ValueError("lr_start and lr_end must be >= 0")
-            self.deeper_kernels = tuple(int(k) for k in self.deeper_kernels)
+    Config: ClassVar[type] = HillClimbingConfig
 
     @classmethod
     def env_requirements(cls, config: Any = None) -> dict[str, Any]:

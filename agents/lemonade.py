@@ -38,14 +38,13 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
 from eas.agents.base import Agent, AgentContext
+from eas.agents.settings import LemonadeConfig
 from eas.arch import SearchSpace
-from eas.envs.evaluators import EvalResult
 from eas.envs.net_transform import NetTransformEnv
 from eas.envs.observation import (
     DEEPER,
@@ -57,11 +56,13 @@ from eas.envs.observation import (
     stack_actions,
     uniform_index,
 )
+from eas.envs.record import EvalResult
 from eas.layers import FC, Conv
 from eas.morphisms.narrow import narrow, narrowable_layers
 from eas.morphisms.remove_layer import removable_layers, remove_layer
-from eas.network import ChildNet, build_network, count_flops, count_parameters
+from eas.network import ChildNet, build_network, count_parameters
 from eas.pareto import ParetoFront, kde_density
+from eas.shapes import count_flops
 
 __all__ = ["LemonadeAgent"]
 
@@ -73,34 +74,7 @@ class LemonadeAgent(Agent):
 
     name: ClassVar[str] = "lemonade"
     required_mode: ClassVar[str | None] = "free"
-
-    @dataclass
-    class Config:
-        """Hyperparameters of LEMONADE."""
-
-        n_pc: int = 16
-        """Candidate children generated per round (architecture and cost only, not trained)."""
-        n_ac: int = 4
-        """Children trained per round, picked from the candidates by their cheap cost."""
-        n_nm: int = 3
-        """Exact morphisms per child (the environment's free_steps)."""
-        cost: str = "params"
-        """The cheap objective: params or flops."""
-        p_shrink: float = 0.3
-        """Probability that a round's parent is first shrunk (narrow a layer or remove one)."""
-        bandwidth: float = 0.0
-        """KDE bandwidth in natural-log cost units; 0 = Silverman's rule of thumb (eas.pareto.kde_density)."""
-
-        def __post_init__(self) -> None:
-            for name in ("n_pc", "n_ac", "n_nm"):
-                if int(getattr(self, name)) < 1:
-                    raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-            if self.cost not in ("params", "flops"):
-                raise ValueError(f"cost must be 'params' or 'flops', got {self.cost!r}")
-            if not 0 <= self.p_shrink <= 1:
-                raise ValueError(f"p_shrink must be in [0, 1], got {self.p_shrink}")
-            if self.bandwidth < 0:
-                raise ValueError(f"bandwidth must be >= 0, got {self.bandwidth}")
+    Config: ClassVar[type] = LemonadeConfig
 
     @classmethod
     def env_requirements(cls, config: Any = None) -> dict[str, Any]:

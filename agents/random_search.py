@@ -23,14 +23,14 @@ definition of a random legal action, shared with ``env.action_space.sample()``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
 from eas.agents.base import Agent, AgentContext
-from eas.envs.evaluators import EvalResult
+from eas.agents.settings import RandomConfig
 from eas.envs.observation import sample_legal_action, split_obs, stack_actions
+from eas.envs.record import EvalResult
 
 __all__ = ["RandomSearchAgent"]
 
@@ -43,17 +43,7 @@ class RandomSearchAgent(Agent):
 
     name: ClassVar[str] = "random"
     shrink_actions: ClassVar[bool] = True
-
-    @dataclass
-    class Config:
-        """Hyperparameters of random search."""
-
-        wider_prob: float = 0.5
-        """Probability that each widenable layer is marked in a Net2Wider step."""
-
-        def __post_init__(self) -> None:
-            if not 0.0 <= self.wider_prob <= 1.0:
-                raise ValueError(f"wider_prob must be in [0, 1], got {self.wider_prob}")
+    Config: ClassVar[type] = RandomConfig
 
     def __init__(self, ctx: AgentContext, config: Any = None) -> None:
         super().__init__(ctx, config)

@@ -37,7 +37,7 @@ from eas.agents.controller_pool import (
 from eas.agents.predictor import AccuracyPredictor
 from eas.agents.reinforce_config import ReinforceConfig, baseline_step
 from eas.arch import SearchSpace
-from eas.envs.evaluators import EvalResult
+from eas.envs.record import EvalResult
 
 __all__ = ["ReinforceAgent"]
 

@@ -65,12 +65,12 @@ from typing import Any
 
 import numpy as np
 
-from eas.agents.controller_pool import POOL_SELECTIONS
-
-__all__ = ["BASELINE_MODES", "MODES", "MODE_DEFAULTS", "ReinforceConfig", "baseline_step"]
+__all__ = ["BASELINE_MODES", "MODES", "MODE_DEFAULTS", "POOL_SELECTIONS", "ReinforceConfig", "baseline_step"]
 
 BASELINE_MODES: tuple[str, ...] = ("ema", "batch", "loo", "parent")
 MODES: tuple[str, ...] = ("paper", "pool")
+POOL_SELECTIONS: tuple[str, ...] = ("best", "pareto")
+"""How the pool of episode starts is chosen: the best networks, or a Pareto front."""
 MODE_DEFAULTS: dict[str, dict[str, Any]] = {
     "paper": {"lr": 2e-3, "baseline_mode": "ema", "advantage_norm": False, "pool_size": 0,
               "no_repeat": False, "ppo_epochs": 1, "free": False, "free_steps": None,

@@ -32,7 +32,6 @@ Needs the ``sb3`` extra: ``pip install 'eas[sb3]'``.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -49,11 +48,13 @@ except ImportError as exc:  # the optional extra
 from gymnasium import spaces
 
 from eas.agents.base import Agent, AgentContext
-from eas.envs.evaluators import EvalResult
+from eas.agents.settings import SB3Config
 from eas.envs.flat import FlatActions, flat_observation, flat_observation_space
 from eas.envs.observation import split_obs, stack_actions
+from eas.envs.record import EvalResult
 from eas.envs.spaces import observation_space
-from eas.morphisms.legal import SHRINK_KINDS, narrow_levels
+from eas.kinds import SHRINK_KINDS
+from eas.morphisms.legal import narrow_levels
 
 __all__ = ["SB3Agent"]
 
@@ -68,46 +69,7 @@ class SB3Agent(Agent):
 
     name: ClassVar[str] = "sb3_ppo"
     shrink_actions: ClassVar[bool] = True
-
-    @dataclass
-    class Config:
-        """Hyperparameters of the SB3 agent (MaskablePPO's, one update per round)."""
-
-        learning_rate: float = 3e-4
-        """Adam learning rate of the policy and value network."""
-        n_epochs: int = 4
-        """Passes over each round's transitions per update."""
-        batch_size: int = 32
-        """Minibatch size (transitions) of an update."""
-        gamma: float = 1.0
-        """Discount (episodes are a few steps with one reward at the end: undiscounted)."""
-        gae_lambda: float = 0.95
-        """GAE lambda."""
-        clip_range: float = 0.2
-        """PPO's ratio clip."""
-        ent_coef: float = 0.01
-        """Entropy bonus."""
-        vf_coef: float = 0.5
-        """Value-loss weight."""
-        max_grad_norm: float = 0.5
-        """Gradient-norm clip."""
-        net_arch: tuple[int, ...] = field(default=(64, 64))
-        """Hidden layer widths of the policy and value MLPs (over SB3's flattened Dict observation)."""
-
-        def __post_init__(self) -> None:
-            if self.learning_rate <= 0:
-                raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
-            for name in ("n_epochs", "batch_size"):
-                if int(getattr(self, name)) < 1:
-                    raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-            for name in ("gamma", "gae_lambda"):
-                if not 0.0 <= float(getattr(self, name)) <= 1.0:
-                    raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
-            if self.clip_range <= 0:
-                raise ValueError(f"clip_range must be > 0, got {self.clip_range}")
-            self.net_arch = tuple(int(v) for v in self.net_arch)
-            if not self.net_arch or min(self.net_arch) < 1:
-                raise ValueError(f"net_arch must be positive widths, got {self.net_arch}")
+    Config: ClassVar[type] = SB3Config
 
     def __init__(self, ctx: AgentContext, config: Any = None) -> None:
         super().__init__(ctx, config)

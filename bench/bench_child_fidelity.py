@@ -40,7 +40,8 @@ from eas.arch import SearchSpace, resolve_start_arch  # noqa: E402
 from eas.data import load_dataset  # noqa: E402
 from eas.envs import EvalResult  # noqa: E402
 from eas.network import build_network  # noqa: E402
-from eas.training import TrainConfig, train_child  # noqa: E402
+from eas.recipe import TrainConfig
+from eas.training import train_child
 
 SCHEDULE = ("wider", "wider", "deeper", "deeper", "deeper")
 SPACE = SearchSpace(filters=(16, 32, 48, 64, 96, 128),

@@ -62,7 +62,8 @@ from eas.data import AugmentConfig, Data  # noqa: E402
 from eas.envs import NetTransformEnv, TrainerEvaluator  # noqa: E402
 from eas.envs.parallel import ParallelEvaluator  # noqa: E402
 from eas.network import ChildNet, build_network  # noqa: E402
-from eas.training import TrainConfig, lr_at, make_optimizer, train_child  # noqa: E402
+from eas.recipe import TrainConfig
+from eas.training import lr_at, make_optimizer, train_child
 
 SECTIONS = ("child", "loader", "step", "densenet", "round")
 SHAPE = (3, 32, 32)

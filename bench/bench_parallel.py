@@ -61,7 +61,7 @@ def make_evaluator(args: argparse.Namespace):
     """``envs.TrainerEvaluator`` on a seeded slice of Fashion-MNIST."""
     from eas.data import load_dataset
     from eas.envs.evaluators import TrainerEvaluator
-    from eas.training import TrainConfig
+    from eas.recipe import TrainConfig
 
     data = load_dataset("fashion-mnist", val_size=args.val_size, train_subset=args.train_subset,
                         seed=args.seed, device="cpu")

@@ -46,7 +46,8 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from eas.data import Data, augment_batch, load_dataset  # noqa: E402
-from eas.training import TrainConfig, lr_at, make_optimizer, train_child  # noqa: E402
+from eas.recipe import TrainConfig
+from eas.training import lr_at, make_optimizer, train_child
 
 
 class Table1Net(nn.Module):

@@ -50,7 +50,7 @@ from eas.agents.base import AgentContext  # noqa: E402
 from eas.agents.reinforce import ReinforceAgent  # noqa: E402
 from eas.agents.reinforce_config import ReinforceConfig  # noqa: E402
 from eas.arch import Architecture, SearchSpace, Tokenizer  # noqa: E402
-from eas.envs.evaluators import EvalResult  # noqa: E402
+from eas.envs.record import EvalResult
 from eas.envs.spaces import Masks  # noqa: E402  (the env's own mask computation)
 from eas.layers import Conv  # noqa: E402
 from eas.morphisms import legal  # noqa: E402

@@ -1,39 +1,38 @@
 """eas: efficient neural architecture search by function-preserving network transformation."""
 
 from eas import _startup  # noqa: F401 - first: SIGTERM while torch is imported (command line)
-from eas.arch import TABLE1, Architecture, SearchSpace, Tokenizer, densenet_bc
-from eas.checkpoint import load_network
-from eas.data import Data, load_dataset
-from eas.evaluation import evaluate
-from eas.layers import FC, Conv, Dense, Pool, Skip, Softmax
-from eas.network import ChildNet, build_network, count_flops, count_parameters, infer_shapes
-from eas.training import TrainConfig, TrainResult, final_train, train_child
+from eas._lazy import lazy_exports
+
+_HOMES: dict[str, str] = {
+    "TABLE1": "eas.arch",
+    "Architecture": "eas.arch",
+    "SearchSpace": "eas.arch",
+    "Tokenizer": "eas.arch",
+    "densenet_bc": "eas.arch",
+    "load_network": "eas.checkpoint",
+    "Data": "eas.data",
+    "load_dataset": "eas.data",
+    "evaluate": "eas.evaluation",
+    "FC": "eas.layers",
+    "Conv": "eas.layers",
+    "Dense": "eas.layers",
+    "Pool": "eas.layers",
+    "Skip": "eas.layers",
+    "Softmax": "eas.layers",
+    "ChildNet": "eas.network",
+    "build_network": "eas.network",
+    "count_flops": "eas.shapes",
+    "count_parameters": "eas.network",
+    "infer_shapes": "eas.shapes",
+    "TrainConfig": "eas.recipe",
+    "TrainResult": "eas.training",
+    "final_train": "eas.training",
+    "train_child": "eas.training",
+}
+"""Public name -> the module it lives in (imported on first use: :mod:`eas._lazy`)."""
+
+__getattr__, __dir__ = lazy_exports(__name__, _HOMES, globals())
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "FC",
-    "TABLE1",
-    "Architecture",
-    "ChildNet",
-    "Data",
-    "Conv",
-    "Dense",
-    "Pool",
-    "SearchSpace",
-    "Skip",
-    "Softmax",
-    "Tokenizer",
-    "TrainConfig",
-    "TrainResult",
-    "build_network",
-    "count_flops",
-    "count_parameters",
-    "densenet_bc",
-    "evaluate",
-    "final_train",
-    "infer_shapes",
-    "load_dataset",
-    "load_network",
-    "train_child",
-]
+__all__ = sorted(_HOMES)

@@ -17,14 +17,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-DATASET_NAMES: tuple[str, ...] = (
-    "fashion-mnist",
-    "mnist",
-    "cifar10",
-    "cifar100",
-    "svhn",
-    "imagefolder",
-)
+from eas.datasets import DATASET_NAMES, dataset_key
+
 DEBIAN_DATASET_DIR = Path("/usr/share/datasets")
 IMAGEFOLDER_TEST_FRACTION = 0.2
 
@@ -88,22 +82,6 @@ def check_image_folder(folder: str | Path) -> int:
 def default_data_root() -> Path:
     """Folder for downloaded datasets: ``$EAS_DATA_ROOT`` or ``~/.cache/eas/datasets``."""
     return Path(os.environ.get("EAS_DATA_ROOT", "~/.cache/eas/datasets")).expanduser()
-
-
-DATASET_ALIASES: dict[str, str] = {"fashionmnist": "fashion-mnist"}
-"""Other spellings of dataset names (after lower-casing and ``_`` -> ``-``)."""
-
-
-def dataset_key(name: str) -> str:
-    """The canonical spelling of a dataset name: lower case, ``_`` -> ``-``, aliases resolved.
-
-    The one place dataset names are normalised (config checks, loading, facts):
-
-    >>> dataset_key("Fashion_MNIST"), dataset_key("fashionmnist"), dataset_key("cifar10")
-    ('fashion-mnist', 'fashion-mnist', 'cifar10')
-    """
-    key = str(name).strip().lower().replace("_", "-")
-    return DATASET_ALIASES.get(key, key)
 
 
 def _check_name(name: str) -> str:

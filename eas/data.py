@@ -40,7 +40,6 @@ from torch import Tensor
 
 from eas._data_files import (
     _TORCHVISION_FOLDER,
-    DATASET_NAMES,
     DEBIAN_DATASET_DIR,
     IMAGEFOLDER_TEST_FRACTION,
     DatasetError,
@@ -50,73 +49,17 @@ from eas._data_files import (
     _load_imagefolder,
     _load_torchvision,
     check_image_folder,
-    dataset_key,
     default_data_root,
     read_idx,
 )
+from eas.datasets import (
+    DATASET_CLASS_NAMES,
+    DATASET_CLASSES,
+    DATASET_NAMES,
+    dataset_key,
+)
 
-__all__ = [
-    "DATASET_CLASSES",
-    "DATASET_CLASS_NAMES",
-    "DATA_FILE",
-    "DATASET_NAMES",
-    "DATASET_SHAPES",
-    "DEBIAN_DATASET_DIR",
-    "IMAGEFOLDER_TEST_FRACTION",
-    "AugmentConfig",
-    "Data",
-    "DatasetError",
-    "DatasetNotFoundError",
-    "check_image_folder",
-    "dataset_key",
-    "fitting_batch",
-    "augment_batch",
-    "crop_flip",
-    "default_augment",
-    "dataset_facts",
-    "default_data_root",
-    "draw_augment",
-    "input_contract",
-    "load_dataset",
-    "normalize_batch",
-    "read_idx",
-]
-
-
-DATASET_SHAPES: dict[str, tuple[int, int, int]] = {
-    "fashion-mnist": (1, 28, 28),
-    "mnist": (1, 28, 28),
-    "cifar10": (3, 32, 32),
-    "cifar100": (3, 32, 32),
-    "svhn": (3, 32, 32),
-}
-"""Input shape (C, H, W) of each built-in dataset (imagefolder: known only once loaded)."""
-
-DATASET_CLASSES: dict[str, int] = {
-    "fashion-mnist": 10, "mnist": 10, "cifar10": 10, "cifar100": 100, "svhn": 10,
-}
-"""Number of classes of each built-in dataset (imagefolder: its number of folders)."""
-
-_DIGITS = tuple(str(d) for d in range(10))
-DATASET_CLASS_NAMES: dict[str, tuple[str, ...]] = {
-    "fashion-mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-                      "Sneaker", "Bag", "Ankle boot"),
-    "mnist": _DIGITS,
-    "svhn": _DIGITS,  # label 10 ("0") is stored as 0
-    "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
-                "truck"),
-    "cifar100": tuple("""apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus butterfly camel can castle caterpillar cattle chair chimpanzee clock cloud cockroach couch crab crocodile cup dinosaur dolphin elephant flatfish forest fox girl hamster house kangaroo keyboard lamp lawn_mower leopard lion lizard lobster man maple_tree motorcycle mountain mouse mushroom oak_tree orange orchid otter palm_tree pear pickup_truck pine_tree plain plate poppy porcupine possum rabbit raccoon ray road rocket rose sea seal shark shrew skunk skyscraper snail snake spider squirrel streetcar sunflower sweet_pepper table tank telephone television tiger tractor train trout tulip turtle wardrobe whale willow_tree wolf woman worm""".split()),
-}
-"""Class names of each built-in dataset, by label (imagefolder: its folder names, sorted)."""
-
-
-def dataset_facts(name: str) -> tuple[tuple[int, int, int], int] | None:
-    """``(input_shape, num_classes)`` of a built-in dataset, None when only loading tells
-    (``imagefolder``) or the name is unknown."""
-    key = dataset_key(name)
-    if key not in DATASET_SHAPES:
-        return None
-    return DATASET_SHAPES[key], DATASET_CLASSES[key]
+__all__ = ["DATA_FILE", "DATASET_NAMES", "DEBIAN_DATASET_DIR", "IMAGEFOLDER_TEST_FRACTION", "AugmentConfig", "Data", "DatasetError", "DatasetNotFoundError", "check_image_folder", "dataset_key", "fitting_batch", "augment_batch", "crop_flip", "default_augment", "default_data_root", "draw_augment", "input_contract", "load_dataset", "normalize_batch", "read_idx"]
 
 
 @dataclass(frozen=True)

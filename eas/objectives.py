@@ -1,7 +1,7 @@
 """Objectives of a child network besides accuracy: size, compute and measured latency.
 
 Parameters and FLOPs are exact counts (:func:`eas.network.count_parameters`,
-:func:`eas.network.count_flops`); latency is measured: the median wall time of
+:func:`eas.shapes.count_flops`); latency is measured: the median wall time of
 ``repeats`` forward passes of a batch of ``batch_size`` zero images on a device,
 after ``warmup`` untimed passes, in eval mode under ``torch.no_grad``.
 """
@@ -16,7 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from eas.network import ChildNet, count_flops, count_parameters
+from eas.network import ChildNet, count_parameters
+from eas.shapes import count_flops
 
 __all__ = ["COSTS", "cost_objectives", "measure_latency"]
 

@@ -32,7 +32,8 @@ from torch import nn
 
 from eas.data import Data
 from eas.evaluation import evaluate
-from eas.training import TrainConfig, TrainResult, train_child
+from eas.recipe import TrainConfig
+from eas.training import TrainResult, train_child
 
 __all__ = ["PlateauResult", "PlateauRule", "epochs_for_seconds", "train_to_plateau"]
 

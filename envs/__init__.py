@@ -9,54 +9,42 @@ SB3-ready view: one ``Discrete`` action, numeric observations, ``action_masks()`
 
 import gymnasium
 
-from eas.envs.actions import InvalidActionError
-from eas.envs.cache import EvalCache, evaluate_children, fingerprint
-from eas.envs.evaluators import EvalResult, Evaluator, TrainerEvaluator, as_result, evaluate_batch
-from eas.envs.flat import FlatActions, FlatNetTransformEnv, sample_masked
-from eas.envs.net_transform import DEFAULT_SCHEDULE, FASHION_START, NetTransformEnv
-from eas.envs.objective_evaluator import ObjectivesEvaluator
-from eas.envs.observation import sample_legal_action, sample_legal_actions
-from eas.envs.rewards import (
-    MAX_ACCURACY,
-    ConstrainedReward,
-    ObjectivesConfig,
-    PaperReward,
-    make_reward,
-    paper_reward,
-)
-from eas.envs.shrink import ShrinkDistiller
-from eas.envs.vector import VectorNetTransformEnv
-from eas.morphisms.legal import KINDS
+from eas._lazy import lazy_exports
 
-__all__ = [
-    "DEFAULT_SCHEDULE",
-    "FASHION_START",
-    "KINDS",
-    "MAX_ACCURACY",
-    "EvalCache",
-    "EvalResult",
-    "Evaluator",
-    "FlatActions",
-    "FlatNetTransformEnv",
-    "ConstrainedReward",
-    "InvalidActionError",
-    "NetTransformEnv",
-    "ObjectivesConfig",
-    "ObjectivesEvaluator",
-    "PaperReward",
-    "ShrinkDistiller",
-    "TrainerEvaluator",
-    "VectorNetTransformEnv",
-    "as_result",
-    "evaluate_batch",
-    "evaluate_children",
-    "fingerprint",
-    "make_reward",
-    "paper_reward",
-    "sample_legal_action",
-    "sample_legal_actions",
-    "sample_masked",
-]
+_HOMES: dict[str, str] = {
+    "InvalidActionError": "eas.envs.actions",
+    "EvalCache": "eas.envs.cache",
+    "evaluate_children": "eas.envs.cache",
+    "fingerprint": "eas.envs.cache",
+    "Evaluator": "eas.envs.evaluators",
+    "TrainerEvaluator": "eas.envs.evaluators",
+    "evaluate_batch": "eas.envs.evaluators",
+    "FlatActions": "eas.envs.flat",
+    "FlatNetTransformEnv": "eas.envs.flat",
+    "sample_masked": "eas.envs.flat",
+    "FASHION_START": "eas.envs.net_transform",
+    "NetTransformEnv": "eas.envs.net_transform",
+    "ObjectivesEvaluator": "eas.envs.objective_evaluator",
+    "sample_legal_action": "eas.envs.observation",
+    "sample_legal_actions": "eas.envs.observation",
+    "EvalResult": "eas.envs.record",
+    "as_result": "eas.envs.record",
+    "MAX_ACCURACY": "eas.envs.rewards",
+    "ConstrainedReward": "eas.envs.rewards",
+    "ObjectivesConfig": "eas.envs.rewards",
+    "PaperReward": "eas.envs.rewards",
+    "make_reward": "eas.envs.rewards",
+    "paper_reward": "eas.envs.rewards",
+    "DEFAULT_SCHEDULE": "eas.envs.settings",
+    "ShrinkDistiller": "eas.envs.shrink",
+    "VectorNetTransformEnv": "eas.envs.vector",
+    "KINDS": "eas.kinds",
+}
+"""Public name -> the module it lives in (imported on first use: :mod:`eas._lazy`)."""
+
+__getattr__, __dir__ = lazy_exports(__name__, _HOMES, globals())
+
+__all__ = sorted(_HOMES)
 
 if "eas/NetTransform-v0" not in gymnasium.registry:
     gymnasium.register(

@@ -20,11 +20,8 @@ import torch
 from torch import nn
 
 from eas.accel import is_sticky_cuda_error
-from eas.envs.evaluators import EvalResult, as_result
+from eas.envs.record import EvalResult, as_result
 from eas.network import ChildNet, build_network
-
-BACKENDS: tuple[str, ...] = ("auto", "serial", "process", "ray")
-"""Accepted values of ``ParallelEvaluator(backend=...)`` (and of the ``search.backend`` config field)."""
 
 Outcome = Literal["ok", "error", "infra", "sticky"]
 """How one attempt ended: a result, an exception of the evaluator (no retry), an

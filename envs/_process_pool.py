@@ -30,7 +30,7 @@ from eas.envs._parallel_common import (
     _Task,
     move_evaluator,
 )
-from eas.envs.evaluators import EvalResult
+from eas.envs.record import EvalResult
 
 # ---------------------------------------------------------------------------
 # Process back-end

@@ -23,7 +23,7 @@ from eas.envs._parallel_common import (
 from eas.envs._process_pool import (
     _dump_outcome,
 )
-from eas.envs.evaluators import EvalResult
+from eas.envs.record import EvalResult
 
 # ---------------------------------------------------------------------------
 # Ray back-end

@@ -19,8 +19,9 @@ from torch import Tensor
 
 from eas import morphisms
 from eas.arch import Architecture, SearchSpace, width_of
+from eas.kinds import KINDS, SHRINK_KINDS
 from eas.layers import Dense
-from eas.morphisms.legal import KINDS, SHRINK_KINDS, SKIP_MODES, LegalActions
+from eas.morphisms.legal import SKIP_MODES, LegalActions
 from eas.network import ChildNet
 
 __all__ = ["CheckedAction", "InvalidActionError", "check_action"]

@@ -26,7 +26,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from eas.envs.evaluators import EvalResult, StopSearch, evaluate_batch
+from eas.envs.evaluators import StopSearch, evaluate_batch
+from eas.envs.record import EvalResult
 from eas.network import ChildNet
 
 __all__ = ["EvalCache", "evaluate_children", "fingerprint"]

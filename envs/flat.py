@@ -53,7 +53,8 @@ from gymnasium import spaces
 from eas.envs.actions import InvalidActionError
 from eas.envs.net_transform import NetTransformEnv
 from eas.envs.observation import DEEPER, NARROW, REMOVE, SKIP, WIDER, empty_action
-from eas.morphisms.legal import ALL_KINDS, SKIP_MODES, narrow_levels
+from eas.kinds import ALL_KINDS
+from eas.morphisms.legal import SKIP_MODES, narrow_levels
 
 __all__ = ["FlatActions", "FlatNetTransformEnv", "LegalDiscrete", "flat_observation",
            "flat_observation_space", "sample_masked"]

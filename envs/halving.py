@@ -27,7 +27,7 @@ evaluated again from its untrained weights at the rung's whole budget.
 With ``rungs = (1, 3, 9)`` and ``eta = 3``, 10 children cost 10*1 + 3*2 + 1*6 = 22
 epochs instead of 10*9 = 90.
 
-What every child's :class:`~eas.envs.evaluators.EvalResult` carries
+What every child's :class:`~eas.envs.record.EvalResult` carries
 -------------------------------------------------------------------
 ``accuracy`` is the validation accuracy at the highest rung the child reached
 and ``train_time`` the sum over its rungs. It also sets:
@@ -78,43 +78,17 @@ import copy
 import dataclasses
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
-from eas.envs.evaluators import EvalResult, as_result, evaluate_batch
+from eas.envs.evaluators import evaluate_batch
 from eas.envs.parallel import ParallelEvaluator
-from eas.training import TrainConfig
+from eas.envs.record import EvalResult, as_result
+from eas.envs.settings import HalvingConfig
+from eas.recipe import TrainConfig
 
-__all__ = ["HalvingConfig", "HalvingEvaluator", "at_budget", "rank_rewards", "survivors"]
-
-
-@dataclass
-class HalvingConfig:
-    """Successive halving of each round's children (off unless ``rungs`` is set)."""
-
-    rungs: tuple[int, ...] = ()
-    """Cumulative child-training budgets in child epochs (they replace child.epochs), increasing, e.g. [1, 3, 9]; empty = off."""
-    eta: float = 3.0
-    """Reduction factor: the best max(1, floor(n / eta)) children of a rung go on to the next."""
-
-    def __post_init__(self) -> None:
-        rungs = tuple(self.rungs)
-        if any(isinstance(r, bool) or int(r) != r or r < 1 for r in rungs):
-            raise ValueError(f"rungs must be whole numbers >= 1, got {list(rungs)}")
-        if len(rungs) == 1:
-            raise ValueError(f"rungs must be empty (off) or hold at least two budgets, got {list(rungs)}")
-        if any(b <= a for a, b in zip(rungs, rungs[1:])):
-            raise ValueError(f"rungs must be strictly increasing, got {list(rungs)}")
-        if not (math.isfinite(self.eta) and self.eta > 1):
-            raise ValueError(f"eta must be > 1, got {self.eta}")
-        self.rungs = tuple(int(r) for r in rungs)
-
-    @property
-    def enabled(self) -> bool:
-        """Whether successive halving is on (rungs given)."""
-        return bool(self.rungs)
+__all__ = ["HalvingEvaluator", "at_budget", "rank_rewards", "survivors"]
 
 
 def survivors(n: int, eta: float) -> int:
@@ -127,7 +101,7 @@ def at_budget(evaluator: Any, budget: int) -> Any:
 
     Uses ``evaluator.at_budget(budget)`` when the evaluator has that method; a
     :class:`ParallelEvaluator` becomes an equal one around its budgeted base; an
-    evaluator with a :class:`~eas.training.TrainConfig` in ``config`` (e.g.
+    evaluator with a :class:`~eas.recipe.TrainConfig` in ``config`` (e.g.
     :class:`~eas.envs.evaluators.TrainerEvaluator`) gets ``config.epochs = budget``.
     Raises TypeError for an evaluator without a notion of budget.
     """

@@ -16,7 +16,8 @@ from typing import Any
 
 from eas.checkpoint import CheckpointError, UnsafeFileError, atomic_save, read_torch_file
 from eas.envs.cache import fingerprint
-from eas.envs.evaluators import EvalResult, StopSearch, as_result
+from eas.envs.evaluators import StopSearch
+from eas.envs.record import EvalResult, as_result
 from eas.network import ChildNet
 
 __all__ = ["Journal", "check_journal"]

@@ -20,25 +20,18 @@ from eas.arch import Architecture, SearchSpace, Tokenizer
 from eas.envs._fork import single_threaded_forks
 from eas.envs.actions import CheckedAction, InvalidActionError, check_action
 from eas.envs.cache import EvalCache, evaluate_children, fingerprint
-from eas.envs.evaluators import EvalResult, TrainerEvaluator
+from eas.envs.evaluators import TrainerEvaluator
 from eas.envs.outcome import episode_outcome
+from eas.envs.record import EvalResult
 from eas.envs.rewards import PaperReward
+from eas.envs.settings import DEFAULT_SCHEDULE
 from eas.envs.shrink import distill_shrunk
 from eas.envs.spaces import LegalActionDict, Masks, observation_space
-from eas.morphisms.legal import (
-    SHRINK_KINDS,
-    LegalActions,
-    kinds_for,
-    legal_actions,
-    narrow_levels,
-)
+from eas.kinds import SHRINK_KINDS, kinds_for
+from eas.morphisms.legal import LegalActions, legal_actions, narrow_levels
 from eas.network import ChildNet, build_network
 
-__all__ = [
-    "DEFAULT_SCHEDULE",
-    "FASHION_START",
-    "NetTransformEnv",
-]
+__all__ = ["FASHION_START", "NetTransformEnv"]
 
 
 FASHION_START = (
@@ -46,9 +39,6 @@ FASHION_START = (
     "C(128,3,1), P(3,3,AVG), FC(256), SM(10)"
 )
 """The EAS Table-1 start network adapted to 28x28 inputs (Fashion-MNIST)."""
-
-DEFAULT_SCHEDULE: tuple[str, ...] = ("wider",) * 4 + ("deeper",) * 5
-"""The EAS schedule: 4 Net2Wider steps, then 5 Net2Deeper steps."""
 
 # ----------------------------------------------------------------------- environment
 class NetTransformEnv(gym.Env[dict[str, Any], dict[str, Any]]):
@@ -132,7 +122,7 @@ class NetTransformEnv(gym.Env[dict[str, Any], dict[str, Any]]):
 
     ``terminated=True`` after ``steps`` transformations (``len(schedule)``, or
     ``free_steps`` in free mode); there is no truncation. The last step's
-    ``info["child"]`` is the child's record (:class:`~envs.evaluators.EvalResult`:
+    ``info["child"]`` is the child's record (:class:`~envs.record.EvalResult`:
     the evaluator's result completed with ``arch``, ``params``, ``flops``,
     ``cached``, ``reward``, ``net`` (the trained child when the evaluator returned
     weights, else the untrained transformed child) and ``actions`` (the episode's
@@ -164,7 +154,7 @@ class NetTransformEnv(gym.Env[dict[str, Any], dict[str, Any]]):
       last step returns reward 0 and ``info["pending"] = True`` and the caller
       finishes with :meth:`complete_evaluation`.
     - ``shrink``: keyword-only; True adds the approximate kinds ``narrow``/``remove``
-      (:data:`~eas.morphisms.legal.SHRINK_KINDS`; schedules may name them): actions
+      (:data:`~eas.kinds.SHRINK_KINDS`; schedules may name them): actions
       ``"narrow"`` (``MultiDiscrete([L, W])``: layer, index into
       ``space.levels_for(layer)`` below its width; ``W`` = ``narrow_levels(space)``)
       and ``"remove"`` (``Discrete(L)``), masks ``"narrow_mask"`` (``(L, W)``) and

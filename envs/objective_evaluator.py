@@ -18,7 +18,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from eas.envs.evaluators import EvalResult, evaluate_batch
+from eas.envs.evaluators import evaluate_batch
+from eas.envs.record import EvalResult
 from eas.network import ChildNet
 from eas.objectives import cost_objectives, measure_latency
 

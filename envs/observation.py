@@ -6,8 +6,8 @@ draw a legal index from a mask, draw a whole legal action
 (:func:`sample_legal_action`, the one definition of a uniformly random legal
 action: the environment's ``action_space.sample()``, random search and hill
 climbing's fallback all use it), and build or stack action dicts. The kinds and
-their indices come from :data:`eas.morphisms.legal.KINDS` and
-:data:`~eas.morphisms.legal.SHRINK_KINDS` (the one definition); an observation
+their indices come from :data:`eas.kinds.KINDS` and
+:data:`~eas.kinds.SHRINK_KINDS` (the one definition); an observation
 carries the shrink masks (``narrow_mask``, ``remove_mask``) only when the
 environment has shrinking on.
 """
@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from eas.morphisms.legal import ALL_KINDS
+from eas.kinds import ALL_KINDS
 
 __all__ = [
     "allowed_kinds",

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from eas.envs.evaluators import EvalResult
+from eas.envs.record import EvalResult
 from eas.network import ChildNet
 
 __all__ = ["episode_outcome"]
@@ -31,7 +31,7 @@ def episode_outcome(child: ChildNet, result: EvalResult, cached: bool,
     The child's record is a copy of ``result`` completed with ``arch``, ``params``,
     ``flops``, ``train_time`` (0 when ``cached``), ``cached``, ``net``, ``actions``,
     the ``shrink`` facts (``shrunk``, ``distilled``, ``distill_error``) and the
-    reward; ``info`` is its :meth:`~eas.envs.evaluators.EvalResult.to_dict` plus
+    reward; ``info`` is its :meth:`~eas.envs.record.EvalResult.to_dict` plus
     ``net``, ``actions`` and the record itself under ``"child"``. The reward is
     ``result.reward`` when the evaluator set one (successive halving's rank reward,
     comparable across fidelities: ``eas.envs.halving``) and the child did not fail,

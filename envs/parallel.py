@@ -54,7 +54,7 @@ Faults
   back-end cannot restart itself and records such a child failed.
 * Only the worker that died is replaced; children finished or running on other
   workers are never lost or re-run.
-* Retries are on the record: the child's :class:`~eas.envs.evaluators.EvalResult`
+* Retries are on the record: the child's :class:`~eas.envs.record.EvalResult`
   has ``attempts`` (the tries), ``retried`` (why each earlier try failed) and
   ``worker``; each retry (and each child given up on) is one WARNING line on the
   logger ``eas.envs.parallel`` (:data:`RETRY_LOG`) as it happens. A search forwards
@@ -79,7 +79,6 @@ from typing import Any
 from torch import nn
 
 from eas.envs._parallel_common import (
-    BACKENDS,
     RETRY_LOG,
     ChildSpec,
     _dumps,
@@ -104,7 +103,8 @@ from eas.envs._ray_pool import (
     _import_ray,
     _RayPool,
 )
-from eas.envs.evaluators import EvalResult
+from eas.envs.record import EvalResult
+from eas.envs.settings import BACKENDS
 
 __all__ = [
     "BACKENDS",

@@ -7,7 +7,7 @@ one state (a :class:`~eas.morphisms.legal.LegalActions`, computed in
 ``eas.morphisms.legal``) into the observation's mask arrays.
 
 With shrinking on (``shrink_width=W``, the environment's ``shrink=True``) the
-kind space grows to :data:`~eas.morphisms.legal.ALL_KINDS` and the spaces get the
+kind space grows to :data:`~eas.kinds.ALL_KINDS` and the spaces get the
 shrink entries (``narrow``/``remove`` actions, ``narrow_mask``/``remove_mask``);
 with it off (``None``) every space and array is exactly the exact-kinds one.
 """
@@ -23,7 +23,8 @@ from gymnasium import spaces
 from gymnasium.vector.utils import read_from_shared_memory
 
 from eas.envs.observation import sample_legal_action
-from eas.morphisms.legal import KINDS, LegalActions, kinds_for, narrow_levels
+from eas.kinds import KINDS, kinds_for
+from eas.morphisms.legal import LegalActions, narrow_levels
 
 __all__ = ["ARCH_CHARSET", "ArchText", "LegalActionDict", "Masks", "SharedArchStrings",
            "mask_arrays", "observation_space"]

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from eas.arch import Architecture
-from eas.envs.evaluators import EvalResult
+from eas.envs.record import EvalResult
 from eas.layers import FC, Conv, Dense
-from eas.network import ChildNet, build_network, count_flops, count_parameters
+from eas.network import ChildNet, build_network, count_parameters
+from eas.shapes import count_flops
 
 __all__ = [
     "SYNTHETIC_TASKS",

@@ -33,9 +33,9 @@ from gymnasium.vector.utils import batch_space
 from eas.arch import Architecture
 from eas.envs.actions import InvalidActionError
 from eas.envs.cache import EvalCache, evaluate_children, fingerprint
-from eas.envs.evaluators import EvalResult
 from eas.envs.net_transform import NetTransformEnv
 from eas.envs.observation import sample_legal_action
+from eas.envs.record import EvalResult
 from eas.network import ChildNet, build_network
 
 __all__ = ["VectorNetTransformEnv"]

@@ -16,7 +16,7 @@ how: the random mapping ``G`` of EAS Eq. 1) and which layers are brand new
 * widened layers get their output rows (and BatchNorm entries) copied by ``G``;
   new layers get identity/replication kernels with BatchNorm set to undo itself.
 
-Channel keys come from :func:`eas.network.channel_layouts`: an ``ADD`` skip
+Channel keys come from :func:`eas.shapes.channel_layouts`: an ``ADD`` skip
 re-owns every channel present when it is merged (those channels are sums, no
 longer the values of their original producers).
 """
@@ -33,7 +33,8 @@ from torch import Tensor
 
 from eas.arch import Architecture
 from eas.layers import FC, Conv, Dense, Layer, Softmax
-from eas.network import ChildNet, build_network, channel_layouts, infer_shapes
+from eas.network import ChildNet, build_network
+from eas.shapes import channel_layouts, infer_shapes
 
 Key = tuple[int, int]
 
@@ -46,7 +47,7 @@ def as_rng(rng: np.random.Generator | None) -> np.random.Generator:
 def layouts(arch: Architecture, in_channels: int) -> tuple[list[list[Key]], list[list[Key]]]:
     """Channel keys ``(owner, channel)`` of every layer's input and output.
 
-    See :func:`eas.network.channel_layouts` (an ``ADD`` skip re-owns the
+    See :func:`eas.shapes.channel_layouts` (an ``ADD`` skip re-owns the
     channels present when it is merged).
     """
     return channel_layouts(arch, in_channels)

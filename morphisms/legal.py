@@ -21,48 +21,15 @@ from collections.abc import Iterable
 from functools import cached_property, lru_cache
 
 from eas.arch import Architecture, SearchSpace, width_of
+from eas.kinds import ALL_KINDS
 from eas.layers import FC, Conv, Dense, Pool, Skip, Softmax
 from eas.morphisms._remap import add_carriers, maybe_negative_owners
 from eas.morphisms.narrow import narrowable_layers
 from eas.morphisms.remove_layer import removable_layers
 from eas.morphisms.skip import skip_refusal
-from eas.network import LayerShape, infer_shapes
+from eas.shapes import LayerShape, infer_shapes
 
-__all__ = [
-    "ALL_KINDS",
-    "KINDS",
-    "SHRINK_KINDS",
-    "SKIP_MODES",
-    "LegalActions",
-    "clear_caches",
-    "deeper_positions",
-    "dense_insert_positions",
-    "kinds_for",
-    "legal_actions",
-    "narrow_levels",
-    "skip_candidates",
-    "widenable_layers",
-]
-
-KINDS: tuple[str, ...] = ("wider", "deeper", "skip")
-"""The exact (function-preserving) kinds, in the index order of the environment's ``kind`` action."""
-
-SHRINK_KINDS: tuple[str, ...] = ("narrow", "remove")
-"""The approximate shrinking kinds (``morphisms.narrow``, ``morphisms.remove_layer``).
-
-Environment actions only when the environment is built with ``shrink=True``;
-their indices then follow :data:`KINDS` (3 and 4), so the exact kinds keep
-their indices and, with shrinking off, the kind space is exactly :data:`KINDS`.
-"""
-
-ALL_KINDS: tuple[str, ...] = KINDS + SHRINK_KINDS
-"""Every kind, in index order (an environment with ``shrink=True`` offers all of them)."""
-
-
-def kinds_for(shrink: bool) -> tuple[str, ...]:
-    """The kinds of an environment with shrinking on or off (the ``kind`` action's order)."""
-    return ALL_KINDS if shrink else KINDS
-
+__all__ = ["SKIP_MODES", "LegalActions", "clear_caches", "deeper_positions", "dense_insert_positions", "legal_actions", "narrow_levels", "skip_candidates", "widenable_layers"]
 
 def narrow_levels(space: SearchSpace) -> int:
     """``W``: the width levels a narrow action indexes (``max(len(filters), len(fc_units))``)."""
@@ -91,7 +58,7 @@ class _Facts:
     def _owners(self) -> tuple[list[frozenset[int]], list[frozenset[int]]]:
         """Owner sets of every layer's input and output channels.
 
-        The set version of :func:`eas.network.channel_layouts` (input of one
+        The set version of :func:`eas.shapes.channel_layouts` (input of one
         channel, as the refusal functions use): which layers produced the
         channels, without listing the channels one by one.
         """

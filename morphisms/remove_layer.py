@@ -13,7 +13,8 @@ from __future__ import annotations
 from eas.arch import Architecture
 from eas.layers import FC, Conv, Skip
 from eas.morphisms._remap import check_layer_index
-from eas.network import ChildNet, build_network, infer_shapes
+from eas.network import ChildNet, build_network
+from eas.shapes import infer_shapes
 
 __all__ = ["removable_layers", "remove_layer", "remove_refusal"]
 

@@ -7,7 +7,8 @@ import numpy as np
 from eas.arch import Architecture
 from eas.layers import Conv, Skip
 from eas.morphisms._remap import Plan, apply_plan
-from eas.network import ChildNet, infer_shapes
+from eas.network import ChildNet
+from eas.shapes import infer_shapes
 
 __all__ = ["add_skip", "skip_refusal"]
 

@@ -14,8 +14,8 @@ import torch
 
 from eas.arch import SearchSpace
 from eas.config.engine import load_config
-from eas.envs.evaluators import EvalResult
 from eas.envs.net_transform import NetTransformEnv
+from eas.envs.record import EvalResult
 from eas.envs.synthetic import SyntheticEvaluator
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")

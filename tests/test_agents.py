@@ -25,7 +25,7 @@ from eas.agents.registry import BUILTINS, ENTRY_POINT_GROUP
 from eas.arch import Architecture, Tokenizer
 from eas.config.agent_sections import agent_section
 from eas.config.engine import load_config
-from eas.envs.evaluators import EvalResult
+from eas.envs.record import EvalResult
 from eas.envs.synthetic import SyntheticEvaluator, synthetic_accuracy
 from eas.network import build_network
 from eas.search.callbacks import SearchCallback

@@ -7,8 +7,8 @@ import torch
 
 from eas.config.engine import load_config
 from eas.config.sections import ConfigError, SearchSection
-from eas.envs.evaluators import EvalResult
 from eas.envs.parallel import ParallelEvaluator
+from eas.envs.record import EvalResult
 from eas.search import concurrency
 from eas.search.concurrency import parallel_options, resolve_concurrency
 

@@ -14,7 +14,7 @@ from eas.cli.search import main
 from eas.config.engine import CONFIG_DIR, dump_toml, load_config, parse_command
 from eas.config.field_types import field_docs
 from eas.config.sections import ConfigError, SearchConfig, schedule_tuple
-from eas.data import dataset_facts, dataset_key
+from eas.datasets import dataset_facts, dataset_key
 
 REPO = Path(__file__).resolve().parent.parent
 PRESETS = ["default.toml", "cifar10.toml", "densenet.toml", "svhn.toml"]

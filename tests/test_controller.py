@@ -21,7 +21,7 @@ from eas.agents.base import AgentContext
 from eas.agents.controller import Controller, batch_observation
 from eas.agents.reinforce import ReinforceAgent
 from eas.agents.reinforce_config import ReinforceConfig, baseline_step
-from eas.envs.evaluators import EvalResult
+from eas.envs.record import EvalResult
 
 SPACE = SearchSpace()
 TOK = Tokenizer(SPACE)

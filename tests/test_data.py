@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from eas.data import (
-    DATASET_NAMES,
     DEBIAN_DATASET_DIR,
     AugmentConfig,
     Data,
@@ -21,6 +20,7 @@ from eas.data import (
     normalize_batch,
     read_idx,
 )
+from eas.datasets import DATASET_NAMES
 
 FMNIST_DIR = DEBIAN_DATASET_DIR / "fashion-mnist"
 needs_fmnist = pytest.mark.skipif(

@@ -486,7 +486,7 @@ def test_make_vec_entry_point() -> None:
 @pytest.mark.skipif(importlib.util.find_spec("eas.data") is None, reason="eas/data.py missing")
 def test_episode_with_real_trainer_on_fashion_mnist_slice() -> None:
     from eas.data import DatasetNotFoundError, load_dataset
-    from eas.training import TrainConfig
+    from eas.recipe import TrainConfig
 
     try:
         data = load_dataset("fashion-mnist", train_subset=256, val_size=256, download=False)

@@ -18,10 +18,11 @@ from eas.data import load_dataset
 from eas.network import build_network
 from eas.plateau import PlateauRule, epochs_for_seconds, train_to_plateau
 from eas.ranking import kendall_tau, rank_average, spearman_rho
+from eas.recipe import TrainConfig
 from eas.search import final as final_mod
 from eas.search.final import format_control
 from eas.search.loop import run_search
-from eas.training import TrainConfig, TrainResult
+from eas.training import TrainResult
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

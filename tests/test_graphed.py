@@ -30,7 +30,8 @@ from eas import accel, graphed, training
 from eas.config.engine import load_config
 from eas.data import DEBIAN_DATASET_DIR, AugmentConfig, load_dataset
 from eas.network import build_network
-from eas.training import TrainConfig, train_child
+from eas.recipe import TrainConfig
+from eas.training import train_child
 
 CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")

@@ -13,12 +13,13 @@ from helpers import cheap_config
 from eas.config.engine import load_config
 from eas.config.sections import ConfigError
 from eas.envs import EvalResult, TrainerEvaluator, VectorNetTransformEnv
-from eas.envs.halving import HalvingConfig, HalvingEvaluator, at_budget, rank_rewards, survivors
+from eas.envs.halving import HalvingEvaluator, at_budget, rank_rewards, survivors
 from eas.envs.journal import Journal
 from eas.envs.parallel import ParallelEvaluator
+from eas.envs.settings import HalvingConfig
 from eas.network import build_network
+from eas.recipe import TrainConfig
 from eas.search.loop import run_search
-from eas.training import TrainConfig
 
 SHAPE = (1, 8, 8)
 

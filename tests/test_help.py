@@ -14,7 +14,7 @@ from eas.cli import compare
 from eas.cli import main as cli
 from eas.cli import search as train_controller
 from eas.config.engine import CONFIG_DIR, DEFAULT_CONFIG, dump_toml, load_config
-from eas.data import DATASET_NAMES
+from eas.datasets import DATASET_NAMES
 from eas.reports.pareto import compact_number, readable_log_ticks
 
 matplotlib.use("Agg", force=True)

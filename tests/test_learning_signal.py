@@ -10,7 +10,7 @@ from test_controller import START, make_ctx, make_obs, stack
 
 from eas.agents.reinforce import ReinforceAgent
 from eas.agents.reinforce_config import ReinforceConfig, baseline_step
-from eas.envs.evaluators import EvalResult
+from eas.envs.record import EvalResult
 
 
 def test_leave_one_out_baseline() -> None:

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from eas import TABLE1, Architecture, build_network, count_flops, densenet_bc, infer_shapes
-from eas.network import channel_layouts
+from eas.shapes import channel_layouts
 
 FASHION = (
     "C(16,3,1), P(2,2,MAX), C(32,3,1), P(2,2,MAX), C(64,3,1), P(2,2,MAX), "

@@ -21,9 +21,10 @@ from eas.envs import (
     make_reward,
     paper_reward,
 )
-from eas.network import build_network, count_flops, count_parameters
+from eas.network import build_network, count_parameters
 from eas.objectives import cost_objectives, measure_latency
 from eas.search.loop import run_search
+from eas.shapes import count_flops
 
 ARCH = "C(8,3,1), P(2,2,MAX), C(16,3,1), P(2,2,MAX), FC(32), SM(10)"
 

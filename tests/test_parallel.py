@@ -18,9 +18,8 @@ import torch
 import torch.nn.functional as F
 from ray_local import import_ray, local_ray
 
-from eas.envs.evaluators import EvalResult, evaluate_batch
+from eas.envs.evaluators import evaluate_batch
 from eas.envs.parallel import (
-    BACKENDS,
     ChildSpec,
     ParallelEvaluator,
     default_workers,
@@ -29,6 +28,8 @@ from eas.envs.parallel import (
     pack_network,
     unpack_network,
 )
+from eas.envs.record import EvalResult
+from eas.envs.settings import BACKENDS
 from eas.network import build_network
 
 INPUT = (1, 8, 8)

@@ -1,4 +1,4 @@
-"""One child record from the evaluator to summary.json (``eas.envs.evaluators.EvalResult``)."""
+"""One child record from the evaluator to summary.json (``eas.envs.record.EvalResult``)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import torch
 from helpers import CheapEvaluator, cheap_config, quiet, tensorboard_steps
 
 from eas.envs.cache import EvalCache
-from eas.envs.evaluators import EvalResult
 from eas.envs.journal import Journal
+from eas.envs.record import EvalResult
 from eas.network import build_network
 from eas.search.loop import run_search
 

@@ -48,11 +48,11 @@ from eas.data import DatasetError, DatasetNotFoundError, load_dataset
 from eas.envs.rewards import ObjectivesConfig
 from eas.export import export_networks
 from eas.network import build_network
+from eas.recipe import TrainConfig
 from eas.search import preflight as preflight_mod
 from eas.search.failures import SearchFailed
 from eas.search.loop import run_search
 from eas.search.rundir import OWNER_FILE, claim_run_dir, lock_owner
-from eas.training import TrainConfig
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent

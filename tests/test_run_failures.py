@@ -35,9 +35,10 @@ from eas.cli import search as train_controller
 from eas.cli.search import main
 from eas.data import load_dataset
 from eas.network import build_network
+from eas.recipe import TrainConfig
 from eas.search import steps
 from eas.search.failures import SearchFailed, at_chance, check_chance
-from eas.training import TrainConfig, train_child
+from eas.training import train_child
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -15,7 +15,8 @@ from eas.distill import DistillConfig, agreement, distill
 from eas.morphisms.narrow import narrow, narrowable_layers, unit_importance
 from eas.morphisms.remove_layer import removable_layers, remove_layer
 from eas.network import build_network
-from eas.training import TrainConfig, train_child
+from eas.recipe import TrainConfig
+from eas.training import train_child
 
 ARCH = "C(8,3,1), P(2,2,MAX), C(8,3,1), P(2,2,MAX), FC(32), FC(32), SM(10)"
 

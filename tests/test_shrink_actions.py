@@ -19,12 +19,14 @@ from eas.distill import DistillConfig, agreement
 from eas.envs import EvalResult, InvalidActionError, NetTransformEnv, ShrinkDistiller
 from eas.envs.observation import NARROW, REMOVE, sample_legal_action
 from eas.envs.synthetic import SyntheticEvaluator
-from eas.morphisms.legal import ALL_KINDS, KINDS, narrow_levels
+from eas.kinds import ALL_KINDS, KINDS
+from eas.morphisms.legal import narrow_levels
 from eas.morphisms.narrow import narrow_refusal
 from eas.morphisms.remove_layer import remove_refusal
 from eas.network import build_network
+from eas.recipe import TrainConfig
 from eas.search.loop import run_search
-from eas.training import TrainConfig, train_child
+from eas.training import train_child
 
 SPACE = SearchSpace(filters=(4, 8, 16, 32), fc_units=(16, 32, 64))
 # layer 1 keeps 8 channels (removable), 2 and 3 are tied to a skip, 4 is a pool, 6 keeps 32

@@ -16,8 +16,8 @@ import pytest
 import torch
 from test_parallel import ARCHS, TIMEOUT, TinyEvaluator, _assert_same, _nets
 
-from eas.envs.evaluators import EvalResult
 from eas.envs.parallel import ParallelEvaluator
+from eas.envs.record import EvalResult
 
 STICKY = "CUDA error: an illegal memory access was encountered"
 

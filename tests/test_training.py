@@ -10,7 +10,8 @@ from torch import nn
 
 from eas.data import DEBIAN_DATASET_DIR, AugmentConfig, Data, load_dataset
 from eas.evaluation import evaluate
-from eas.training import TrainConfig, TrainResult, final_train, lr_at, train_child
+from eas.recipe import TrainConfig
+from eas.training import TrainResult, final_train, lr_at, train_child
 
 FMNIST_DIR = DEBIAN_DATASET_DIR / "fashion-mnist"
 

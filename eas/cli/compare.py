@@ -72,8 +72,9 @@ from eas.arch import resolve_start_arch
 from eas.config.agent_sections import agent_section
 from eas.config.engine import load_config
 from eas.config.sections import ConfigError, SearchConfig
-from eas.data import DATASET_NAMES, DatasetNotFoundError, dataset_facts, load_dataset
-from eas.envs.evaluators import as_result
+from eas.data import DatasetNotFoundError, load_dataset
+from eas.datasets import DATASET_NAMES, dataset_facts
+from eas.envs.record import as_result
 from eas.envs.synthetic import SyntheticEvaluator
 from eas.network import ChildNet, build_network
 from eas.reports.compare import RANK_BY, RunRecord, record_from_summary, write_outputs

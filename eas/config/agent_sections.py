@@ -10,9 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, is_dataclass
 from functools import cache
 
-from eas.agents.registry import get_agent_class
+from eas.agents.registry import ALIASES, get_agent_class
+from eas.agents.reinforce_config import ReinforceConfig
+from eas.agents.settings import HillClimbingConfig, LemonadeConfig, RandomConfig, SB3Config
 
-__all__ = ["AGENT_SECTIONS", "agent_config_cls", "agent_section", "loadable_agent_class"]
+__all__ = ["AGENT_SECTIONS", "BUILTIN_CONFIGS", "agent_config_cls", "agent_section",
+           "loadable_agent_class"]
 
 AGENT_SECTIONS: dict[str, str] = {
     "reinforce": "controller",
@@ -22,6 +25,16 @@ AGENT_SECTIONS: dict[str, str] = {
     "sb3_ppo": "sb3",
 }
 """Built-in agent name -> its config section."""
+
+BUILTIN_CONFIGS: dict[str, type] = {
+    "reinforce": ReinforceConfig,
+    "random": RandomConfig,
+    "hill_climbing": HillClimbingConfig,
+    "lemonade": LemonadeConfig,
+    "sb3_ppo": SB3Config,
+}
+"""Built-in agent name -> its ``Config`` class, read from the light settings modules so
+the schema never imports agent code (each agent class names the same class as ``Config``)."""
 
 
 @dataclass
@@ -40,7 +53,11 @@ def loadable_agent_class(name: str) -> type | None:
 
 
 def agent_config_cls(name: str) -> type:
-    """The ``Config`` dataclass of agent ``name`` (an empty one if it cannot be loaded)."""
+    """The ``Config`` dataclass of agent ``name`` (an empty one if it cannot be loaded);
+    built-in agents' without importing them."""
+    key = ALIASES.get(name, name)
+    if key in BUILTIN_CONFIGS:
+        return BUILTIN_CONFIGS[key]
     cls = loadable_agent_class(name)
     cfg = getattr(cls, "Config", None)
     return cfg if cfg is not None and is_dataclass(cfg) else _Unavailable
@@ -48,8 +65,9 @@ def agent_config_cls(name: str) -> type:
 
 def agent_section(agent: str) -> str:
     """The config section holding ``agent``'s hyperparameters (``agent`` for custom ones)."""
-    if agent in AGENT_SECTIONS:
-        return AGENT_SECTIONS[agent]
+    key = ALIASES.get(agent, agent)
+    if key in AGENT_SECTIONS:
+        return AGENT_SECTIONS[key]
     cls = loadable_agent_class(agent)
     for name, section in AGENT_SECTIONS.items():
         if cls is not None and cls is loadable_agent_class(name):

@@ -25,7 +25,7 @@ from dataclasses import fields, is_dataclass
 from typing import Any
 
 from eas.config.sections import ConfigError, require
-from eas.data import DATASET_CLASSES, dataset_key
+from eas.datasets import DATASET_CLASSES, dataset_key
 
 __all__ = ["check_loaded_data", "check_semantics"]
 

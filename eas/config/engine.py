@@ -3,7 +3,7 @@
 A :class:`SearchConfig` has one section per concern::
 
     [data]            which dataset, how the validation split is drawn, device
-    [child]           how every sampled child is trained (eas.training.TrainConfig)
+    [child]           how every sampled child is trained (eas.recipe.TrainConfig)
     [start]           the start network (architecture, pre-training, weights file)
     [space]           the discrete layer widths/kernels the transformations may use
     [search]          the search itself: agent, seed, stages, schedule, outputs
@@ -54,9 +54,9 @@ from eas.config.sections import (
     check_finite,
     require,
 )
-from eas.data import DATASET_NAMES, DATASET_SHAPES, dataset_facts, dataset_key
-from eas.envs.parallel import BACKENDS
-from eas.network import MAX_PARAMETERS, estimate_parameters
+from eas.datasets import DATASET_NAMES, DATASET_SHAPES, dataset_facts, dataset_key
+from eas.envs.settings import BACKENDS
+from eas.shapes import MAX_PARAMETERS, estimate_parameters
 
 __all__ = [
     "CONFIG_DIR",
@@ -111,7 +111,7 @@ def _apply(section_obj: Any, section: str, values: dict[str, Any], *, from_cli: 
 def _run_own_checks(cfg: SearchConfig) -> None:
     """Re-create every section so its own ``__post_init__`` checks run; name the field.
 
-    A section that is not one of ours (``[child]`` is :class:`eas.training.TrainConfig`,
+    A section that is not one of ours (``[child]`` is :class:`eas.recipe.TrainConfig`,
     agent sections are the agents' ``Config``) raises a plain ``ValueError``; the field
     to blame is found by trying each changed field alone on the section's defaults
     (the first that fails on its own), not by reading the message, unless the error

@@ -18,14 +18,12 @@ from typing import Any, Literal
 
 from eas.arch import SearchSpace
 from eas.config.agent_sections import agent_config_cls, agent_section, loadable_agent_class
-from eas.data import DATASET_NAMES, dataset_key  # the one home of dataset facts
-from eas.envs.halving import HalvingConfig
-from eas.envs.net_transform import DEFAULT_SCHEDULE
-from eas.envs.parallel import BACKENDS
+from eas.datasets import DATASET_NAMES, dataset_key
 from eas.envs.rewards import ObjectivesConfig
+from eas.envs.settings import BACKENDS, DEFAULT_SCHEDULE, HalvingConfig
+from eas.kinds import ALL_KINDS, SHRINK_KINDS, kinds_for
 from eas.layers import MAX_LAYER_VALUE
-from eas.morphisms.legal import ALL_KINDS, SHRINK_KINDS, kinds_for
-from eas.training import TrainConfig
+from eas.recipe import TrainConfig
 
 __all__ = [
     "PAPER_SCHEDULE",

@@ -23,7 +23,7 @@ from eas.agents.registry import ALIASES, BUILTINS, get_agent_class
 from eas.arch import Tokenizer
 from eas.config.engine import search_space
 from eas.config.sections import SearchConfig, schedule_tuple
-from eas.morphisms.legal import kinds_for
+from eas.kinds import kinds_for
 from eas.search.failures import SearchFailed
 
 __all__ = ["AgentError", "EpisodeSettings", "agent_calls", "episode_settings", "is_plugin",

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from eas.config.agent_sections import agent_section
 from eas.config.engine import config_to_dict
-from eas.envs.evaluators import EvalResult
+from eas.envs.record import EvalResult
 from eas.reports.summary import retries
 from eas.search.stages import stage_budgets
 from eas.search.state import (

@@ -33,10 +33,11 @@ from eas.checkpoint import network_from_record, save_network
 from eas.data import Data, input_contract
 from eas.network import build_network
 from eas.plateau import epochs_for_seconds, train_to_plateau
+from eas.recipe import TrainConfig
 from eas.search.callbacks import SearchCallback
 from eas.search.recipes import final_recipe
 from eas.search.state import SearchRun, pct, save_progress
-from eas.training import TrainConfig, final_train, train_child
+from eas.training import final_train, train_child
 
 __all__ = ["final_training", "format_control", "measure_epoch_seconds", "no_search_control"]
 

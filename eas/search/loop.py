@@ -12,7 +12,7 @@ Read top to bottom, :func:`run_search` does what the EAS paper describes:
    ``stage1_networks`` have been sampled. A round resets one environment per
    child from the round's start network, lets the agent propose transformations
    until the episodes end (the environment trains each child on the last step),
-   and hands the children's records (:class:`~eas.envs.evaluators.EvalResult`) to
+   and hands the children's records (:class:`~eas.envs.record.EvalResult`) to
    ``agent.learn``;
 5. the best network so far is trained ``stage1_best_epochs`` longer and becomes
    the start of **stage 2** (``stage2_networks`` more children); ``search.stages``

@@ -26,13 +26,8 @@ from eas.checkpoint import CheckpointError, load_checkpoint, read_torch_file
 from eas.config.agent_sections import agent_section
 from eas.config.engine import config_to_dict
 from eas.config.sections import ConfigError, SearchConfig
-from eas.data import (
-    DatasetError,
-    DatasetNotFoundError,
-    check_image_folder,
-    dataset_facts,
-    dataset_key,
-)
+from eas.data import DatasetError, DatasetNotFoundError, check_image_folder
+from eas.datasets import dataset_facts, dataset_key
 from eas.envs.journal import check_journal
 from eas.network import build_network
 from eas.search.agent_setup import episode_settings, is_plugin, make_agent, restored_global_rng

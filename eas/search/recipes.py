@@ -1,6 +1,6 @@
 """The training recipes of a search and their precedence, in one place.
 
-Every network a search trains follows ``[child]`` (:class:`eas.training.TrainConfig`),
+Every network a search trains follows ``[child]`` (:class:`eas.recipe.TrainConfig`),
 changed as follows, later lines winning:
 
 * **children**: ``[child]``, then the agent's :meth:`~eas.agents.base.Agent.child_train_overrides`
@@ -23,7 +23,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from eas.training import TrainConfig
+from eas.recipe import TrainConfig
 
 __all__ = ["child_recipe", "final_recipe", "with_agent_overrides"]
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 from typing import Any
 
 from eas.checkpoint import network_from_record
-from eas.envs.evaluators import EvalResult
+from eas.envs.record import EvalResult
 from eas.search.state import SearchRun, pct, save_progress
 
 __all__ = [

@@ -30,9 +30,9 @@ from eas.envs.journal import Journal
 from eas.envs.objective_evaluator import ObjectivesEvaluator
 from eas.envs.vector import VectorNetTransformEnv
 from eas.network import ChildNet
+from eas.recipe import TrainConfig
 from eas.search.agent_setup import EpisodeSettings
 from eas.search.rundir import RunLock
-from eas.training import TrainConfig
 
 __all__ = [
     "CHECKPOINT",

@@ -30,19 +30,22 @@ from eas.checkpoint import (
 from eas.config.checks import check_loaded_data
 from eas.config.engine import config_to_dict, dump_toml, search_space
 from eas.config.sections import ConfigError, SearchConfig
-from eas.data import DATA_FILE, Data, dataset_facts, fitting_batch, input_contract, load_dataset
+from eas.data import DATA_FILE, Data, fitting_batch, input_contract, load_dataset
+from eas.datasets import dataset_facts
 from eas.distill import DistillConfig
 from eas.envs.cache import EvalCache
-from eas.envs.evaluators import EvalResult, TrainerEvaluator
+from eas.envs.evaluators import TrainerEvaluator
 from eas.envs.halving import HalvingEvaluator
 from eas.envs.journal import Journal
 from eas.envs.objective_evaluator import ObjectivesEvaluator
 from eas.envs.parallel import RETRY_LOG, ParallelEvaluator
+from eas.envs.record import EvalResult
 from eas.envs.rewards import make_reward
 from eas.envs.shrink import ShrinkDistiller
 from eas.envs.vector import VectorNetTransformEnv
 from eas.evaluation import evaluate as evaluate_net
 from eas.network import ChildNet, build_network
+from eas.recipe import TrainConfig
 from eas.reports.pareto import update_front_networks, write_pareto_reports
 from eas.reports.summary import (
     format_table,
@@ -78,7 +81,7 @@ from eas.search.state import (
     resolve_device,
     update_best,
 )
-from eas.training import TrainConfig, train_child
+from eas.training import train_child
 
 __all__ = [
     "build_agent",
