@@ -16,8 +16,13 @@ against child-training seconds, mean over seeds with the min-max band) plus
 ``machine.txt``. Every default not named here comes from configs/default.toml.
 
     python bench/bench_agents.py [--agents reinforce,random,hill_climbing,lemonade]
-        [--seeds 0,1,2] [--seconds 120] [--out runs/study_fashion] [--threads 2]
-        [--figure docs/study_fashion.png]
+        [--seeds 0,1,2] [--seconds 120] [--budgets 120,360] [--out runs/study_fashion]
+        [--threads 2] [--figure docs/study_fashion.png]
+
+A run's best-so-far curve gives its best within every smaller budget, so
+``--seconds 360 --budgets 120,360`` compares the agents at both budgets from one run
+per seed and agent (each agent's trajectory does not depend on the budget it is
+given); ``comparison.md`` then has one-sided permutation p-values per budget.
 
 The figures in BENCHMARKS.md ("Agent comparison under equal child-training
 time") and the README plot come from this script.
@@ -49,7 +54,7 @@ PRESET = load_config(DEFAULT_CONFIG)
 
 
 def rebuild(out: Path, agents: list[str], seeds: list[int], seconds: float,
-            figure: str | None) -> None:
+            figure: str | None, budgets: list[float]) -> None:
     """Write the comparison files of ``out`` again from its runs' summary.json files."""
     records = []
     for agent in agents:
@@ -58,7 +63,7 @@ def rebuild(out: Path, agents: list[str], seeds: list[int], seconds: float,
                                  .read_text())
             records.append(record_from_summary(agent, seed, summary,
                                                summary["start_accuracies"][0]))
-    write_outputs(records, out, rank_by="accuracy", seconds=seconds)
+    write_outputs(records, out, rank_by="accuracy", seconds=seconds, budgets=budgets)
     print((out / "comparison.md").read_text())
     if figure:
         shutil.copyfile(out / "comparison.png", figure)
@@ -70,6 +75,10 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--seconds", type=float, default=120.0,
                     help="child-training seconds per run (the equal budget)")
+    ap.add_argument("--budgets", default=None,
+                    help="child-training budgets the report compares the agents at, with "
+                         "one-sided permutation p-values (default: --seconds); e.g. 120,360 "
+                         "with --seconds 360: one run per seed and agent serves both")
     ap.add_argument("--children", type=int, default=10_000, help="cap on children per run")
     ap.add_argument("--epochs", type=int, default=PRESET.child.epochs, help="epochs per child")
     ap.add_argument("--max-batches", type=int, default=PRESET.child.max_batches_per_epoch,
@@ -101,8 +110,10 @@ def main() -> None:
     out = Path(args.out)
     agents = [a for a in args.agents.split(",") if a]
     seeds = [int(s) for s in args.seeds.split(",")]
+    budgets = ([float(b) for b in args.budgets.split(",")] if args.budgets
+               else [args.seconds])
     if args.report_only:
-        rebuild(out, agents, seeds, args.seconds, args.figure)
+        rebuild(out, agents, seeds, args.seconds, args.figure, budgets)
         return
     if out.exists():
         sys.exit(f"bench_agents: {out} exists; choose another --out (nothing is overwritten)")
@@ -123,6 +134,7 @@ def main() -> None:
                f"{load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end; "
                f"total {time.perf_counter() - t0:.0f} s\n")
     (out / "machine.txt").write_text(machine)
+    rebuild(out, agents, seeds, args.seconds, None, budgets)
     print(machine, end="")
     if args.figure:
         shutil.copyfile(out / "comparison.png", args.figure)

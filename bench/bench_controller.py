@@ -36,6 +36,7 @@ import numpy as np
 
 from eas.config.engine import DEFAULT_CONFIG, load_config
 from eas.envs.synthetic import SYNTHETIC_TASKS, SyntheticTaskEvaluator
+from eas.reports.stats import permutation_p  # noqa: E402
 from eas.search.loop import run_search
 
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -89,17 +90,6 @@ def distinct(history: list[dict[str, Any]], n: int) -> float:
     return len(set(archs)) / max(len(archs), 1)
 
 
-def perm_p(a: list[float], b: list[float], rounds: int = 20000, seed: int = 0) -> float:
-    """One-sided permutation p-value of mean(a) > mean(b)."""
-    x, y = np.asarray(a, float), np.asarray(b, float)
-    obs = x.mean() - y.mean()
-    both = np.concatenate([x, y])
-    rng = np.random.default_rng(seed)
-    count = 0
-    for _ in range(rounds):
-        rng.shuffle(both)
-        count += both[: len(x)].mean() - both[len(x):].mean() >= obs - 1e-12
-    return (count + 1) / (rounds + 1)
 
 
 def tables(runs: dict[str, list[list[Any]]], tasks: list[str], agents: list[str],
@@ -130,7 +120,7 @@ def tables(runs: dict[str, list[list[Any]]], tasks: list[str], agents: list[str]
             for agent in agents:
                 v = np.asarray(table[agent, b]) * 100
                 p = ("" if agent == agents[0]
-                     else f"{perm_p(table[agents[0], b], table[agent, b]):.3f}")
+                     else f"{permutation_p(table[agents[0], b], table[agent, b]):.3f}")
                 sd = v.std(ddof=1) if len(v) > 1 else 0.0
                 lines.append(f"| {agent} | {b} | {v.mean():.2f} ± {sd:.2f} "
                              f"| {reach[agent, b] * len(seeds):.0f}/{len(seeds)} "

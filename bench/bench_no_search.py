@@ -19,7 +19,6 @@ run again, so a study can be extended seed by seed.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import subprocess
@@ -34,19 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _machine import cpu_model  # noqa: E402
 
-
-def sign_flip_p(diffs: list[float]) -> float:
-    """One-sided p-value of mean(diffs) > 0 by flipping the signs of paired differences.
-
-    Exact (all 2^n sign patterns) for n <= 16, the observed pattern included.
-    """
-    d = np.asarray(diffs, dtype=float)
-    if d.size == 0 or d.size > 16:
-        raise ValueError(f"need 1 to 16 paired differences, got {d.size}")
-    obs = d.mean()
-    means = [float(np.mean(d * np.asarray(signs)))
-             for signs in itertools.product((1.0, -1.0), repeat=d.size)]
-    return sum(m >= obs - 1e-12 for m in means) / len(means)
+from eas.reports.stats import sign_flip_p  # noqa: E402
 
 
 def run_seed(seed: int, out: Path, overrides: list[str], config: str | None,

@@ -8,6 +8,9 @@
   best-so-far accuracy and the child-training seconds spent so far) and
   ``comparison.png`` (best-so-far accuracy against children and against
   child-training seconds, mean over seeds with the min-max range).
+* :func:`budget_rows`: with ``budgets``, each agent's best accuracy within each
+  child-training budget and the one-sided permutation p-value that it beats each
+  other agent there (``budgets.csv`` and a table in ``comparison.md``).
 """
 
 from __future__ import annotations
@@ -22,12 +25,13 @@ import matplotlib
 import numpy as np
 
 from eas.reports.pareto import front_hypervolume
+from eas.reports.stats import permutation_p
 from eas.reports.summary import save_figure
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only back-end)
 
-__all__ = ["RANK_BY", "RunRecord", "record_from_summary", "write_outputs"]
+__all__ = ["RANK_BY", "RunRecord", "budget_rows", "record_from_summary", "write_outputs"]
 
 RANK_BY = ("accuracy", "hypervolume")
 """How ``--rank-by`` may order the comparison's rows (best accuracy or front hypervolume)."""
@@ -158,15 +162,57 @@ def _summary(records: Sequence[RunRecord], rank_by: str | None = None,
     return rows
 
 
+def budget_rows(records: Sequence[RunRecord], budgets: Sequence[float]) -> list[dict[str, Any]]:
+    """Per budget and agent: best accuracy within the budget (mean, std over seeds) and, for
+    every other agent, the one-sided permutation p-value that this agent's mean is higher
+    (``p_vs_<agent>``; exact over all splits of the seeds, :func:`~eas.reports.stats.permutation_p`)."""
+    agents = list(dict.fromkeys(r.agent for r in records))
+    rows = []
+    for budget in budgets:
+        within = {a: [r.best_within(budget) for r in records if r.agent == a] for a in agents}
+        for agent in agents:
+            vals = np.asarray(within[agent])
+            row: dict[str, Any] = {
+                "budget_s": float(budget), "agent": agent, "seeds": int(vals.size),
+                "mean": float(vals.mean()),
+                "std": float(vals.std(ddof=1)) if vals.size > 1 else 0.0,
+            }
+            for other in agents:
+                if other != agent:
+                    row[f"p_vs_{other}"] = permutation_p(within[agent], within[other])
+            rows.append(row)
+    return rows
+
+
+def _budget_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
+    agents = list(dict.fromkeys(r["agent"] for r in rows))
+    fewest = min(r["seeds"] for r in rows)
+    lines = ["| child-training budget | agent | best val. accuracy (mean ± std) | "
+             + " | ".join(f"p (beats {a})" for a in agents) + " |",
+             "|---|---|---|" + "---|" * len(agents)]
+    for r in rows:
+        ps = " | ".join("" if a == r["agent"] else f"{r[f'p_vs_{a}']:.3f}" for a in agents)
+        lines.append(f"| {r['budget_s']:g} s | {r['agent']} | {r['mean']:.4f} ± {r['std']:.4f} "
+                     f"| {ps} |")
+    lines.append("")
+    lines.append("p: one-sided permutation p-value that the row's agent has the higher mean "
+                 "(exact over every split of the seeds"
+                 + (f"; {fewest} seeds per agent: suggestive only" if fewest < 5 else "")
+                 + "). A run counts the children finished within the budget.")
+    return lines
+
+
 def write_outputs(records: Sequence[RunRecord], out_dir: str | Path,
                   rank_by: str | None = None,
-                  seconds: float | None = None) -> list[dict[str, Any]]:
+                  seconds: float | None = None,
+                  budgets: Sequence[float] = ()) -> list[dict[str, Any]]:
     """Write comparison.csv/.md/.png, runs.csv and curves.csv; return the summary rows.
 
     The rows are in agent order, or ranked best first by ``rank_by`` ("accuracy":
     mean best accuracy; "hypervolume": mean hypervolume of the (accuracy,
     parameters) fronts). With ``seconds`` (the equal child-training budget) the
     rows also hold the best accuracy reached within it (:meth:`RunRecord.best_within`).
+    With ``budgets`` it also writes ``budgets.csv`` and a table of :func:`budget_rows`.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -211,6 +257,15 @@ def write_outputs(records: Sequence[RunRecord], out_dir: str | Path,
                      "stop at the end of the round that reaches it, so they may overshoot): "
                      + ", ".join(f"{row['agent']} {row['best_within_budget_mean']:.4f} ± "
                                  f"{row['best_within_budget_std']:.4f}" for row in rows) + ".")
+        lines.append("")
+    if budgets:
+        brows = budget_rows(records, budgets)
+        with open(out_dir / "budgets.csv", "w", newline="") as f:
+            names = list(dict.fromkeys(k for row in brows for k in row))
+            w = csv.DictWriter(f, fieldnames=names, restval="")
+            w.writeheader()
+            w.writerows(brows)
+        lines.extend(_budget_lines(brows))
         lines.append("")
     lines.append(f"Start network accuracy: {rows[0]['start_acc']:.4f}.")
     (out_dir / "comparison.md").write_text("\n".join(lines) + "\n")
