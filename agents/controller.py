@@ -16,7 +16,11 @@ one network transformation per call:
   fully connected (``deeper_is_fc``);
 * **kind head** and **skip actor** -- small extras for the environment's free
   mode: which transformation to apply (from ``kind_mask``) and a skip connection
-  (source, destination, mode) chosen in that order from ``skip_mask``.
+  (source, destination, mode) chosen in that order from ``skip_mask``;
+* **shrink actors** (only when the environment offers the shrink kinds,
+  ``search.shrink``): narrow -- one (layer, width level) from ``narrow_mask``,
+  scored by a linear layer on each layer's encoding with one logit per level;
+  remove -- one layer from ``remove_mask``, one logit per layer's encoding.
 
 :meth:`Controller.act` samples actions for a batch of observations (the numpy
 dict of the environment's observation space with a leading batch dimension) with
@@ -42,8 +46,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from eas.agents.masked import masked_categorical, masked_stat
 from eas.checkpoint import load_checkpoint
-from eas.kinds import KINDS
+from eas.kinds import ALL_KINDS, KINDS
 
 __all__ = [
     "Controller",
@@ -51,8 +56,6 @@ __all__ = [
     "batch_observation",
     "controller_weights",
 ]
-
-_NEG = -1e9  # logit of a masked choice: exp() underflows to exactly 0 but stays finite
 
 _OBS_KEYS = (
     "tokens",
@@ -64,6 +67,8 @@ _OBS_KEYS = (
     "kernel_mask",
     "skip_mask",
 )
+_SHRINK_KEYS = ("narrow_mask", "remove_mask")
+"""Observation entries of an environment with the shrink kinds (read when present)."""
 
 
 @dataclass
@@ -72,7 +77,8 @@ class ControllerOutput:
 
     actions: dict[str, np.ndarray]
     """Actions in the environment's format, batched: kind [B], wider [B, L],
-    deeper [B, 3] (block, position, kernel index), skip [B, 3] (src, dst, mode).
+    deeper [B, 3] (block, position, kernel index), skip [B, 3] (src, dst, mode), and
+    with the shrink actors narrow [B, 2] (layer, width level) and remove [B].
     Fields of kinds that are not applied are zero."""
     log_prob: torch.Tensor
     """[B] sum of the log-probabilities of every decision taken for each child."""
@@ -95,7 +101,7 @@ def batch_observation(obs: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     tokens = np.asarray(obs["tokens"])
     unbatched = tokens.ndim == 1
     out: dict[str, torch.Tensor] = {}
-    for key in _OBS_KEYS:
+    for key in _OBS_KEYS + tuple(k for k in _SHRINK_KEYS if k in obs):
         arr = np.asarray(obs[key])
         if unbatched:
             arr = arr[None]
@@ -105,52 +111,6 @@ def batch_observation(obs: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     return out
 
 
-def _masked_categorical(
-    logits: torch.Tensor,
-    mask: torch.Tensor,
-    generator: torch.Generator | None,
-    forced: torch.Tensor | None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Sample (or score ``forced``) one choice per row from a masked categorical.
-
-    Returns ``(choice [B], log_prob [B], entropy [B], has_choice [B])``. Rows
-    without any legal entry yield choice 0, log-prob 0 and entropy 0 and
-    ``has_choice`` False.
-    """
-    has = mask.any(dim=-1)
-    logits = logits.masked_fill(~mask, _NEG)
-    logp_all = F.log_softmax(logits, dim=-1)
-    probs = logp_all.exp()
-    if forced is None:
-        if generator is None:
-            raise ValueError("sampling needs a torch.Generator")
-        safe = torch.where(has[:, None], probs.detach(), torch.ones_like(probs))
-        choice = torch.multinomial(safe, 1, generator=generator).squeeze(-1)
-    else:
-        choice = forced.long().reshape(-1)
-        only = mask.sum(-1) == 1  # a single legal choice is taken whatever was passed
-        choice = torch.where(only, mask.long().argmax(-1), choice)
-        choice = torch.where(has, choice, torch.zeros_like(choice))
-        bad = has & ((choice < 0) | (choice >= mask.shape[-1]))
-        bad = bad | (has & ~mask.gather(-1, choice.clamp(0, mask.shape[-1] - 1)[:, None])[:, 0])
-        if bool(bad.any()):
-            rows = torch.nonzero(bad).flatten().tolist()
-            raise ValueError(f"actions of batch rows {rows} choose masked (illegal) options")
-    choice = torch.where(has, choice, torch.zeros_like(choice))
-    logp = logp_all.gather(-1, choice[:, None]).squeeze(-1)
-    logp = torch.where(has, logp, torch.zeros_like(logp))
-    plogp = torch.where(mask, probs * logp_all, torch.zeros_like(probs))
-    entropy = -plogp.sum(-1)
-    entropy = torch.where(has, entropy, torch.zeros_like(entropy))
-    return choice, logp, entropy, has
-
-
-def _stat(values: torch.Tensor, where: torch.Tensor) -> tuple[float, float]:
-    """(sum, count) of ``values`` over the entries selected by ``where``."""
-    where = where.bool()
-    return float(values.detach()[where].sum()), float(where.sum())
-
-
 class Controller(nn.Module):
     """The EAS meta-controller: a shared BiLSTM encoder with separate actor networks.
 
@@ -158,7 +118,8 @@ class Controller(nn.Module):
         vocab_size: number of token ids (``Tokenizer.vocab_size``; id 0 = padding).
         max_layers: L, the padded sequence length and size of per-layer masks.
         num_kernels: K, the number of kernel sizes a Net2Deeper action chooses from.
-        num_kinds: number of transformation kinds (wider, deeper, skip).
+        num_kinds: number of transformation kinds (wider, deeper, skip; 5 adds the
+            shrink kinds narrow and remove, and their actors).
         embed_dim: token (and decoder input) embedding size (16 in EAS).
         hidden_size: encoder LSTM units per direction (50 in EAS).
         decoder_hidden: Net2Deeper decoder units (100 in EAS = both directions'
@@ -166,6 +127,8 @@ class Controller(nn.Module):
         wider_one: a Net2Wider step widens exactly one layer, drawn from a softmax over
             the same per-layer logits, instead of each layer by its own Bernoulli (the
             paper); no parameters change, only how the head's logits are read.
+        num_levels: W, the width levels a narrow action chooses from (the
+            environment's ``narrow_mask`` width); needed with the shrink kinds.
     """
 
     def __init__(
@@ -179,11 +142,17 @@ class Controller(nn.Module):
         hidden_size: int = 50,
         decoder_hidden: int = 100,
         wider_one: bool = False,
+        num_levels: int = 0,
     ) -> None:
         super().__init__()
         self.wider_one = bool(wider_one)
         if min(vocab_size, max_layers, num_kernels, num_kinds) < 1:
             raise ValueError("vocab_size, max_layers, num_kernels and num_kinds must be >= 1")
+        if num_kinds > len(ALL_KINDS):
+            raise ValueError(f"num_kinds must be at most {len(ALL_KINDS)}, got {num_kinds}")
+        self.shrink = num_kinds > len(KINDS)
+        if self.shrink and num_levels < 1:
+            raise ValueError("the shrink kinds need num_levels >= 1 (the narrow width levels)")
         self.vocab_size = vocab_size
         self.max_layers = max_layers
         self.num_kernels = num_kernels
@@ -214,6 +183,11 @@ class Controller(nn.Module):
         self.skip_src_head = nn.Linear(enc, 1)
         self.skip_dst_head = nn.Linear(2 * enc, 1)
         self.skip_mode_head = nn.Linear(2 * enc, 2)
+        # shrink actors, built last so the other heads start from the same weights
+        self.num_levels = int(num_levels) if self.shrink else 0
+        if self.shrink:
+            self.narrow_head = nn.Linear(enc, self.num_levels)
+            self.remove_head = nn.Linear(enc, 1)
 
     # ------------------------------------------------------------------ encoder
     def encode(
@@ -284,21 +258,21 @@ class Controller(nn.Module):
                              f"max_layers={self.max_layers}")
         forced = None if actions is None else {
             k: torch.as_tensor(np.asarray(v)).long().reshape(batch, -1) for k, v in actions.items()
-            if k in ("kind", "wider", "deeper", "skip")
+            if k in ("kind", "wider", "deeper", "skip", "narrow", "remove")
         }
         enc_out, (h, c) = self.encode(tokens, length)
         stats: dict[str, tuple[float, float]] = {}
 
         # ---- kind
-        kind, logp, ent, has = _masked_categorical(
+        kind, logp, ent, has = masked_categorical(
             self.kind_head(h), o["kind_mask"], generator,
             None if forced is None else forced["kind"][:, 0],
         )
-        stats["kind_entropy"] = _stat(ent, o["kind_mask"].sum(-1) > 1)
+        stats["kind_entropy"] = masked_stat(ent, o["kind_mask"].sum(-1) > 1)
         log_prob, entropy = logp, ent
         is_kind = [(kind == k) & has for k in range(self.num_kinds)]
         no = torch.zeros(batch, dtype=torch.bool)
-        is_wider, is_deeper, is_skip = (is_kind + [no, no, no])[:3]
+        is_wider, is_deeper, is_skip, is_narrow, is_remove = (is_kind + [no] * 5)[:5]
         widen = torch.zeros(batch, L, dtype=torch.bool)
         deeper = torch.zeros(batch, 3, dtype=torch.long)
         skip = torch.zeros(batch, 3, dtype=torch.long)
@@ -318,6 +292,17 @@ class Controller(nn.Module):
             "deeper": deeper.numpy().astype(np.int64),
             "skip": skip.numpy().astype(np.int64),
         }
+        if self.shrink:
+            narrow = torch.zeros(batch, 2, dtype=torch.long)
+            remove = torch.zeros(batch, dtype=torch.long)
+            if bool(is_narrow.any()):
+                narrow, lp, en = self._narrow(o, enc_out, is_narrow, generator, forced, stats)
+                log_prob, entropy = log_prob + lp, entropy + en
+            if bool(is_remove.any()):
+                remove, lp, en = self._remove(o, enc_out, is_remove, generator, forced, stats)
+                log_prob, entropy = log_prob + lp, entropy + en
+            acts["narrow"] = narrow.numpy().astype(np.int64)
+            acts["remove"] = remove.numpy().astype(np.int64)
         return ControllerOutput(actions=acts, log_prob=log_prob, entropy=entropy, stats=stats)
 
     # ------------------------------------------------------------------ actors
@@ -336,9 +321,9 @@ class Controller(nn.Module):
         z = self.wider_head(enc_out).squeeze(-1)  # [B, L]
         if self.wider_one:
             pick = None if forced is None else forced["wider"].long().argmax(-1)
-            layer, lp1, ent1, has = _masked_categorical(z, wmask, generator, pick)
+            layer, lp1, ent1, has = masked_categorical(z, wmask, generator, pick)
             widen = F.one_hot(layer, z.shape[-1]).bool() & has[:, None]
-            stats["widen_entropy"] = _stat(ent1, has)
+            stats["widen_entropy"] = masked_stat(ent1, has)
             return widen, lp1, ent1
         p = torch.sigmoid(z)
         if forced is None:
@@ -349,7 +334,7 @@ class Controller(nn.Module):
         log_p, log_q = F.logsigmoid(z), F.logsigmoid(-z)
         lp = torch.where(wmask, torch.where(widen, log_p, log_q), torch.zeros_like(z))
         ent = torch.where(wmask, -(p * log_p + (1 - p) * log_q), torch.zeros_like(z))
-        stats["widen_prob"] = _stat(p, wmask)
+        stats["widen_prob"] = masked_stat(p, wmask)
         return widen, lp.sum(-1), ent.sum(-1)
 
     def _deeper(
@@ -367,24 +352,24 @@ class Controller(nn.Module):
         dmask = o["deeper_mask"] & active[:, None, None]  # [B, L, L+1]
         hd, cd = self.bridge_h(state[0]), self.bridge_c(state[1])
         hd, cd = self.decoder(self.deeper_start.expand(batch, -1), (hd, cd))
-        block, lpb, entb, hasb = _masked_categorical(
+        block, lpb, entb, hasb = masked_categorical(
             self.block_head(hd), dmask.any(-1), generator,
             None if forced is None else forced["deeper"][:, 0],
         )
         hd, cd = self.decoder(self.block_embedding(block), (hd, cd))
-        position, lpp, entp, hasp = _masked_categorical(
+        position, lpp, entp, hasp = masked_categorical(
             self.position_head(hd), dmask[rows, block], generator,
             None if forced is None else forced["deeper"][:, 1],
         )
         hd, cd = self.decoder(self.position_embedding(position), (hd, cd))
         needs_kernel = hasp & ~o["deeper_is_fc"][rows, block, position]
-        kernel, lpk, entk, hask = _masked_categorical(
+        kernel, lpk, entk, hask = masked_categorical(
             self.kernel_head(hd), o["kernel_mask"] & needs_kernel[:, None], generator,
             None if forced is None else forced["deeper"][:, 2],
         )
-        stats["deeper_block_entropy"] = _stat(entb, hasb)
-        stats["deeper_position_entropy"] = _stat(entp, hasp)
-        stats["deeper_kernel_entropy"] = _stat(entk, hask)
+        stats["deeper_block_entropy"] = masked_stat(entb, hasb)
+        stats["deeper_position_entropy"] = masked_stat(entp, hasp)
+        stats["deeper_kernel_entropy"] = masked_stat(entk, hask)
         action = torch.stack([block, position, kernel], -1)
         return action, lpb + lpp + lpk, entb + entp + entk
 
@@ -401,24 +386,62 @@ class Controller(nn.Module):
         batch, L = enc_out.shape[:2]
         rows = torch.arange(batch)
         smask = o["skip_mask"] & active[:, None, None, None]  # [B, L, L, 2]
-        src, lps, ents, hass = _masked_categorical(
+        src, lps, ents, hass = masked_categorical(
             self.skip_src_head(enc_out).squeeze(-1), smask.any(-1).any(-1), generator,
             None if forced is None else forced["skip"][:, 0],
         )
         e_src = enc_out[rows, src]  # [B, 2H]
         pair = torch.cat([e_src[:, None].expand(-1, L, -1), enc_out], dim=-1)
-        dst, lpd, entd, _ = _masked_categorical(
+        dst, lpd, entd, _ = masked_categorical(
             self.skip_dst_head(pair).squeeze(-1), smask[rows, src].any(-1), generator,
             None if forced is None else forced["skip"][:, 1],
         )
-        mode, lpm, entm, _ = _masked_categorical(
+        mode, lpm, entm, _ = masked_categorical(
             self.skip_mode_head(torch.cat([e_src, enc_out[rows, dst]], dim=-1)),
             smask[rows, src, dst], generator,
             None if forced is None else forced["skip"][:, 2],
         )
         ent = ents + entd + entm
-        stats["skip_entropy"] = _stat(ent, hass)
+        stats["skip_entropy"] = masked_stat(ent, hass)
         return torch.stack([src, dst, mode], -1), lps + lpd + lpm, ent
+
+    def _narrow(
+        self,
+        o: dict[str, torch.Tensor],
+        enc_out: torch.Tensor,
+        active: torch.Tensor,
+        generator: torch.Generator | None,
+        forced: dict[str, torch.Tensor] | None,
+        stats: dict[str, tuple[float, float]],
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Narrow actor: one (layer, width level) from a softmax over every legal pair."""
+        batch, L = enc_out.shape[:2]
+        W = self.num_levels
+        nmask = o["narrow_mask"][:, :L, :W] & active[:, None, None]  # [B, L, W]
+        pick = None if forced is None else forced["narrow"][:, 0] * W + forced["narrow"][:, 1]
+        flat, lp, ent, has = masked_categorical(
+            self.narrow_head(enc_out).reshape(batch, L * W), nmask.reshape(batch, L * W),
+            generator, pick)
+        stats["narrow_entropy"] = masked_stat(ent, has)
+        return torch.stack([flat // W, flat % W], -1), lp, ent
+
+    def _remove(
+        self,
+        o: dict[str, torch.Tensor],
+        enc_out: torch.Tensor,
+        active: torch.Tensor,
+        generator: torch.Generator | None,
+        forced: dict[str, torch.Tensor] | None,
+        stats: dict[str, tuple[float, float]],
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Remove actor: one layer from a softmax over the removable ones."""
+        L = enc_out.shape[1]
+        rmask = o["remove_mask"][:, :L] & active[:, None]
+        layer, lp, ent, has = masked_categorical(
+            self.remove_head(enc_out).squeeze(-1), rmask, generator,
+            None if forced is None else forced["remove"][:, 0])
+        stats["remove_entropy"] = masked_stat(ent, has)
+        return layer, lp, ent
 
 
 def controller_weights(path: str | Path) -> tuple[dict[str, Any], Path]:

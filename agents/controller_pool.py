@@ -191,10 +191,14 @@ def start_rewards(starts: Sequence[dict[str, Any] | None], n: int) -> list[float
     return out
 
 
+_ACTION_KEYS = ("kind", "wider", "deeper", "skip", "narrow", "remove")
+"""The controller's action entries (narrow and remove only with the shrink kinds)."""
+
+
 def uniform_actions(obs: dict[str, Any], rng: np.random.Generator,
                     wider_one: bool = False) -> dict[str, np.ndarray]:
     """One uniformly drawn legal action per observation of a batch, in the controller's
-    format (kind, wider, deeper, skip): :func:`~envs.observation.sample_legal_action`
+    format (kind, wider, deeper, skip; narrow, remove with the shrink kinds): :func:`~envs.observation.sample_legal_action`
     (each widenable layer with probability 1/2), or with ``wider_one`` one layer."""
     ones, batched = split_obs(dict(obs))
     acts = []
@@ -205,5 +209,5 @@ def uniform_actions(obs: dict[str, Any], rng: np.random.Generator,
             act["wider"] = np.zeros_like(act["wider"])
             if where is not None:
                 act["wider"][where[0]] = 1
-        acts.append({k: act[k] for k in ("kind", "wider", "deeper", "skip")})
+        acts.append({k: act[k] for k in _ACTION_KEYS if k in act})
     return stack_actions(acts, batched)

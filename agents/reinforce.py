@@ -38,6 +38,8 @@ from eas.agents.predictor import AccuracyPredictor
 from eas.agents.reinforce_config import ReinforceConfig, baseline_step
 from eas.arch import SearchSpace
 from eas.envs.record import EvalResult
+from eas.kinds import SHRINK_KINDS
+from eas.morphisms.legal import narrow_levels
 
 __all__ = ["ReinforceAgent"]
 
@@ -50,6 +52,8 @@ _NDIM = {
     "deeper_is_fc": 2,
     "kernel_mask": 1,
     "skip_mask": 3,
+    "narrow_mask": 2,
+    "remove_mask": 1,
 }
 """Dimensions of one (unbatched) observation entry, for stacking rescoring batches."""
 
@@ -74,11 +78,14 @@ class ReinforceAgent(Agent):
     """
 
     name: ClassVar[str] = "reinforce"
+    shrink_actions: ClassVar[bool] = True
     Config: ClassVar[type] = ReinforceConfig
 
     def __init__(self, ctx: AgentContext, config: ReinforceConfig | None = None) -> None:
         super().__init__(ctx, (config if config is not None else ReinforceConfig()).resolved())
         cfg: ReinforceConfig = self.config
+        shrink = any(k in SHRINK_KINDS for k in ctx.kinds)
+        space = (ctx.extra or {}).get("space") or SearchSpace()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(ctx.seed)
             self.controller = Controller(
@@ -90,6 +97,7 @@ class ReinforceAgent(Agent):
                 hidden_size=int(cfg.hidden_size),
                 decoder_hidden=int(cfg.decoder_hidden),
                 wider_one=bool(cfg.wider_one),
+                num_levels=narrow_levels(space) if shrink else 0,
             )
         self.optimizer = torch.optim.Adam(self._param_groups(), lr=float(cfg.lr))
         self.generator = torch.Generator().manual_seed(int(ctx.seed))
@@ -227,9 +235,10 @@ class ReinforceAgent(Agent):
         out = {k: np.stack([p.actions[t][k] for p in self._plans[:batch]])
                for k in self._plans[0].actions[t]}
         if t == len(self._plans[0].actions) - 1:
+            p0 = self._plans[0]
             self._memory = [(
                 {k: (np.stack([np.asarray(p.obs[j][k]) for p in self._plans[:batch]]))
-                 for k in _NDIM},
+                 for k in _NDIM if k in p0.obs[j]},
                 {k: np.stack([p.actions[j][k] for p in self._plans[:batch]])
                  for k in self._plans[0].actions[j]})
                 for j in range(len(self._plans[0].actions))]
@@ -427,7 +436,7 @@ class ReinforceAgent(Agent):
         steps = len(self._memory)
         obs_all = {
             k: np.concatenate([_rows(o[k], batch, _NDIM[k]) for o, _ in self._memory])
-            for k in _NDIM
+            for k in _NDIM if k in self._memory[0][0]
         }
         act_all = {
             k: np.concatenate([np.asarray(a[k]).reshape(batch, -1) for _, a in self._memory])

@@ -12,7 +12,8 @@ import torch
 from gymnasium import spaces
 from helpers import FASHION
 
-from eas.arch import SearchSpace, width_of
+from eas.agents.controller import Controller
+from eas.arch import SearchSpace, Tokenizer, width_of
 from eas.config.engine import load_config
 from eas.config.sections import ConfigError
 from eas.distill import DistillConfig, agreement
@@ -158,8 +159,9 @@ def test_config_keys_and_refusals() -> None:
     assert not load_config(None, {}).search.shrink
     with pytest.raises(ConfigError, match="search.schedule: 'narrow' is a shrink action"):
         load_config(None, {"search.schedule": "wider,narrow"})
-    with pytest.raises(ConfigError, match="search.shrink: agent 'reinforce' cannot pick"):
-        load_config(None, {"search.shrink": "true"})
+    with pytest.raises(ConfigError, match="search.shrink: agent 'lemonade' cannot pick"):
+        load_config(None, {"search.shrink": "true", "search.agent": "lemonade"})
+    assert load_config(None, {"search.shrink": "true"}).search.agent == "reinforce"
     with pytest.raises(ConfigError, match="search.shrink_distill_steps"):
         load_config(None, {"search.shrink_distill_steps": "-1"})
 
@@ -177,10 +179,12 @@ class HashEvaluator:
         return EvalResult(accuracy=acc, train_time=0.01)
 
 
-@pytest.mark.parametrize("agent", ["random", "hill_climbing"])
-def test_search_with_shrinking_makes_shrunk_children(tmp_path: Path, agent: str) -> None:
+@pytest.mark.parametrize("agent,mode", [("random", "paper"), ("hill_climbing", "paper"),
+                                        ("reinforce", "paper"), ("reinforce", "pool")])
+def test_search_with_shrinking_makes_shrunk_children(tmp_path: Path, agent: str,
+                                                     mode: str) -> None:
     cfg = load_config(overrides={
-        "search.agent": agent, "search.seed": 1, "search.children_per_step": 4,
+        "search.agent": agent, "search.seed": 1, "controller.mode": mode, "search.children_per_step": 4,
         "search.stage1_networks": 12, "search.stage2_networks": 0, "search.final_top_k": 0,
         "search.progress": False, "search.parent_control": False, "search.schedule": "free",
         "search.free_steps": 2, "search.shrink": True, "search.shrink_distill_steps": 0,
@@ -190,7 +194,7 @@ def test_search_with_shrinking_makes_shrunk_children(tmp_path: Path, agent: str)
         "start.epochs": 0})
     evaluator = HashEvaluator()
     res = run_search(cfg, run_dir=tmp_path / agent, evaluator=evaluator, log=lambda _m: None)
-    history = res.state.history
+    history = res.state.history  # reinforce: shrunk children come from its shrink actors
     assert len(history) == 12 and evaluator.calls <= 12
     shrunk = [h for h in history if h["shrunk"]]
     assert shrunk, [h["arch"] for h in history]
@@ -275,3 +279,32 @@ def test_search_distills_children_made_with_a_shrink_action(tmp_path: Path) -> N
     res = run_search(cfg, run_dir=tmp_path / "run", evaluator=HashEvaluator(),
                      log=lambda _m: None)
     assert [(h["shrunk"], h["distilled"]) for h in res.state.history] == [(True, True)] * 2
+
+
+def test_controller_shrink_actors_pick_legal_shrinks_and_rescore_them() -> None:
+    """With the shrink kinds the controller's narrow and remove actors sample only what
+    the masks allow (the environment accepts every action), and rescoring the sampled
+    actions gives the same log-probabilities (the learning rule's premise)."""
+    env = make_env(free_steps=1)
+    torch.manual_seed(0)
+    ctrl = Controller(Tokenizer(SPACE).vocab_size, 10, len(SPACE.kernel_sizes), len(ALL_KINDS),
+                      num_levels=narrow_levels(SPACE))
+    gen = torch.Generator().manual_seed(0)
+    seen = set()
+    for episode in range(40):
+        obs, _ = env.reset(seed=episode)
+        out = ctrl.act(obs, gen)
+        acts = {k: v[0] for k, v in out.actions.items()}
+        kind = env.kinds[int(acts["kind"])]
+        seen.add(kind)
+        if kind == "narrow":
+            layer, level = map(int, acts["narrow"])
+            assert obs["narrow_mask"][layer, level]
+        if kind == "remove":
+            assert obs["remove_mask"][int(acts["remove"])]
+        env.step(acts)  # raises InvalidActionError on an illegal action
+        again = ctrl.evaluate(obs, out.actions)
+        assert torch.allclose(again.log_prob, out.log_prob, atol=1e-6)
+    assert {"narrow", "remove"} <= seen
+    with pytest.raises(ValueError, match="num_levels"):
+        Controller(10, 10, 2, len(ALL_KINDS))
