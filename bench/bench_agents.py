@@ -4,8 +4,9 @@ Runs :func:`eas.cli.compare.compare` with the ``train`` evaluator: the
 default preset's start network (Table 1 narrowed) is trained once on a
 10k-image subset of Fashion-MNIST (validation: 2,000 held-out training images)
 and shared; then every agent searches from it, once per seed, until its
-children's training time (the sum of their ``train_time``) reaches
-``--seconds``. Every child gets the same recipe (the default preset's:
+children's training time reaches ``--seconds`` (``--clock cpu``, the default: the sum
+of their training CPU seconds, ``train_cpu_time``, which other load on the machine
+does not inflate; ``wall``: of their ``train_time``). Every child gets the same recipe (the default preset's:
 ``--epochs`` full epoch of batches of 64, cosine from ``--lr``) and the same
 search space and episode schedule (the preset's: up to 48 filters and 256 units;
 wider, wider, deeper, deeper, deeper); hill climbing's children start at the same
@@ -79,6 +80,10 @@ def main() -> None:
                     help="child-training budgets the report compares the agents at, with "
                          "one-sided permutation p-values (default: --seconds); e.g. 120,360 "
                          "with --seconds 360: one run per seed and agent serves both")
+    ap.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
+                    help="what --seconds counts (search.child_clock): cpu = the children's "
+                         "training CPU seconds, which other load on the machine does not "
+                         "inflate (the default, for a shared CPU machine); wall = wall-clock")
     ap.add_argument("--children", type=int, default=10_000, help="cap on children per run")
     ap.add_argument("--epochs", type=int, default=PRESET.child.epochs, help="epochs per child")
     ap.add_argument("--max-batches", type=int, default=PRESET.child.max_batches_per_epoch,
@@ -128,6 +133,7 @@ def main() -> None:
                        "search.schedule": args.schedule,
                        # NASH's children get the same learning rate as everyone else's
                        "hill_climbing.lr_start": args.lr,
+                       "search.child_clock": args.clock,
                        **dict(item.split("=", 1) for item in args.set)})
     machine = (f"{cpu_model()}, {os.cpu_count()} cores, {args.threads} torch threads, "
                f"Python {platform.python_version()}, torch {torch.__version__}; load average "

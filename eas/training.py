@@ -78,6 +78,9 @@ class TrainResult:
     """True when training diverged (NaN/inf loss, or a loss far above chance level) or ran out of GPU memory."""
     reason: str | None = None
     """Why it failed, else None."""
+    cpu_time: float = 0.0
+    """CPU seconds of this process (all its threads) in the training loop: a cost that other
+    load on a CPU machine does not inflate (``search.child_clock = "cpu"``)."""
     test_accuracy: float | None = None
     """Accuracy on the test split when requested (final_train / eval_on="test")."""
     cuda_graph: bool = False
@@ -275,6 +278,7 @@ def _train(network: nn.Module, data: Data, plan: _Plan, *, graph: bool) -> Train
     def result(loss: float, acc: float, epochs: int, failed: bool, reason: str | None) -> TrainResult:
         _sync(dev)
         elapsed = time.perf_counter() - start
+        cpu_time = time.process_time() - cpu_start
         graphed = runner is not None and runner.graphed
         if runner is not None:
             runner.close()
@@ -285,6 +289,7 @@ def _train(network: nn.Module, data: Data, plan: _Plan, *, graph: bool) -> Train
             epochs=epochs, steps=step, train_time=elapsed,
             images_per_second=step * bs / elapsed if elapsed > 0 else 0.0,
             failed=failed, reason=reason, cuda_graph=graphed, precision=plan.precision,
+            cpu_time=cpu_time,
         )
 
     bar = None
@@ -297,6 +302,7 @@ def _train(network: nn.Module, data: Data, plan: _Plan, *, graph: bool) -> Train
     epoch = 0
     last_loss, last_acc = float("nan"), float("nan")
     start = time.perf_counter()
+    cpu_start = time.process_time()
     try:
         for epoch in range(config.epochs):
             perm = torch.randperm(n, generator=gen, device=dev)

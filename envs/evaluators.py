@@ -118,6 +118,7 @@ class TrainerEvaluator:
             failed=failed,
             reason=reason,
             train_time=float(res.train_time),
+            train_cpu_time=float(res.cpu_time),
             epochs=res.epochs,
             steps=res.steps,
             images_per_second=float(res.images_per_second),

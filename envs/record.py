@@ -11,7 +11,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["EvalResult", "as_result"]
+__all__ = ["CLOCK_FIELDS", "EvalResult", "as_result"]
+
+CLOCK_FIELDS: dict[str, str] = {"wall": "train_time", "cpu": "train_cpu_time"}
+"""The record field a child-seconds budget sums, per clock (``search.child_clock``)."""
 
 
 def _runtime(default: Any = None) -> Any:
@@ -58,6 +61,8 @@ class EvalResult:
     """Why it failed, if it did."""
     train_time: float = 0.0
     """Seconds spent training/evaluating the child (0 when the result came from the cache)."""
+    train_cpu_time: float = 0.0
+    """CPU seconds of the training process in that time (0 when cached or not measured)."""
     epochs: int | None = None
     """Epochs the child was trained."""
     steps: int | None = None

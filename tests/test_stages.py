@@ -131,3 +131,28 @@ def test_max_child_seconds_ends_the_sampling(tmp_path: Path) -> None:
                      evaluator=CheapEvaluator(), log=quiet)
     assert out.finished and out.state.global_step == 6
     assert {h["stage"] for h in out.state.history} == {1}
+
+
+class CpuCheapEvaluator(CheapEvaluator):
+    """The cheap evaluator reporting 0.001 training CPU seconds per child (0.01 wall)."""
+
+    def __call__(self, net):
+        result = super().__call__(net)
+        result.train_cpu_time = 0.001
+        return result
+
+
+@pytest.mark.parametrize("clock,children", [("wall", 6), ("cpu", 12)])
+def test_child_clock_chooses_what_the_budget_counts(tmp_path: Path, clock: str,
+                                                    children: int) -> None:
+    """``search.child_clock = "cpu"`` sums the children's train_cpu_time (here a tenth of
+    their train_time): the 0.05 s that end the sampling after 6 children on the wall clock
+    last through all three stages (12 children, 0.012 CPU seconds) on the CPU clock."""
+    out = run_search(three_stages(tmp_path, **{"search.max_child_seconds": "0.05",
+                                               "search.child_clock": clock}),
+                     evaluator=CpuCheapEvaluator(), log=quiet)
+    assert out.state.global_step == children
+    summary = json.loads((out.run_dir / "summary.json").read_text())
+    assert summary["child_clock"] == clock
+    per_child = 0.01 if clock == "wall" else 0.001
+    assert summary["child_seconds"] == pytest.approx(children * per_child)

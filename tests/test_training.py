@@ -107,7 +107,7 @@ def test_fashion_mnist_training_beats_chance(fmnist_small: Data) -> None:
     assert not res.failed and res.reason is None
     assert res.val_accuracy > 0.6, res
     assert res.epochs == 2 and res.steps == 2 * (5000 // 64)
-    assert res.images_per_second > 0 and res.train_time > 0
+    assert res.images_per_second > 0 and res.train_time > 0 and res.cpu_time > 0
     assert math.isfinite(res.train_loss) and 0 < res.train_accuracy <= 1
     assert not net.training  # ends in eval mode
     # evaluate() agrees with the reported validation accuracy

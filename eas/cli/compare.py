@@ -272,7 +272,8 @@ def build_parser(prog: str = "eas compare") -> argparse.ArgumentParser:
                         "a cap (default 10000)")
     p.add_argument("--seconds", type=float, default=None,
                    help="equal compute instead: child-training seconds per run (sum of the "
-                        "children's train_time; GPU seconds on a GPU)")
+                        "children's train_time, GPU seconds on a GPU; their CPU seconds with "
+                        "--set search.child_clock=cpu)")
     p.add_argument("--evaluator", default="cheap",
                    help="cheap: deterministic synthetic score; train: real CPU training; "
                         "or module:callable (net -> accuracy)")

@@ -247,7 +247,9 @@ class SearchSection(_Section):
     parent_control: bool = True
     """Train each stage's start network as one more child (same recipe) and report it: the search's gain over plain further training."""
     max_child_seconds: float | None = None
-    """End the sampling once the children's training time (sum of train_time, seconds) reaches this; none = no limit."""
+    """End the sampling once the children's training time (seconds, summed on child_clock) reaches this; none = no limit."""
+    child_clock: Literal["wall", "cpu"] = "wall"
+    """What max_child_seconds and the summary's child_seconds count: 'wall' (each child's train_time) or 'cpu' (its train_cpu_time: the training process's CPU seconds, which other load on a CPU machine does not inflate)."""
     schedule: str = PAPER_SCHEDULE
     """Transformation kinds of one episode, comma-separated (wider, deeper, skip; narrow, remove with search.shrink), or 'free'."""
     free_steps: int = 5

@@ -24,6 +24,7 @@ from typing import Any
 import matplotlib
 import numpy as np
 
+from eas.envs.record import CLOCK_FIELDS
 from eas.reports.pareto import front_hypervolume
 from eas.reports.stats import permutation_p
 from eas.reports.summary import save_figure
@@ -87,8 +88,10 @@ class RunRecord:
 
 def record_from_summary(agent: str, seed: int, summary: dict[str, Any],
                         start_accuracy: float) -> RunRecord:
-    """A :class:`RunRecord` from a run's ``summary.json`` content (its ``history``)."""
+    """A :class:`RunRecord` from a run's ``summary.json`` content (its ``history``); child
+    seconds on the run's own ``child_clock`` (wall-clock for runs that predate it)."""
     hist = summary["history"]
+    clock = str(summary.get("child_clock", "wall"))
     record = RunRecord(
         agent=agent, seed=seed, start_accuracy=float(start_accuracy),
         accuracies=[0.0 if h.get("failed") else float(h["accuracy"]) for h in hist],
@@ -98,7 +101,7 @@ def record_from_summary(agent: str, seed: int, summary: dict[str, Any],
         wall_time=float(summary.get("elapsed_seconds", 0.0)),
         front=dict((summary.get("pareto") or {}).get("params") or {}),
         child_seconds=float(summary.get("child_seconds", 0.0)),
-        train_times=[float(h.get("train_time") or 0.0) for h in hist],
+        train_times=[float(h.get(CLOCK_FIELDS[clock]) or 0.0) for h in hist],
     )
     best = int(np.argmax(record.accuracies)) if record.accuracies else -1
     if best >= 0 and record.accuracies[best] > record.start_accuracy:

@@ -24,7 +24,7 @@ from __future__ import annotations
 from typing import Any
 
 from eas.checkpoint import network_from_record
-from eas.envs.record import EvalResult
+from eas.envs.record import CLOCK_FIELDS, EvalResult
 from eas.search.state import SearchRun, pct, save_progress
 
 __all__ = [
@@ -53,15 +53,18 @@ def stage_start_epochs(s: Any, stage: int) -> int:
     return int(e[0] if len(e) == 1 else e[stage - 2])
 
 
-def child_seconds(history: list[dict[str, Any]]) -> float:
-    """Seconds spent training children so far (sum of their ``train_time``)."""
-    return float(sum(float(h.get("train_time") or 0.0) for h in history))
+def child_seconds(history: list[dict[str, Any]], clock: str = "wall") -> float:
+    """Seconds spent training children so far: the sum of their ``train_time`` (``clock``
+    "wall") or ``train_cpu_time`` ("cpu")."""
+    key = CLOCK_FIELDS[clock]
+    return float(sum(float(h.get(key) or 0.0) for h in history))
 
 
 def seconds_spent(run: SearchRun) -> bool:
     """True when ``search.max_child_seconds`` is set and the children have used it up."""
     limit = run.cfg.search.max_child_seconds
-    return limit is not None and child_seconds(run.state.history) >= float(limit)
+    return limit is not None and child_seconds(
+        run.state.history, run.cfg.search.child_clock) >= float(limit)
 
 
 def parent_control(run: SearchRun, callbacks: Any) -> None:
