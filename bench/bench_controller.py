@@ -48,6 +48,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "reinforce_parent": {"controller.mode": "pool", "controller.baseline_mode": "parent"},
     "reinforce_nopool": {"controller.mode": "pool", "controller.pool_size": 0},
     "reinforce_repeats": {"controller.mode": "pool", "controller.no_repeat": False},
+    "reinforce_shrink": {"controller.mode": "pool", "search.shrink": True,
+                         "search.shrink_distill_steps": 0},
+    "reinforce_screen": {"controller.mode": "pool", "controller.screen": 4},
 }
 """Named agent variants: the search's agent with config overrides."""
 

@@ -1,6 +1,6 @@
 """eas: efficient neural architecture search by function-preserving network transformation."""
 
-from eas import _startup  # noqa: F401 - first: SIGTERM while torch is imported (command line)
+from eas import _startup  # noqa: F401 - first: SIGTERM during start-up (command line)
 from eas._lazy import lazy_exports
 
 _HOMES: dict[str, str] = {

@@ -57,9 +57,11 @@ class RunRecord:
     """The run's (accuracy, params) Pareto front: its summary's ``pareto["params"]``
     (``front`` records and ``reference``); empty if the run recorded no parameters."""
     child_seconds: float = 0.0
-    """Seconds spent training children (sum of their ``train_time``)."""
+    """Seconds spent training children (on the run's ``child_clock``: see ``clock``)."""
     train_times: list[float] = field(default_factory=list)
     """Training seconds of every child, in evaluation order (0 for cached children)."""
+    clock: str = "wall"
+    """What ``train_times`` count: "wall" (``train_time``) or "cpu" (``train_cpu_time``)."""
 
     @property
     def best_so_far(self) -> list[float]:
@@ -101,7 +103,7 @@ def record_from_summary(agent: str, seed: int, summary: dict[str, Any],
         wall_time=float(summary.get("elapsed_seconds", 0.0)),
         front=dict((summary.get("pareto") or {}).get("params") or {}),
         child_seconds=float(summary.get("child_seconds", 0.0)),
-        train_times=[float(h.get(CLOCK_FIELDS[clock]) or 0.0) for h in hist],
+        train_times=[float(h.get(CLOCK_FIELDS[clock]) or 0.0) for h in hist], clock=clock,
     )
     best = int(np.argmax(record.accuracies)) if record.accuracies else -1
     if best >= 0 and record.accuracies[best] > record.start_accuracy:
@@ -305,7 +307,8 @@ def _plot(records: Sequence[RunRecord], path: Path) -> None:
         ax_s.fill_between(t, arr.min(0), arr.max(0), color=color, alpha=0.2, lw=0)
     ax_n.set_xlabel("children evaluated")
     ax_n.set_ylabel("best validation accuracy so far")
-    ax_s.set_xlabel("child-training seconds (sum of train_time)")
+    fields = sorted({CLOCK_FIELDS.get(r.clock, "train_time") for r in records})
+    ax_s.set_xlabel(f"child-training seconds (sum of {' / '.join(fields)})")
     for ax in (ax_n, ax_s):
         ax.grid(alpha=0.3)
     ax_n.legend()
