@@ -230,3 +230,11 @@ def test_cli_rejects_bad_seconds(capsys):
         main(["--agents", "random", "--seeds", "0", "--seconds", "-1"])
     assert exc.value.code == 2
     assert "--seconds" in capsys.readouterr().err
+
+
+def test_distinct_fraction_counts_repeated_architectures(tmp_path):
+    recs = [RunRecord("a", 0, 0.5, accuracies=[0.6, 0.6, 0.7, 0.6], archs=["x", "x", "y", "x"]),
+            RunRecord("a", 1, 0.5, accuracies=[0.6, 0.7], archs=["x", "y"])]
+    rows = write_outputs(recs, tmp_path)
+    assert rows[0]["distinct"] == pytest.approx((2 / 4 + 2 / 2) / 2)
+    assert "| 75% |" in (tmp_path / "comparison.md").read_text()

@@ -31,6 +31,8 @@ def check_run_folder(run: Path, children: int) -> dict:
         assert (run / name).is_file(), name
     summary = json.loads((run / "summary.json").read_text())
     assert summary["children"] == children and summary["finished"]
+    assert summary["distinct_children"] == len({h["arch"] for h in summary["history"]})
+    assert 1 <= summary["distinct_children"] <= children
     assert (run / "summary.csv").read_text().startswith("rank,arch,val_accuracy")
     assert tensorboard_steps(run, "charts/child_accuracy") == list(range(1, children + 1))
     assert tensorboard_steps(run, "charts/best_accuracy") == list(range(2, children + 1, 2))

@@ -147,6 +147,8 @@ def _summary(records: Sequence[RunRecord], rank_by: str | None = None,
             "start_acc": float(runs[0].start_accuracy),
             "children": int(np.mean([len(r.accuracies) for r in runs])),
             "trained": float(np.mean([len(r.accuracies) - r.cached for r in runs])),
+            "distinct": float(np.mean([len(set(r.archs)) / max(len(r.archs), 1)
+                                       for r in runs])),
             "failed": float(np.mean([r.failed for r in runs])),
             "wall_time_s": float(np.mean([r.wall_time for r in runs])),
             "child_seconds": float(np.mean([r.child_seconds for r in runs])),
@@ -246,14 +248,15 @@ def write_outputs(records: Sequence[RunRecord], out_dir: str | Path,
                             f"{secs[i]:.3f}", arch])
     lines = [
         "| agent | best val. accuracy (mean ± std) | min – max | seeds | children | trained "
-        "| child s / run | wall time / run | hypervolume (params) | best architecture |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| distinct | child s / run | wall time / run | hypervolume (params) | best architecture |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         lines.append(
             f"| {row['agent']} | {row['best_acc_mean']:.4f} ± {row['best_acc_std']:.4f} "
             f"| {row['best_acc_min']:.4f} – {row['best_acc_max']:.4f} | {row['seeds']} "
-            f"| {row['children']} | {row['trained']:.1f} | {row['child_seconds']:.1f} s "
+            f"| {row['children']} | {row['trained']:.1f} | {row['distinct']:.0%} "
+            f"| {row['child_seconds']:.1f} s "
             f"| {row['wall_time_s']:.1f} s "
             f"| {row['hypervolume_params']:.4f} | `{row['best_arch']}` |")
     lines.append("")

@@ -438,6 +438,7 @@ def write_reports(run: SearchRun) -> tuple[dict[str, Any], str]:
         "seed": int(s.seed),
         "finished": not run.stopped,
         "children": state.global_step,
+        "distinct_children": len({h["arch"] for h in state.history}),
         "rounds": state.rounds,
         "elapsed_seconds": run.elapsed(),
         "start_accuracies": start_accs,
