@@ -69,6 +69,9 @@ def run_one(agent: str, task: str, seed: int, children: int, per_round: int = 5,
         "search.children_per_step": per_round, "search.stages": [children],
         "search.parent_control": False, "search.no_search_control": False,
         "search.final_top_k": 0, "search.progress": False,
+        # the tasks score accuracy: the paper's reward and accuracy ranking, whatever the
+        # preset's [objectives] (its FLOPs-constrained reward would steer the agents away)
+        "objectives.reward": "paper", "search.rank_by": "accuracy",
         "hill_climbing.n_steps": n_steps, "hill_climbing.n_neigh": per_round,
         "hill_climbing.n_nm": 3,
     }
